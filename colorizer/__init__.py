@@ -1,0 +1,52 @@
+"""colorizer: automatic colorization of photos after Zhang, Isola & Efros (2016).
+
+Five lines::
+
+    import colorizer
+    color = colorizer.colorize("old-photo.jpg", temperature=0.38)   # PIL image, full size
+    color.save("old-photo-color.png")
+    model = colorizer.Colorizer.from_pretrained()                   # the shipped default
+    pred = model.analyze("old-photo.jpg"); pred.colorize(0.2); pred.uncertainty()
+"""
+
+from __future__ import annotations
+
+import functools
+
+from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, ImageTooLargeError
+from colorizer.model import DEFAULT_MODEL, Colorizer, Prediction, available_models
+
+__all__ = [
+    "Colorizer",
+    "Prediction",
+    "ImageError",
+    "ImageTooLargeError",
+    "available_models",
+    "colorize",
+    "colorize_batch",
+    "load_model",
+]
+__version__ = "0.1.0"
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(name: str = DEFAULT_MODEL) -> Colorizer:
+    """A model by shipped name, folder or Hub id, loaded once per process and cached."""
+    return Colorizer.from_pretrained(name).eval()
+
+
+def colorize(
+    image: ImageInput,
+    temperature: float | None = None,
+    model: str | Colorizer = DEFAULT_MODEL,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+):
+    """Colorize one photo with the default (or a named) model; see ``Colorizer.colorize``."""
+    m = load_model(model) if isinstance(model, str) else model
+    return m.colorize(image, temperature=temperature, max_pixels=max_pixels)
+
+
+def colorize_batch(images, temperature: float | None = None, model: str | Colorizer = DEFAULT_MODEL, batch_size: int = 8):
+    """Colorize many photos; see ``Colorizer.colorize_batch``."""
+    m = load_model(model) if isinstance(model, str) else model
+    return m.colorize_batch(images, temperature=temperature, batch_size=batch_size)

@@ -1,0 +1,163 @@
+"""sRGB <-> CIE Lab (D65, 2 degree observer) in torch.
+
+Batched, device-agnostic and differentiable; the constants are those of
+``skimage.color.rgb2lab`` / ``lab2rgb`` so that results agree with scikit-image to
+within 1e-3. Channels come first: tensors are ``(*, 3, H, W)``.
+
+Ranges: sRGB in [0, 1] (float) or [0, 255] (uint8); L in [0, 100]; a and b roughly
+in [-110, 110] for colours inside the sRGB gamut.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["rgb_to_lab", "lab_to_rgb", "rgb_to_l", "clip_chroma", "WHITE_D65"]
+
+# Linear sRGB -> XYZ, as in skimage.color.colorconv.xyz_from_rgb.
+_XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+WHITE_D65 = (0.95047, 1.0, 1.08883)
+_EPS = 0.008856  # (6/29)^3, the CIE threshold of the cube-root segment
+_KAPPA = 7.787  # slope of the linear segment, as skimage writes it
+_T0 = 16.0 / 116.0
+
+
+def _check_channels(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"{name}: expected (*, 3, H, W), got {tuple(x.shape)}")
+
+
+def _matrix(x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    m = torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)
+    if inverse:
+        m = torch.linalg.inv(m)
+    return m.to(device=x.device, dtype=x.dtype)
+
+
+def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Multiply each pixel's channel vector by ``m``: (3, 3) x (*, 3, H, W)."""
+    return torch.einsum("ij,...jhw->...ihw", m, x)
+
+
+def _as_float_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    if rgb.dtype == torch.uint8:
+        return rgb.float() / 255.0
+    if not rgb.is_floating_point():
+        raise TypeError(f"rgb_to_lab: expected uint8 or a float dtype, got {rgb.dtype}")
+    return rgb
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """Convert sRGB to CIE Lab.
+
+    Args:
+        rgb: ``(*, 3, H, W)``, uint8 in [0, 255] or float in [0, 1].
+    Returns:
+        ``(*, 3, H, W)`` float Lab: L in [0, 100], a and b in about [-110, 110].
+    """
+    _check_channels(rgb, "rgb_to_lab")
+    rgb = _as_float_rgb(rgb)
+    # sRGB companding (IEC 61966-2-1); the clamp keeps pow's gradient finite.
+    linear = torch.where(
+        rgb > 0.04045,
+        ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
+        rgb / 12.92,
+    )
+    xyz = _apply_matrix(_matrix(rgb, inverse=False), linear)  # (*, 3, H, W)
+    white = torch.tensor(WHITE_D65, device=rgb.device, dtype=rgb.dtype).view(3, 1, 1)
+    t = xyz / white
+    f = torch.where(t > _EPS, t.clamp(min=_EPS) ** (1.0 / 3.0), _KAPPA * t + _T0)
+    fx, fy, fz = f.unbind(-3)
+    lightness = 116.0 * fy - 16.0
+    a = 500.0 * (fx - fy)
+    b = 200.0 * (fy - fz)
+    return torch.stack([lightness, a, b], dim=-3)
+
+
+def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """Convert CIE Lab to sRGB, clipped to the gamut.
+
+    Args:
+        lab: ``(*, 3, H, W)`` float, L in [0, 100], a and b in about [-110, 110].
+        clip: clip to [0, 1]; ``False`` shows how far out of gamut a colour is.
+    Returns:
+        ``(*, 3, H, W)`` float sRGB in [0, 1] (or beyond, unclipped).
+    """
+    _check_channels(lab, "lab_to_rgb")
+    if not lab.is_floating_point():
+        raise TypeError(f"lab_to_rgb: expected a float dtype, got {lab.dtype}")
+    lightness, a, b = lab.unbind(-3)
+    fy = (lightness + 16.0) / 116.0
+    fx = fy + a / 500.0
+    fz = (fy - b / 200.0).clamp(min=0.0)  # skimage clips negative z the same way
+    f = torch.stack([fx, fy, fz], dim=-3)
+    t = torch.where(f > 0.2068966, f.clamp(min=0.2068966) ** 3, (f - _T0) / _KAPPA)
+    white = torch.tensor(WHITE_D65, device=lab.device, dtype=lab.dtype).view(3, 1, 1)
+    linear = _apply_matrix(_matrix(lab, inverse=True), t * white)
+    rgb = torch.where(
+        linear > 0.0031308,
+        1.055 * linear.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055,
+        12.92 * linear,
+    )
+    return rgb.clamp(0.0, 1.0) if clip else rgb
+
+
+def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
+    """Lightness alone, without computing a and b (cheaper on large photos).
+
+    Args:
+        rgb: ``(*, 3, H, W)``, uint8 in [0, 255] or float in [0, 1].
+    Returns:
+        ``(*, 1, H, W)`` float L in [0, 100].
+    """
+    _check_channels(rgb, "rgb_to_l")
+    rgb = _as_float_rgb(rgb)
+    linear = torch.where(
+        rgb > 0.04045,
+        ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
+        rgb / 12.92,
+    )
+    row = _matrix(rgb, inverse=False)[1:2]  # Y only; white Y is 1
+    y = _apply_matrix(row, linear)  # (*, 1, H, W)
+    fy = torch.where(y > _EPS, y.clamp(min=_EPS) ** (1.0 / 3.0), _KAPPA * y + _T0)
+    return 116.0 * fy - 16.0
+
+
+def clip_chroma(lab: torch.Tensor, steps: int = 12) -> torch.Tensor:
+    """Bring Lab colours into the sRGB gamut by shrinking chroma, keeping L and hue.
+
+    Out-of-gamut pixels get (L, s a, s b) with the largest s in [0, 1] that is in
+    gamut (bisection, ``steps`` halvings), so the lightness of a colorized photo
+    stays exactly the input's, where plain RGB clipping would change it.
+
+    Args:
+        lab: ``(*, 3, H, W)`` float with L in [0, 100].
+    Returns:
+        ``(*, 3, H, W)`` in gamut (to within 2^-steps of the chroma).
+    """
+    _check_channels(lab, "clip_chroma")
+    rgb = lab_to_rgb(lab, clip=False)
+    out = ((rgb < -1e-6) | (rgb > 1 + 1e-6)).any(dim=-3)  # (*, H, W)
+    if not out.any():
+        return lab
+    moved = lab.movedim(-3, -1)  # (*, H, W, 3) view
+    bad = moved[out]  # (N, 3)
+    lo = torch.zeros(len(bad), 1, device=lab.device, dtype=lab.dtype)
+    hi = torch.ones_like(lo)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        trial = torch.cat([bad[:, :1], bad[:, 1:] * mid], dim=1)  # (N, 3)
+        rgb = lab_to_rgb(trial.T.reshape(3, -1, 1), clip=False).reshape(3, -1).T
+        ok = ((rgb >= -1e-6) & (rgb <= 1 + 1e-6)).all(dim=1, keepdim=True)
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    fixed = torch.cat([bad[:, :1], bad[:, 1:] * lo], dim=1)
+    result = moved.clone()
+    result[out] = fixed
+    return result.movedim(-1, -3)

@@ -1,0 +1,219 @@
+"""Reading photos of any kind into the lightness the model needs.
+
+``read_image`` opens a path, bytes, PIL image or numpy array and returns a
+normalised PIL image: EXIF orientation applied, the first frame of an animation,
+an embedded ICC profile converted to sRGB, pixels fully loaded. ``split_lightness``
+turns that into the full-resolution CIE L (16-bit photos keep their precision) and
+the alpha channel, if any. Every failure is an ``ImageError`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from colorizer.color import rgb_to_l
+
+__all__ = [
+    "ImageError",
+    "ImageTooLargeError",
+    "ImageInput",
+    "DEFAULT_MAX_PIXELS",
+    "read_image",
+    "split_lightness",
+    "Lightness",
+    "IMAGE_SUFFIXES",
+]
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+DEFAULT_MAX_PIXELS = 100_000_000  # a 12 MP photo is fine; a decompression bomb is not
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+
+
+class ImageError(ValueError):
+    """The input is not an image the colorizer can read."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than the limit (a guard against decompression bombs)."""
+
+
+def _check_size(width: int, height: int, max_pixels: int | None, name: str) -> None:
+    if width < 1 or height < 1:
+        raise ImageError(f"{name}: image has no pixels ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}"
+        )
+
+
+def _from_array(array: np.ndarray, name: str) -> Image.Image:
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageError(f"{name}: expected an array of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16 and a.ndim == 2:
+        return _gray16(a)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ImageError(f"{name}: float array has NaN or infinite values")
+        if a.min() < 0 or a.max() > 1:
+            raise ImageError(f"{name}: float arrays must lie in [0, 1], got [{a.min():.3g}, {a.max():.3g}]")
+        a = np.round(a * 255).astype(np.uint8) if a.ndim == 3 else a.astype(np.float32)
+        if a.ndim == 2:
+            return Image.fromarray(a)  # float32 (H, W): mode F
+    elif a.dtype == np.uint16:
+        a = (a // 257).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ImageError(f"{name}: unsupported array dtype {a.dtype} (use uint8, uint16, bool or float in [0, 1])")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _gray16(a: np.ndarray) -> Image.Image:
+    """A 16-bit grayscale array as a PIL 'F' image in [0, 1], keeping its precision."""
+    return Image.fromarray(a.astype(np.float32) / 65535.0)  # mode F
+
+
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def _to_srgb(img: Image.Image) -> Image.Image:
+    """Apply an embedded ICC profile (Adobe RGB, CMYK press profiles, ...) into sRGB."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
+        return img
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(img, src, _SRGB, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return img  # a broken profile: fall back to the plain conversion
+
+
+def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and normalise an image.
+
+    Args:
+        image: a path, encoded bytes, a PIL image, or a numpy array ``(H, W)``,
+            ``(H, W, 3)`` or ``(H, W, 4)`` (uint8, uint16, bool, or float in [0, 1]).
+        max_pixels: refuse images with more pixels than this (``None``: no limit).
+    Returns:
+        a loaded PIL image, upright, first frame only, in sRGB, in one of the modes
+        L, LA, F (16-bit or float gray, values in [0, 1]), RGB or RGBA.
+    Raises:
+        ImageError: unreadable, empty, truncated or unsupported input.
+        ImageTooLargeError: more than ``max_pixels`` pixels.
+    """
+    name = "image"
+    if isinstance(image, np.ndarray):
+        img = _from_array(image, "array")
+        _check_size(*img.size, max_pixels, "array")
+        return _normalise_mode(img)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        name = str(path)
+        if not path.exists():
+            raise ImageError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{name}: is a directory, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{name}: empty file (0 bytes)")
+        source: object = path
+    elif isinstance(image, (bytes, bytearray)):
+        if not image:
+            raise ImageError("image: empty data (0 bytes)")
+        source = io.BytesIO(image)
+    elif isinstance(image, Image.Image):
+        source = None
+    else:
+        raise ImageError(f"image: expected a path, bytes, PIL image or numpy array, got {type(image).__name__}")
+
+    try:
+        with warnings.catch_warnings():
+            # We apply our own pixel limit; PIL's own warning and bomb check are lifted.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if source is None:
+                img = image  # type: ignore[assignment]
+            else:
+                img = Image.open(source)  # type: ignore[arg-type]
+            _check_size(*img.size, max_pixels, name)
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animations: the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file PIL can read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{name}: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e).strip() or type(e).__name__
+        raise ImageError(f"{name}: unreadable or truncated image ({msg})") from None
+    return _normalise_mode(_to_srgb(img))
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA", "F"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(img).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        return Image.fromarray((np.clip(a, 0, top) / top).astype(np.float32))  # mode F
+    if mode in ("P", "PA"):
+        return img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
+        return img.convert("RGBA" if mode in ("RGBa",) else "RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise ImageError(f"image: unsupported mode {mode} ({e})") from None
+
+
+@dataclass
+class Lightness:
+    """A photo split for colorization.
+
+    Attributes:
+        l: ``(1, 1, H, W)`` float32 CIE L in [0, 100] at full resolution.
+        alpha: ``(H, W)`` uint8 alpha, or None.
+    """
+
+    l: torch.Tensor
+    alpha: np.ndarray | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL gives it."""
+        return self.l.shape[-1], self.l.shape[-2]
+
+
+def split_lightness(img: Image.Image) -> Lightness:
+    """Full-resolution L and alpha of an image from ``read_image``."""
+    alpha = None
+    if img.mode in ("LA", "RGBA"):
+        alpha = np.asarray(img.getchannel("A")).copy()
+    if img.mode == "F":
+        gray = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())[None, None]  # (1, 1, H, W)
+        rgb = gray.expand(1, 3, *gray.shape[-2:])
+    elif img.mode in ("L", "LA"):
+        gray = torch.from_numpy(np.asarray(img.getchannel("L")).copy())[None, None]
+        rgb = gray.expand(1, 3, *gray.shape[-2:])
+    else:
+        arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+        rgb = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
+    return Lightness(l=rgb_to_l(rgb), alpha=alpha)

@@ -1,0 +1,369 @@
+"""``Colorizer``: the whole colorization model, Hub-ready.
+
+One ``nn.Module`` holds the network, its input normalisation, its head and the
+quantized ab space (bin centres, prior and rebalancing weights as named buffers),
+so ``config.json`` + ``model.safetensors`` describe it completely. It is a
+``PyTorchModelHubMixin``: ``save_pretrained``, ``from_pretrained`` and ``push_to_hub``
+work with local folders and Hub repositories, strictly, with no pickle.
+
+Full-resolution inference (``analyze`` / ``colorize``): the photo's L is resized,
+keeping its aspect ratio, so its area is about ``input_size``^2 (both sides multiples
+of 8), the network predicts ab at a quarter of that, ab is upsampled bilinearly to
+the photo's full resolution, chroma is shrunk where (L, a, b) would leave the sRGB
+gamut, and the result is recombined with the photo's own full-resolution L. The
+original release instead squashed every photo into a 256x256 square, which
+distorts shapes the network sees; keeping the aspect ratio avoids that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
+from PIL import Image
+from torch import nn
+
+from colorizer.bins import annealed_mean, entropy, gamut_bins, rebalance_weights
+from colorizer.color import clip_chroma, lab_to_rgb
+from colorizer.images import DEFAULT_MAX_PIXELS, ImageInput, Lightness, read_image, split_lightness
+from colorizer.losses import classification_loss, regression_loss
+from colorizer.networks import ECCV16
+
+__all__ = ["Colorizer", "Prediction", "network_size", "DEFAULT_MODEL", "available_models"]
+
+DEFAULT_MODEL = "default"
+REPO_URL = "https://github.com/colorizer/colorizer"
+PAPER_URL = "https://arxiv.org/abs/1603.08511"
+_STRIP_ROWS = 512  # rows composed at a time: bounds the memory of 12 MP photos
+
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title | default("Colorizer", true) }}
+
+Automatic colorization of photos after Zhang, Isola & Efros (2016),
+"[Colorful Image Colorization]({{ paper_url }})", made with
+[colorizer]({{ repo_url }}).
+
+## Use
+
+```python
+from colorizer import Colorizer
+
+model = Colorizer.from_pretrained("{{ repo_id | default("path/to/this/folder", true) }}")
+model.colorize("photo.jpg").save("photo-color.png")
+```
+
+## Model
+
+{{ config_table }}
+
+{{ description | default("", true) }}
+
+## Results
+
+{{ results | default("No evaluation results are attached to this card yet.", true) }}
+
+{{ extra | default("", true) }}
+"""
+
+
+def network_size(height: int, width: int, input_size: int, multiple: int = 8, max_aspect: float = 4.0) -> tuple[int, int]:
+    """Size at which the network sees a ``height`` x ``width`` photo.
+
+    The aspect ratio is kept (clamped to ``max_aspect``, so a 3x5000 strip is not a
+    sliver of 8 pixels) and the area is about ``input_size``^2; both sides are
+    multiples of ``multiple`` and at least ``multiple``.
+    """
+    aspect = min(max(width / height, 1.0 / max_aspect), max_aspect)
+    h = input_size / math.sqrt(aspect)
+    w = input_size * math.sqrt(aspect)
+
+    def snap(x: float) -> int:
+        return max(multiple, int(round(x / multiple)) * multiple)
+
+    return snap(h), snap(w)
+
+
+def _model_dir(name: str) -> Path:
+    return Path(str(resources.files("colorizer").joinpath("pretrained", name)))
+
+
+def available_models() -> list[str]:
+    """Names of the models shipped inside the package (``from_pretrained(name)``)."""
+    root = Path(str(resources.files("colorizer").joinpath("pretrained")))
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
+class Colorizer(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="colorizer",
+    tags=["image-colorization", "colorization", "zhang2016", "pytorch"],
+    pipeline_tag="image-to-image",
+    license="mit",
+    repo_url=REPO_URL,
+    paper_url=PAPER_URL,
+    model_card_template=MODEL_CARD_TEMPLATE,
+):
+    """Zhang et al.'s colorizer (or the regression baseline) with everything it needs.
+
+    Args:
+        objective: "classification" (Q logits per pixel, the paper) or "regression"
+            (ab directly, the baseline).
+        width: channel multiplier of the ECCV16 network (1.0 = the paper's).
+        grid: side of an ab bin (10 in the paper); ab_range: extent of the ab grid.
+        k, sigma: soft-encoding neighbours and Gaussian width (ab units).
+        prior: empirical prior over the Q bins (None: uniform); lam, prior_sigma: the
+            rebalancing mix with uniform and the prior's smoothing.
+        rebalance: weight the loss by the rebalancing weights.
+        temperature: default annealed-mean temperature.
+        input_size: the network sees photos at about input_size^2 pixels.
+        regression_loss: "l2" or "smooth_l1" for the regression objective.
+        l_cent, l_norm, ab_norm: input and output normalisation (L - l_cent) / l_norm,
+            regression output times ab_norm.
+    """
+
+    def __init__(
+        self,
+        objective: str = "classification",
+        width: float = 1.0,
+        grid: float = 10.0,
+        ab_range: float = 110.0,
+        k: int = 5,
+        sigma: float = 5.0,
+        prior: list[float] | None = None,
+        lam: float = 0.5,
+        prior_sigma: float = 5.0,
+        rebalance: bool = True,
+        temperature: float = 0.38,
+        input_size: int = 256,
+        regression_loss: str = "l2",
+        l_cent: float = 50.0,
+        l_norm: float = 100.0,
+        ab_norm: float = 110.0,
+    ):
+        super().__init__()
+        if objective not in ("classification", "regression"):
+            raise ValueError(f"objective must be 'classification' or 'regression', got {objective!r}")
+        if regression_loss not in ("l2", "smooth_l1"):
+            raise ValueError(f"regression_loss must be 'l2' or 'smooth_l1', got {regression_loss!r}")
+        if input_size < 16 or input_size % 8:
+            raise ValueError(f"input_size must be a multiple of 8 and at least 16, got {input_size}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.objective = objective
+        self.k, self.sigma = k, sigma
+        self.temperature = temperature
+        self.input_size = input_size
+        self.regression_kind = regression_loss
+        self.rebalance = rebalance
+        self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
+
+        centres = gamut_bins(grid, ab_range)  # (Q, 2)
+        q = len(centres)
+        if prior is None:
+            p = torch.full((q,), 1.0 / q, dtype=torch.float64)
+        else:
+            p = torch.as_tensor(prior, dtype=torch.float64)
+            if p.shape != (q,) or (p < 0).any() or p.sum() <= 0:
+                raise ValueError(f"prior must be {q} non-negative numbers (grid {grid:g}), got shape {tuple(p.shape)}")
+            p = p / p.sum()
+        self.register_buffer("bin_centers", centres)
+        self.register_buffer("prior", p.float())
+        self.register_buffer("class_weights", rebalance_weights(p, centres, lam, prior_sigma).float())
+        self.net = ECCV16(q if objective == "classification" else 2, width)
+
+    @property
+    def num_bins(self) -> int:
+        return len(self.bin_centers)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bin_centers.device
+
+    # ------------------------------------------------------------------ network
+    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` L in [0, 100] -> ``(B, Q, H/4, W/4)`` logits (classification)
+        or ``(B, 2, H/4, W/4)`` ab (regression)."""
+        if lightness.dim() != 4 or lightness.shape[1] != 1:
+            raise ValueError(f"Colorizer.forward: expected L of shape (B, 1, H, W), got {tuple(lightness.shape)}")
+        out = self.net((lightness - self.l_cent) / self.l_norm)
+        return out * self.ab_norm if self.objective == "regression" else out
+
+    def decode(self, output: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Network output -> ``(B, 2, h, w)`` ab: the annealed mean at ``temperature``
+        (default: the model's) for classification, the output itself for regression."""
+        if self.objective == "regression":
+            return output.float()
+        t = self.temperature if temperature is None else temperature
+        return annealed_mean(output, self.bin_centers, t)
+
+    def loss(self, output: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Training loss of ``output = self(L)`` against ground-truth ``(B, 2, H, W)`` ab."""
+        weights = self.class_weights if self.rebalance else None
+        if self.objective == "classification":
+            return classification_loss(output, ab, self.bin_centers, weights, self.k, self.sigma, mask)
+        return regression_loss(output, ab, self.regression_kind, weights, self.bin_centers, mask)
+
+    # ------------------------------------------------------------------ photos
+    @torch.no_grad()
+    def analyze(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "Prediction":
+        """Run the network once on a photo; the ``Prediction`` renders any temperature.
+
+        Raises:
+            ImageError / ImageTooLargeError: the input cannot be read.
+        """
+        return self.analyze_batch([image], max_pixels=max_pixels)[0]
+
+    @torch.no_grad()
+    def analyze_batch(
+        self, images: Sequence[ImageInput], batch_size: int = 8, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    ) -> list["Prediction"]:
+        """``analyze`` for many photos; photos whose network sizes match share a batch."""
+        parts = [split_lightness(read_image(im, max_pixels)) for im in images]
+        small = [self._network_input(p.l) for p in parts]
+        outputs: list[torch.Tensor | None] = [None] * len(parts)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, s in enumerate(small):
+            by_size.setdefault(tuple(s.shape[-2:]), []).append(i)
+        was_training = self.training
+        self.eval()
+        try:
+            for idxs in by_size.values():
+                for start in range(0, len(idxs), batch_size):
+                    chunk = idxs[start : start + batch_size]
+                    out = self(torch.cat([small[i] for i in chunk]).to(self.device))
+                    for i, o in zip(chunk, out):
+                        outputs[i] = o[None].float()
+        finally:
+            self.train(was_training)
+        return [Prediction(self, p, o) for p, o in zip(parts, outputs)]  # type: ignore[arg-type]
+
+    def _network_input(self, lightness: torch.Tensor) -> torch.Tensor:
+        h, w = network_size(*lightness.shape[-2:], self.input_size)
+        return F.interpolate(lightness, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+    def colorize(
+        self,
+        image: ImageInput,
+        temperature: float | None = None,
+        return_uncertainty: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> Image.Image | tuple[Image.Image, np.ndarray]:
+        """Colorize one photo at full resolution.
+
+        Args:
+            image: path, bytes, PIL image or numpy array; any mode (colour photos are
+                colorized from their L channel).
+            temperature: annealed-mean temperature in [0, 1] (default: the model's).
+            return_uncertainty: also return the ``(H, W)`` normalised entropy in [0, 1].
+        Returns:
+            a PIL image the size of the input, RGB (RGBA if the input had alpha), and
+            the uncertainty map if asked for.
+        """
+        pred = self.analyze(image, max_pixels=max_pixels)
+        out = pred.colorize(temperature)
+        return (out, pred.uncertainty()) if return_uncertainty else out
+
+    def colorize_batch(
+        self,
+        images: Sequence[ImageInput],
+        temperature: float | None = None,
+        batch_size: int = 8,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> list[Image.Image]:
+        """Colorize many photos; returns PIL images in the same order."""
+        return [p.colorize(temperature) for p in self.analyze_batch(images, batch_size, max_pixels)]
+
+    # ------------------------------------------------------------------ hub
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None = None, *, strict: bool = True, **kwargs):
+        """Load a model: no argument or a shipped name ("default", see
+        ``available_models()``) loads a model shipped in the package; otherwise a
+        local folder or a Hub repository id. Loading is strict: a missing or
+        unexpected tensor is an error."""
+        name = DEFAULT_MODEL if pretrained_model_name_or_path is None else str(pretrained_model_name_or_path)
+        if not Path(name).is_dir() and "/" not in name and _model_dir(name).is_dir():
+            name = str(_model_dir(name))
+        return super().from_pretrained(name, strict=strict, **kwargs)
+
+    def generate_model_card(self, *args, **kwargs) -> ModelCard:
+        """The Hub model card: metadata (library, tags, pipeline, licence, metrics),
+        usage, the configuration as a table, and ``results`` Markdown if given."""
+        config = dict(self._hub_mixin_config or {})
+        config.pop("prior", None)
+        n_params = sum(p.numel() for p in self.parameters())
+        rows = [("parameters", f"{n_params:,}"), ("bins Q", self.num_bins)] + sorted(config.items())
+        kwargs.setdefault(
+            "config_table", "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        )
+        card = super().generate_model_card(*args, **kwargs)
+        card.data.metrics = ["auc", "psnr", "ssim", "colorfulness"]
+        return card
+
+
+@dataclass
+class Prediction:
+    """The network's prediction for one photo, renderable at any temperature.
+
+    Attributes:
+        model: the model that made it.
+        lightness: the photo's full-resolution L and alpha.
+        output: ``(1, Q, h, w)`` logits (or ``(1, 2, h, w)`` ab for regression).
+    """
+
+    model: Colorizer
+    lightness: Lightness
+    output: torch.Tensor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.lightness.size
+
+    def ab(self, temperature: float | None = None) -> torch.Tensor:
+        """``(1, 2, h, w)`` ab at the network's output resolution."""
+        return self.model.decode(self.output, temperature)
+
+    def colorize(self, temperature: float | None = None) -> Image.Image:
+        """The full-resolution colour photo (RGB, or RGBA when the input had alpha)."""
+        rgb = compose(self.lightness.l, self.ab(temperature))
+        if self.lightness.alpha is not None:
+            return Image.fromarray(np.dstack([rgb, self.lightness.alpha]))  # RGBA
+        return Image.fromarray(rgb)  # RGB
+
+    def uncertainty(self) -> np.ndarray:
+        """``(H, W)`` float32 in [0, 1]: entropy of the predicted distribution over bins
+        divided by log Q, upsampled to full resolution (zeros for regression)."""
+        w, h = self.size
+        if self.model.objective == "regression":
+            return np.zeros((h, w), dtype=np.float32)
+        ent = entropy(self.output)  # (1, 1, h', w')
+        ent = F.interpolate(ent, size=(h, w), mode="bilinear", align_corners=False)
+        return ent[0, 0].clamp(0, 1).cpu().numpy()
+
+
+def compose(lightness: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
+    """Full-resolution L ``(1, 1, H, W)`` + low-resolution ab ``(1, 2, h, w)`` -> uint8
+    ``(H, W, 3)`` sRGB. ab is upsampled bilinearly and its chroma shrunk where it
+    would leave the gamut, so the output keeps the input's L exactly (up to 8 bits)."""
+    _, _, h, w = lightness.shape
+    ab_full = F.interpolate(ab.float().to(lightness.device), size=(h, w), mode="bilinear", align_corners=False)
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for top in range(0, h, _STRIP_ROWS):
+        rows = slice(top, top + _STRIP_ROWS)
+        lab = torch.cat([lightness[..., rows, :], ab_full[..., rows, :]], dim=1)  # (1, 3, r, W)
+        rgb = lab_to_rgb(clip_chroma(lab))
+        out[rows] = (rgb[0] * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out
+
