@@ -206,8 +206,10 @@ class PriorCounter:
 def smooth_prior(prior: torch.Tensor, centres: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
     """Gaussian-smooth a prior over the ab plane (sigma in ab units), renormalised.
 
-    Each bin's mass is spread to every bin with weight exp(-d^2 / (2 sigma^2)) of the
-    distance between centres, the paper's smoothing of the empirical distribution.
+    Each bin becomes the Gaussian-weighted average, weights exp(-d^2 / (2 sigma^2)) of
+    the distance between centres, of the bins around it (the paper's smoothing of the
+    empirical distribution); averaging, rather than spreading mass outwards, keeps a
+    uniform prior uniform at the rim of the gamut.
     """
     if prior.shape != (len(centres),):
         raise ValueError(f"smooth_prior: expected prior of shape ({len(centres)},), got {tuple(prior.shape)}")
@@ -215,8 +217,8 @@ def smooth_prior(prior: torch.Tensor, centres: torch.Tensor, sigma: float = 5.0)
         return prior / prior.sum()
     c = centres.double()
     kernel = torch.exp(-torch.cdist(c, c) ** 2 / (2.0 * sigma**2))  # (Q, Q)
-    kernel = kernel / kernel.sum(1, keepdim=True)  # each bin gives away exactly its mass
-    smoothed = prior.double() @ kernel
+    kernel = kernel / kernel.sum(1, keepdim=True)  # row q: averaging weights around bin q
+    smoothed = kernel @ prior.double()
     return smoothed / smoothed.sum()
 
 

@@ -18,15 +18,19 @@ distorts shapes the network sees; keeping the aspect ratio avoids that.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelCard, PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from PIL import Image
 from torch import nn
 
@@ -297,6 +301,42 @@ class Colorizer(
         if not Path(name).is_dir() and "/" not in name and _model_dir(name).is_dir():
             name = str(_model_dir(name))
         return super().from_pretrained(name, strict=strict, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs,
+    ) -> "Colorizer":
+        """Build from the config, then load ``model.safetensors`` from the folder or the
+        Hub. Only safetensors is accepted: a pickled checkpoint is never opened."""
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, SAFETENSORS_SINGLE_FILE)
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"{model_id}: no {SAFETENSORS_SINGLE_FILE} in this folder")
+        else:
+            weights = hf_hub_download(
+                repo_id=model_id,
+                filename=SAFETENSORS_SINGLE_FILE,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        missing, unexpected = safetensors.torch.load_model(model, weights, strict=strict, device=map_location)
+        if missing or unexpected:  # only reachable with strict=False
+            warnings.warn(f"{model_id}: missing tensors {missing}, unexpected tensors {unexpected}")
+        return model.to(map_location).eval()
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The Hub model card: metadata (library, tags, pipeline, licence, metrics),

@@ -1,0 +1,153 @@
+"""Command line: ``python -m colorizer PHOTO... -o OUTDIR`` (or ``colorizer ...``).
+
+Colorizes each photo (or every image in a given folder) at full resolution and
+writes ``OUTDIR/<name>.png`` (PNG keeps alpha and adds no compression loss). Never
+writes over an input; an existing output is kept unless ``--overwrite``. A file that
+cannot be colorized gets one line on stderr and the rest go on; the exit status is
+1 if any file failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from colorizer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError
+
+__all__ = ["main", "build_parser", "plan_outputs"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="colorizer",
+        description="Colorize photos with a Zhang et al. (2016) colorization model.",
+    )
+    p.add_argument("photos", nargs="+", type=Path, help="photos, or folders of photos, to colorize")
+    p.add_argument("-o", "--out", type=Path, required=True, help="folder for the colorized PNGs (created)")
+    p.add_argument(
+        "-t", "--temperature", type=float, default=None,
+        help="annealed-mean temperature in [0, 1]: lower is more saturated (default: the model's, 0.38)",
+    )
+    p.add_argument(
+        "-m", "--model", default="default",
+        help="shipped model name, model folder, or Hugging Face Hub repo id (default: the shipped default)",
+    )
+    p.add_argument("--uncertainty", action="store_true", help="also write NAME.uncertainty.png (entropy map)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
+    p.add_argument("--suffix", default="", help="added to each output name, e.g. '-color'")
+    p.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger images (decompression bombs); default {DEFAULT_MAX_PIXELS:,}",
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Folders become their image files (sorted, not recursive); files stay as given."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
+def plan_outputs(inputs: list[Path], out_dir: Path, suffix: str = "") -> list[Path]:
+    """One output path per input: ``out_dir/<stem><suffix>.png``, made unique when two
+    inputs share a stem (``x.png``, ``x-2.png``, ...)."""
+    taken: set[str] = set()
+    plan = []
+    for src in inputs:
+        name, n = f"{src.stem}{suffix}", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{src.stem}{suffix}-{n}"
+        taken.add(name.lower())
+        plan.append(out_dir / f"{name}.png")
+    return plan
+
+
+def _heatmap(u: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(u, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))  # mode L
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "colorizer"
+    if args.temperature is not None and not 0.0 <= args.temperature <= 1.0:
+        print(f"{prog}: error: --temperature must be in [0, 1], got {args.temperature}", file=sys.stderr)
+        return 2
+    inputs = _expand(args.photos)
+    if not inputs:
+        print(f"{prog}: error: no image files found in {', '.join(map(str, args.photos))}", file=sys.stderr)
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"{prog}: error: cannot create {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+
+    from colorizer.model import Colorizer  # torch import only after the arguments are fine
+
+    try:
+        model = Colorizer.from_pretrained(args.model).to(args.device).eval()
+    except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
+        print(f"{prog}: error: cannot load model {args.model!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
+        return 2
+
+    input_set = {p.resolve() for p in inputs}
+    failures = 0
+    bar = tqdm(list(zip(inputs, plan_outputs(inputs, args.out, args.suffix))), unit="photo",
+               disable=args.quiet, desc="colorizing")
+    for src, dst in bar:
+        def fail(msg: str) -> None:
+            nonlocal failures
+            failures += 1
+            tqdm.write(f"{prog}: error: {msg}", file=sys.stderr)
+
+        extra = dst.with_name(dst.stem + ".uncertainty.png")
+        targets = [dst, extra] if args.uncertainty else [dst]
+        if any(t.resolve() in input_set for t in targets):
+            fail(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
+            continue
+        if not args.overwrite and any(t.exists() for t in targets):
+            fail(f"{src}: {dst} exists (use --overwrite to replace it)")
+            continue
+        try:
+            pred = model.analyze(src, max_pixels=args.max_pixels)
+            result = pred.colorize(args.temperature)
+            _save_atomic(result, dst)
+            if args.uncertainty:
+                _save_atomic(_heatmap(pred.uncertainty()), extra)
+        except ImageError as e:
+            fail(str(e))
+        except (OSError, RuntimeError, ValueError) as e:
+            fail(f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    bar.close()
+    if failures:
+        print(f"{prog}: {failures} of {len(inputs)} photo(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _save_atomic(img: Image.Image, dst: Path) -> None:
+    """Write to a temporary name, then rename: a crash never leaves half a file."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        img.save(tmp, format="PNG")
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

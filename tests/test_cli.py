@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from colorizer import Colorizer
+from colorizer.cli import main, plan_outputs
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    Colorizer(width=0.125, input_size=64).save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def photos(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(data.coffee()).convert("L").save(src / "coffee.jpg")
+    Image.fromarray(data.chelsea()).save(src / "cat.png")
+    (src / "empty.jpg").write_bytes(b"")
+    (src / "readme.txt").write_text("not a photo")
+    return src
+
+
+def test_colorizes_files_and_folders(tmp_path, photos, model_dir, capsys):
+    out = tmp_path / "out"
+    rc = main([str(photos / "coffee.jpg"), str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "-q",
+               "--uncertainty"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cat.png", "cat.uncertainty.png", "coffee.png", "coffee.uncertainty.png"]
+    assert Image.open(out / "coffee.png").size == (600, 400)
+    assert Image.open(out / "coffee.png").mode == "RGB"
+
+
+def test_bad_file_one_line_goes_on_and_exits_nonzero(tmp_path, photos, model_dir, capsys):
+    out = tmp_path / "out"
+    rc = main([str(photos), "-o", str(out), "-m", str(model_dir), "-q"])  # folder: 3 images, one empty
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert {p.name for p in out.iterdir()} == {"coffee.png", "cat.png"}
+    errors = [line for line in err if "error" in line]
+    assert len(errors) == 1 and "empty.jpg: empty file" in errors[0]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_never_overwrites_an_input(tmp_path, photos, model_dir, capsys):
+    before = (photos / "cat.png").read_bytes()
+    rc = main([str(photos / "cat.png"), "-o", str(photos), "-m", str(model_dir), "-q", "--overwrite"])
+    assert rc == 1 and (photos / "cat.png").read_bytes() == before
+    assert "would replace an input" in capsys.readouterr().err
+
+
+def test_existing_output_kept_unless_overwrite(tmp_path, photos, model_dir, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "coffee.png").write_bytes(b"keep me")
+    assert main([str(photos / "coffee.jpg"), "-o", str(out), "-m", str(model_dir), "-q"]) == 1
+    assert (out / "coffee.png").read_bytes() == b"keep me"
+    assert main([str(photos / "coffee.jpg"), "-o", str(out), "-m", str(model_dir), "-q", "--overwrite"]) == 0
+    assert Image.open(out / "coffee.png").size == (600, 400)
+
+
+def test_same_stems_get_distinct_outputs(tmp_path):
+    plan = plan_outputs([tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png", tmp_path / "X.tif"], tmp_path / "o")
+    assert [p.name for p in plan] == ["x.png", "x-2.png", "X-3.png"]
+
+
+def test_usage_errors_exit_2(tmp_path, photos, model_dir, capsys):
+    assert main([str(photos / "cat.png"), "-o", str(tmp_path), "-t", "3"]) == 2
+    assert main([str(photos / "cat.png"), "-o", str(tmp_path / "o"), "-m", str(tmp_path / "nothing-here")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("colorizer: error:") for line in err)
+
+
+def test_temperature_changes_the_result(tmp_path, photos, model_dir):
+    for t in ("0.05", "1.0"):
+        assert main([str(photos / "cat.png"), "-o", str(tmp_path / t), "-m", str(model_dir), "-q", "-t", t]) == 0
+    a = np.asarray(Image.open(tmp_path / "0.05" / "cat.png"))
+    b = np.asarray(Image.open(tmp_path / "1.0" / "cat.png"))
+    assert not np.array_equal(a, b)

@@ -1,0 +1,158 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import color as skcolor
+from skimage import data
+
+from colorizer import Colorizer
+from colorizer.images import ImageError, ImageTooLargeError, read_image, split_lightness
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Colorizer(width=0.125, input_size=64).eval()
+
+
+def _save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+def test_zero_byte_file(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        read_image(p)
+    with pytest.raises(ImageError, match="empty data"):
+        read_image(b"")
+
+
+def test_truncated_file(tmp_path):
+    full = _save(Image.fromarray(data.astronaut()), tmp_path / "full.jpg")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(full.read_bytes()[:4000])
+    with pytest.raises(ImageError, match="truncated"):
+        read_image(cut)
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("this is not a photo")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(p)
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="directory"):
+        read_image(tmp_path)
+    with pytest.raises(ImageError, match="expected a path"):
+        read_image(3.5)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    bomb = _save(Image.new("1", (12000, 10000)), tmp_path / "bomb.png")  # 120 MP, a few kB on disk
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ImageTooLargeError, match="over the limit"):
+        read_image(bomb)
+    with pytest.raises(ImageTooLargeError):
+        read_image(np.zeros((100, 100), np.uint8), max_pixels=5000)
+
+
+def test_16_bit_gray_keeps_precision(tmp_path, model):
+    ramp = (np.linspace(0, 65535, 64 * 80).reshape(64, 80)).astype(np.uint16)
+    p = _save(Image.fromarray(ramp), tmp_path / "deep.png")
+    img = read_image(p)
+    assert img.mode == "F"
+    l = split_lightness(img).l[0, 0].numpy()
+    ref = skcolor.rgb2lab(np.repeat((ramp / 65535.0)[..., None], 3, axis=2))[..., 0]
+    assert np.abs(l - ref).max() < 1e-3
+    # distinct 16-bit levels that 8 bits would merge stay distinct
+    assert len(np.unique(l)) > 256
+    assert model.colorize(p).size == (80, 64)
+
+
+def test_cmyk_jpeg(tmp_path, model):
+    p = _save(Image.fromarray(data.coffee()).convert("CMYK"), tmp_path / "cmyk.jpg")
+    img = read_image(p)
+    assert img.mode == "RGB"
+    assert model.colorize(p).mode == "RGB"
+
+
+def test_palette_with_transparency_keeps_alpha(tmp_path, model):
+    pal = Image.fromarray(data.chelsea()).quantize(16)
+    pal.info["transparency"] = 0
+    p = _save(pal, tmp_path / "pal.png", transparency=0)
+    img = read_image(p)
+    assert img.mode == "RGBA"
+    out = model.colorize(p)
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[..., 3], np.asarray(img)[..., 3])
+    assert (np.asarray(out)[..., 3] == 0).any()
+    assert read_image(_save(Image.fromarray(data.chelsea()).quantize(16), tmp_path / "p.png")).mode == "RGB"
+
+
+def test_la_and_rgba_modes(tmp_path, model):
+    la = Image.fromarray(data.camera()).convert("LA")
+    la.putalpha(128)
+    out = model.colorize(la)
+    assert out.mode == "RGBA" and (np.asarray(out)[..., 3] == 128).all()
+
+
+def test_exif_rotation_is_applied(tmp_path, model):
+    img = Image.fromarray(np.zeros((20, 40, 3), np.uint8))  # 40 wide, 20 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    p = _save(img, tmp_path / "rot.jpg", exif=exif)
+    assert read_image(p).size == (20, 40)
+    assert model.colorize(p).size == (20, 40)
+
+
+def test_animated_gif_uses_first_frame(tmp_path, model):
+    frames = [Image.new("L", (30, 20), v) for v in (10, 128, 250)]
+    p = tmp_path / "anim.gif"
+    frames[0].save(p, save_all=True, append_images=frames[1:], duration=100)
+    img = read_image(p)
+    assert img.size == (30, 20)
+    assert np.asarray(img.convert("L")).mean() == pytest.approx(10, abs=1)
+    assert model.colorize(p).size == (30, 20)
+
+
+@pytest.mark.parametrize(
+    "array,mode",
+    [
+        (np.zeros((8, 9), np.uint8), "L"),
+        (np.zeros((8, 9), np.uint16), "F"),
+        (np.zeros((8, 9), np.float32), "F"),
+        (np.zeros((8, 9), bool), "L"),
+        (np.zeros((8, 9, 1), np.uint8), "L"),
+        (np.zeros((8, 9, 3), np.float64), "RGB"),
+        (np.zeros((8, 9, 4), np.uint8), "RGBA"),
+    ],
+)
+def test_arrays(array, mode):
+    img = read_image(array)
+    assert img.mode == mode and img.size == (9, 8)
+
+
+@pytest.mark.parametrize(
+    "array,match",
+    [
+        (np.zeros((8, 9, 2), np.uint8), "expected an array"),
+        (np.full((4, 4), np.nan, np.float32), "NaN"),
+        (np.full((4, 4), 3.0), r"\[0, 1\]"),
+        (np.zeros((4, 4), np.complex64), "dtype"),
+        (np.zeros((0, 4), np.uint8), "no pixels"),
+    ],
+)
+def test_bad_arrays(array, match):
+    with pytest.raises(ImageError, match=match):
+        read_image(array)
+
+
+def test_bytes_input(model):
+    buf = io.BytesIO()
+    Image.fromarray(data.coffee()).save(buf, format="PNG")
+    assert model.colorize(buf.getvalue()).size == (600, 400)

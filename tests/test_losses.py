@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from colorizer.bins import gamut_bins, soft_encode, to_dense
+from colorizer.losses import classification_loss, downsample_ab, regression_loss
+
+
+@pytest.fixture(scope="module")
+def centres():
+    return gamut_bins(10)
+
+
+def test_classification_loss_is_lowest_at_the_soft_target(centres):
+    ab = torch.randn(2, 2, 8, 8) * 30
+    idx, w = soft_encode(ab, centres)
+    target = to_dense(idx, w, len(centres))
+    best = classification_loss(torch.log(target.clamp(min=1e-12)), ab, centres)
+    other = classification_loss(torch.randn(2, len(centres), 8, 8), ab, centres)
+    # cross-entropy at the target equals its entropy, the minimum
+    ent = -(target * torch.log(target.clamp(min=1e-12))).sum(1).mean()
+    assert best.item() == pytest.approx(ent.item(), rel=1e-4)
+    assert other > best
+
+
+def test_classification_loss_rebalancing_weights_by_true_bin(centres):
+    ab = torch.zeros(1, 2, 4, 4)  # every pixel in bin (0, 0)
+    logits = torch.randn(1, len(centres), 4, 4)
+    plain = classification_loss(logits, ab, centres)
+    weights = torch.ones(len(centres))
+    i0 = int(((centres == 0).all(1)).nonzero())
+    weights[i0] = 3.0
+    assert classification_loss(logits, ab, centres, weights).item() == pytest.approx(3 * plain.item(), rel=1e-5)
+
+
+def test_classification_loss_downsamples_and_masks(centres):
+    ab = torch.randn(2, 2, 16, 16) * 20
+    logits = torch.randn(2, len(centres), 4, 4, requires_grad=True)
+    loss = classification_loss(logits, ab, centres, mask=torch.tensor([True, False]))
+    loss.backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[0].abs().sum() > 0
+    none = classification_loss(logits, ab, centres, mask=torch.tensor([False, False]))
+    assert none.item() == 0.0
+
+
+def test_regression_loss_by_hand():
+    target = torch.zeros(1, 2, 4, 4)
+    target[:, 0], target[:, 1] = 3.0, 4.0
+    pred = torch.zeros(1, 2, 2, 2)
+    assert regression_loss(pred, target, "l2").item() == pytest.approx(25.0)
+    # smooth-L1 (beta 1): |x| - 0.5 per channel -> 2.5 + 3.5
+    assert regression_loss(pred, target, "smooth_l1").item() == pytest.approx(6.0)
+    with pytest.raises(ValueError):
+        regression_loss(pred, target, "l3")
+
+
+def test_downsample_ab_is_area_average():
+    ab = torch.arange(32, dtype=torch.float32).view(1, 2, 4, 4)
+    out = downsample_ab(ab, (1, 1))
+    assert torch.allclose(out.flatten(), ab.mean((2, 3)).flatten())

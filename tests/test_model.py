@@ -1,0 +1,202 @@
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from huggingface_hub import HfApi, ModelCard
+from PIL import Image
+from skimage import data
+
+import colorizer
+from colorizer import Colorizer
+from colorizer.color import rgb_to_lab
+from colorizer.model import network_size
+
+FILES = {"config.json", "model.safetensors", "README.md"}
+
+
+def tiny(**kw) -> Colorizer:
+    torch.manual_seed(0)
+    return Colorizer(width=0.125, input_size=64, **kw).eval()
+
+
+def _l_of(img: Image.Image) -> torch.Tensor:
+    return rgb_to_lab(torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1))[0]
+
+
+def test_forward_shapes_both_objectives():
+    x = torch.rand(2, 1, 64, 48) * 100
+    assert tiny()(x).shape == (2, 261, 16, 12)
+    assert tiny(objective="regression")(x).shape == (2, 2, 16, 12)
+    assert tiny(grid=20)(x).shape == (2, 77, 16, 12)
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        tiny()(torch.rand(2, 3, 64, 64))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="objective"):
+        Colorizer(objective="gan")
+    with pytest.raises(ValueError, match="prior must be 261"):
+        Colorizer(width=0.125, prior=[1.0, 2.0])
+
+
+def test_save_load_round_trip_is_identical(tmp_path):
+    prior = np.random.default_rng(0).random(261)
+    model = tiny(prior=(prior / prior.sum()).tolist(), temperature=0.2, lam=0.3)
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == FILES
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["width"] == 0.125 and config["temperature"] == 0.2 and len(config["prior"]) == 261
+    loaded = Colorizer.from_pretrained(tmp_path)
+    assert not loaded.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    x = torch.rand(1, 1, 64, 64) * 100
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    img = data.coffee()
+    assert np.array_equal(np.asarray(model.colorize(img)), np.asarray(loaded.colorize(img)))
+    assert loaded.temperature == 0.2
+
+
+def test_loading_is_strict(tmp_path):
+    tiny().save_pretrained(tmp_path)
+    weights = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    weights.pop("class_weights")
+    safetensors.torch.save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(RuntimeError, match="class_weights"):
+        Colorizer.from_pretrained(tmp_path)
+
+
+def test_no_pickle_checkpoints(tmp_path):
+    tiny().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        Colorizer.from_pretrained(tmp_path)
+
+
+def test_from_pretrained_by_repo_id_through_the_hub_cache(tmp_path):
+    """A Hub repo id resolves through huggingface_hub's real cache layout, offline."""
+    model = tiny(temperature=0.3)
+    snapshot = tmp_path / "models--someone--colorizer-tiny" / "snapshots" / ("a" * 40)
+    model.save_pretrained(snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    loaded = Colorizer.from_pretrained("someone/colorizer-tiny", cache_dir=tmp_path, local_files_only=True)
+    assert loaded.temperature == 0.3
+    assert torch.equal(loaded.net.head.weight, model.net.head.weight)
+
+
+def test_push_to_hub_uploads_weights_config_and_card(tmp_path, monkeypatch):
+    uploaded = tmp_path / "uploaded"
+
+    def create_repo(self, repo_id, **kw):
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):
+        shutil.copytree(folder_path, uploaded)
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    url = tiny().push_to_hub("someone/colorizer-test", model_card_kwargs={"results": "| AuC | 0.9 |"})
+    assert url.startswith("https://huggingface.co/someone/colorizer-test")
+    assert {p.name for p in uploaded.iterdir()} == FILES
+    card = ModelCard.load(uploaded / "README.md")
+    assert card.data.library_name == "colorizer"
+    assert card.data.pipeline_tag == "image-to-image"
+    assert card.data.license == "mit"
+    assert "image-colorization" in card.data.tags
+    assert "auc" in card.data.metrics
+    assert "| AuC | 0.9 |" in card.text and "parameters" in card.text
+
+
+def test_default_model_loads_with_no_argument_and_by_name():
+    assert "default" in colorizer.available_models()
+    a, b = Colorizer.from_pretrained(), Colorizer.from_pretrained("default")
+    assert torch.equal(a.net.head.weight, b.net.head.weight)
+
+
+@pytest.mark.parametrize("photo", [data.astronaut, data.chelsea])
+def test_colorize_keeps_full_resolution_l(photo):
+    gray = Image.fromarray(photo()).convert("L")
+    out = tiny().colorize(gray)
+    assert out.size == gray.size and out.mode == "RGB"
+    l_in = _l_of(gray)
+    diff = (l_in - _l_of(out)).abs()
+    assert diff.max() < 1.0 and diff.mean() < 0.3  # 8-bit quantization only
+
+
+def test_colour_input_is_colorized_from_its_l():
+    from colorizer.color import clip_chroma, lab_to_rgb
+
+    model = tiny()
+    rgb = data.coffee()
+    out = model.colorize(rgb)
+    assert (_l_of(Image.fromarray(rgb)) - _l_of(out)).abs().max() < 1.0
+    # same L, other colours (ab rotated by 90 degrees): the prediction must not change
+    lab = rgb_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1)).double()
+    lab[1], lab[2] = -lab[2].clone(), lab[1].clone()
+    recoloured = (lab_to_rgb(clip_chroma(lab[None]))[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(recoloured.astype(int) - rgb).mean() > 20  # really other colours
+    # what the network sees, L at full resolution, is the same up to 8-bit rounding
+    a = model.analyze(rgb).lightness.l
+    b = model.analyze(recoloured).lightness.l
+    other = model.analyze(Image.fromarray(data.astronaut()).resize((600, 400))).lightness.l
+    assert (a - b).abs().max() < 1.0 and (a - other).abs().mean() > 10
+
+
+def test_alpha_is_kept():
+    rgba = np.dstack([data.chelsea(), np.linspace(0, 255, 451 * 300).astype(np.uint8).reshape(300, 451)])
+    out = tiny().colorize(Image.fromarray(rgba))
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
+    la = Image.fromarray(rgba).convert("LA")
+    assert tiny().colorize(la).mode == "RGBA"
+
+
+def test_temperature_and_prediction_reuse():
+    model = tiny()
+    img = data.astronaut()
+    pred = model.analyze(img)
+    assert np.array_equal(np.asarray(pred.colorize(0.1)), np.asarray(model.colorize(img, temperature=0.1)))
+    assert not np.array_equal(np.asarray(pred.colorize(0.05)), np.asarray(pred.colorize(1.0)))
+    u = pred.uncertainty()
+    assert u.shape == (512, 512) and 0.0 <= u.min() <= u.max() <= 1.0
+    out, u2 = model.colorize(img, return_uncertainty=True)
+    assert np.array_equal(u, u2)
+
+
+def test_colorize_batch_equals_one_by_one():
+    model = tiny()
+    imgs = [data.astronaut(), data.coffee(), data.chelsea(), data.astronaut()[:200]]
+    batch = model.colorize_batch(imgs, temperature=0.38, batch_size=2)
+    for img, out in zip(imgs, batch):
+        assert np.array_equal(np.asarray(out), np.asarray(model.colorize(img, temperature=0.38)))
+
+
+def test_regression_model_colorizes():
+    out = tiny(objective="regression").colorize(data.coffee())
+    assert out.size == (600, 400)
+
+
+def test_network_size_keeps_aspect_and_area():
+    h, w = network_size(3000, 4000, 256)
+    assert h % 8 == 0 and w % 8 == 0 and abs(w / h - 4 / 3) < 0.05 and abs(h * w / 256**2 - 1) < 0.05
+    assert network_size(3, 5000, 256) == (128, 512)  # aspect clamped to 4
+    assert network_size(1, 1, 256) == (256, 256)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5000), (5000, 3)])
+def test_extreme_shapes(size):
+    w, h = size
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w), dtype=np.uint8))
+    out = tiny().colorize(img)
+    assert out.size == (w, h)
+
+
+def test_module_level_colorize_uses_the_default_model():
+    out = colorizer.colorize(data.chelsea(), temperature=0.5)
+    assert out.size == (451, 300)
