@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rgb_to_lab", "lab_to_rgb", "rgb_to_l", "clip_chroma", "WHITE_D65"]
+__all__ = ["rgb_to_lab", "lab_to_rgb", "lab_to_rgb_in_gamut", "rgb_to_l", "clip_chroma", "WHITE_D65"]
 
 # Linear sRGB -> XYZ, as in skimage.color.colorconv.xyz_from_rgb.
 _XYZ_FROM_RGB = (
@@ -129,35 +129,62 @@ def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
     return 116.0 * fy - 16.0
 
 
-def clip_chroma(lab: torch.Tensor, steps: int = 12) -> torch.Tensor:
+def _shrink_chroma(pixels: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(N, 3)`` Lab pixels -> the same L and hue with the largest in-gamut chroma
+    factor found by bisection (the lower bound, so the result is always in gamut)."""
+    lo = torch.zeros(len(pixels), 1, device=pixels.device, dtype=pixels.dtype)
+    hi = torch.ones_like(lo)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        trial = torch.cat([pixels[:, :1], pixels[:, 1:] * mid], dim=1)  # (N, 3)
+        rgb = lab_to_rgb(trial.T[:, :, None], clip=False)[:, :, 0].T  # (N, 3)
+        ok = ((rgb >= -1e-6) & (rgb <= 1 + 1e-6)).all(dim=1, keepdim=True)
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    return torch.cat([pixels[:, :1], pixels[:, 1:] * lo], dim=1)
+
+
+def _out_of_gamut(rgb: torch.Tensor) -> torch.Tensor:
+    return ((rgb < -1e-6) | (rgb > 1 + 1e-6)).any(dim=-3)  # (*, H, W)
+
+
+def clip_chroma(lab: torch.Tensor, steps: int = 8) -> torch.Tensor:
     """Bring Lab colours into the sRGB gamut by shrinking chroma, keeping L and hue.
 
     Out-of-gamut pixels get (L, s a, s b) with the largest s in [0, 1] that is in
-    gamut (bisection, ``steps`` halvings), so the lightness of a colorized photo
-    stays exactly the input's, where plain RGB clipping would change it.
+    gamut (bisection, ``steps`` halvings: within 2^-steps of the best s), so the
+    lightness of a colorized photo stays exactly the input's, where plain RGB
+    clipping would change it.
 
     Args:
         lab: ``(*, 3, H, W)`` float with L in [0, 100].
     Returns:
-        ``(*, 3, H, W)`` in gamut (to within 2^-steps of the chroma).
+        ``(*, 3, H, W)`` Lab inside the gamut.
     """
     _check_channels(lab, "clip_chroma")
-    rgb = lab_to_rgb(lab, clip=False)
-    out = ((rgb < -1e-6) | (rgb > 1 + 1e-6)).any(dim=-3)  # (*, H, W)
+    out = _out_of_gamut(lab_to_rgb(lab, clip=False))
     if not out.any():
         return lab
-    moved = lab.movedim(-3, -1)  # (*, H, W, 3) view
-    bad = moved[out]  # (N, 3)
-    lo = torch.zeros(len(bad), 1, device=lab.device, dtype=lab.dtype)
-    hi = torch.ones_like(lo)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        trial = torch.cat([bad[:, :1], bad[:, 1:] * mid], dim=1)  # (N, 3)
-        rgb = lab_to_rgb(trial.T.reshape(3, -1, 1), clip=False).reshape(3, -1).T
-        ok = ((rgb >= -1e-6) & (rgb <= 1 + 1e-6)).all(dim=1, keepdim=True)
-        lo = torch.where(ok, mid, lo)
-        hi = torch.where(ok, hi, mid)
-    fixed = torch.cat([bad[:, :1], bad[:, 1:] * lo], dim=1)
-    result = moved.clone()
-    result[out] = fixed
+    result = lab.movedim(-3, -1).clone()  # (*, H, W, 3)
+    result[out] = _shrink_chroma(result[out], steps)
     return result.movedim(-1, -3)
+
+
+def lab_to_rgb_in_gamut(lab: torch.Tensor, steps: int = 8) -> torch.Tensor:
+    """``lab_to_rgb(clip_chroma(lab))`` converting each pixel once: in-gamut pixels are
+    converted directly and only the out-of-gamut ones are solved again.
+
+    Args:
+        lab: ``(*, 3, H, W)`` float with L in [0, 100].
+    Returns:
+        ``(*, 3, H, W)`` sRGB in [0, 1] whose L is the input's.
+    """
+    _check_channels(lab, "lab_to_rgb_in_gamut")
+    rgb = lab_to_rgb(lab, clip=False)
+    out = _out_of_gamut(rgb)
+    if out.any():
+        fixed = _shrink_chroma(lab.movedim(-3, -1)[out], steps)  # (N, 3)
+        rgb = rgb.movedim(-3, -1).clone()
+        rgb[out] = lab_to_rgb(fixed.T[:, :, None], clip=False)[:, :, 0].T
+        rgb = rgb.movedim(-1, -3)
+    return rgb.clamp(0.0, 1.0)

@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from colorizer.bins import annealed_mean, entropy, gamut_bins, rebalance_weights
-from colorizer.color import clip_chroma, lab_to_rgb
+from colorizer.color import lab_to_rgb_in_gamut
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import classification_loss, regression_loss
 from colorizer.networks import ECCV16
@@ -403,7 +403,7 @@ def compose(lightness: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
     for top in range(0, h, _STRIP_ROWS):
         rows = slice(top, top + _STRIP_ROWS)
         lab = torch.cat([lightness[..., rows, :], ab_full[..., rows, :]], dim=1)  # (1, 3, r, W)
-        rgb = lab_to_rgb(clip_chroma(lab))
+        rgb = lab_to_rgb_in_gamut(lab)
         out[rows] = (rgb[0] * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return out
 

@@ -4,7 +4,7 @@ import torch
 from skimage import color as skcolor
 from skimage import data
 
-from colorizer.color import clip_chroma, lab_to_rgb, rgb_to_l, rgb_to_lab
+from colorizer.color import clip_chroma, lab_to_rgb, lab_to_rgb_in_gamut, rgb_to_l, rgb_to_lab
 
 
 def _chw(x: np.ndarray) -> torch.Tensor:
@@ -90,3 +90,10 @@ def test_clip_chroma_keeps_l_and_hue_and_lands_in_gamut():
     assert torch.allclose(ratio[0], ratio[1], atol=1e-5)
     assert torch.allclose(clipped[:, 2], lab[:, 2])  # already in gamut: unchanged
     assert (ratio[0, :2] < 1).all()
+
+
+def test_lab_to_rgb_in_gamut_equals_two_step_path_and_keeps_l():
+    lab = torch.stack([torch.rand(40, 50) * 100, torch.randn(40, 50) * 60, torch.randn(40, 50) * 60])
+    one = lab_to_rgb_in_gamut(lab)
+    assert torch.allclose(one, lab_to_rgb(clip_chroma(lab)), atol=1e-6)
+    assert torch.allclose(rgb_to_lab(one)[0], lab[0], atol=1e-3)

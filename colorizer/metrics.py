@@ -1,0 +1,222 @@
+"""Colorization metrics, each defined once: AuC (raw and class-rebalanced), PSNR,
+SSIM and colourfulness.
+
+Conventions:
+
+* ab images are ``(B, 2, H, W)`` torch tensors of CIE Lab a and b (about [-110, 110]);
+  per-pixel weights are ``(B, H, W)``.
+* RGB images are ``(H, W, 3)`` uint8 numpy arrays (8-bit sRGB), as saved to disk.
+
+**AuC** (Zhang et al. 2016, sec. 3.1, "raw accuracy"): for each threshold
+t = 0, 1, ..., 150 the accuracy acc(t) is the (weighted) share of pixels whose ab
+error ||pred_ab - true_ab||_2 is at most t; the AuC is the area under acc(t) by the
+trapezoid rule on that grid, divided by 150, so it lies in [0, 1]:
+
+    AuC = (1 / 150) * sum_{t=0}^{149} (acc(t) + acc(t + 1)) / 2
+
+A perfect prediction gives 1. A prediction off by exactly d everywhere (an integer
+d in [1, 150]) gives (150 - d + 0.5) / 150: acc is 0 below d and 1 from d on.
+
+**Class-rebalanced AuC**: the same with each pixel weighted by 1 / p(q), where q is
+the bin nearest to its *true* ab and p a prior over bins (``rebalanced_pixel_weights``).
+When p is the empirical prior of the evaluated pixels themselves, each colour bin
+present gets the same total weight, so the rebalanced accuracy is the mean over
+colour bins of the per-bin accuracy: rare colours count as much as common ones.
+
+**PSNR / SSIM**: scikit-image's ``peak_signal_noise_ratio`` and
+``structural_similarity`` on 8-bit RGB with data_range 255 (SSIM: 7x7 uniform
+window, computed per channel and averaged). A perfect prediction has PSNR = inf.
+
+**Colourfulness** (Hasler & Suesstrunk 2003, "Measuring colourfulness in natural
+images", eq. 3 with the M^(3) parameters): with R, G, B in [0, 255],
+rg = R - G and yb = (R + G) / 2 - B,
+
+    M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2)
+
+We use the paper's *signed* opponent channels. Some colorization papers (and a
+widely copied tutorial) use |R - G| and |(R + G) / 2 - B| instead, which gives
+larger values; ``absolute=True`` computes that variant. A gray image scores 0 in both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from colorizer.bins import nearest_bin
+
+__all__ = [
+    "AUC_MAX_DISTANCE",
+    "AucMeter",
+    "auc",
+    "rebalanced_pixel_weights",
+    "psnr",
+    "ssim",
+    "colorfulness",
+]
+
+AUC_MAX_DISTANCE = 150.0
+
+
+def _check_ab_pair(pred_ab: torch.Tensor, true_ab: torch.Tensor, weights: torch.Tensor | None) -> None:
+    for name, x in (("pred_ab", pred_ab), ("true_ab", true_ab)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"auc: {name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 2:
+            raise ValueError(f"auc: expected {name} of shape (B, 2, H, W), got {tuple(x.shape)}")
+    if pred_ab.shape != true_ab.shape:
+        raise ValueError(f"auc: pred_ab {tuple(pred_ab.shape)} and true_ab {tuple(true_ab.shape)} differ in shape")
+    if weights is not None:
+        b, _, h, w = true_ab.shape
+        if tuple(weights.shape) != (b, h, w):
+            raise ValueError(f"auc: expected weights of shape ({b}, {h}, {w}), got {tuple(weights.shape)}")
+        if (weights < 0).any():
+            raise ValueError("auc: weights must be non-negative")
+
+
+class AucMeter:
+    """Accumulates the ab-error accuracy curve over many images (pixels of all images
+    pooled), so that the AuC "over all pixels" of a data set needs no big tensor.
+
+    ``update(pred_ab, true_ab, weights=None)`` adds a batch; ``value()`` is the AuC in
+    [0, 1]; ``curve()`` is acc(t) for t = 0..max_distance, ``(T,)`` float64.
+    """
+
+    def __init__(self, max_distance: float = AUC_MAX_DISTANCE):
+        if max_distance <= 0 or max_distance != int(max_distance):
+            raise ValueError(f"AucMeter: max_distance must be a positive whole number, got {max_distance}")
+        self.thresholds = torch.arange(int(max_distance) + 1, dtype=torch.float64)  # (T,) 0, 1, ..., 150
+        # mass[i]: weight of pixels whose error e has thresholds[i-1] < e <= thresholds[i];
+        # the last slot holds the pixels farther than max_distance.
+        self.mass = torch.zeros(len(self.thresholds) + 1, dtype=torch.float64)
+
+    def update(self, pred_ab: torch.Tensor, true_ab: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        _check_ab_pair(pred_ab, true_ab, weights)
+        err = torch.linalg.vector_norm((pred_ab.double() - true_ab.double()), dim=1)  # (B, H, W)
+        slot = torch.bucketize(err.flatten().cpu(), self.thresholds)  # first threshold >= err
+        w = None if weights is None else weights.flatten().double().cpu()
+        self.mass += torch.bincount(slot, weights=w, minlength=len(self.mass)).double()
+
+    @property
+    def total(self) -> float:
+        return float(self.mass.sum())
+
+    def curve(self) -> torch.Tensor:
+        """acc(t) for t = 0, 1, ..., max_distance: ``(T,)`` float64 in [0, 1]."""
+        if self.total <= 0:
+            raise ValueError("AucMeter: no pixels (or zero total weight) counted yet")
+        return torch.cumsum(self.mass[:-1], 0) / self.total
+
+    def value(self) -> float:
+        """Area under ``curve()`` by the trapezoid rule, divided by max_distance."""
+        acc = self.curve()
+        span = float(self.thresholds[-1])
+        return float(torch.trapezoid(acc, self.thresholds)) / span
+
+
+def auc(
+    pred_ab: torch.Tensor,
+    true_ab: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    max_distance: float = AUC_MAX_DISTANCE,
+) -> float:
+    """Area under the ab-accuracy curve (Zhang et al.'s raw accuracy AuC), in [0, 1].
+
+    Args:
+        pred_ab, true_ab: ``(B, 2, H, W)`` ab; all B*H*W pixels are pooled.
+        weights: optional ``(B, H, W)`` non-negative per-pixel weights (e.g.
+            ``rebalanced_pixel_weights`` for the class-rebalanced AuC).
+        max_distance: the largest threshold, a whole number of ab units (150).
+    Returns:
+        (1 / max_distance) * trapezoid area of acc(t), t = 0, 1, ..., max_distance,
+        where acc(t) is the weighted share of pixels with ||pred - true||_2 <= t.
+    """
+    meter = AucMeter(max_distance)
+    meter.update(pred_ab, true_ab, weights)
+    return meter.value()
+
+
+def rebalanced_pixel_weights(true_ab: torch.Tensor, centres: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Per-pixel weights 1 / p(q) for the class-rebalanced AuC.
+
+    Args:
+        true_ab: ``(B, 2, H, W)`` ground-truth ab.
+        centres: ``(Q, 2)`` bin centres; prior: ``(Q,)`` probabilities over those bins
+            (need not be normalised; only ratios matter to the AuC).
+    Returns:
+        ``(B, H, W)`` float64: the inverse prior of each pixel's nearest true bin. A
+        pixel in a bin with zero prior (possible with a model's training prior, never
+        with the evaluation set's own prior) gets the weight of the rarest bin seen
+        in training, 1 / min(p > 0), so that it counts and the weights stay finite.
+    """
+    if true_ab.dim() != 4 or true_ab.shape[1] != 2:
+        raise ValueError(f"rebalanced_pixel_weights: expected true_ab (B, 2, H, W), got {tuple(true_ab.shape)}")
+    prior = torch.as_tensor(prior, dtype=torch.float64).flatten()
+    if prior.shape != (len(centres),):
+        raise ValueError(f"rebalanced_pixel_weights: prior must have {len(centres)} entries, got {tuple(prior.shape)}")
+    if (prior < 0).any() or not (prior > 0).any():
+        raise ValueError("rebalanced_pixel_weights: prior must be non-negative with some positive entry")
+    floor = prior[prior > 0].min()
+    inverse = 1.0 / prior.clamp(min=float(floor))  # (Q,)
+    idx = nearest_bin(true_ab, centres.to(true_ab.device))  # (B, H, W)
+    return inverse.to(idx.device)[idx]
+
+
+def _check_rgb(x: np.ndarray, name: str, fn: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != 3:
+        raise ValueError(f"{fn}: expected {name} of shape (H, W, 3), got {x.shape}")
+    if x.dtype != np.uint8:
+        raise TypeError(f"{fn}: expected {name} as uint8, got {x.dtype}")
+    return x
+
+
+def _check_rgb_pair(pred: np.ndarray, true: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray]:
+    pred, true = _check_rgb(pred, "pred_rgb", fn), _check_rgb(true, "true_rgb", fn)
+    if pred.shape != true.shape:
+        raise ValueError(f"{fn}: pred_rgb {pred.shape} and true_rgb {true.shape} differ in shape")
+    return pred, true
+
+
+def psnr(pred_rgb: np.ndarray, true_rgb: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of 8-bit RGB ``(H, W, 3)`` uint8 images
+    (data range 255); ``inf`` when they are identical."""
+    pred, true = _check_rgb_pair(pred_rgb, true_rgb, "psnr")
+    if np.array_equal(pred, true):
+        return math.inf  # skimage would divide by zero (and warn) on the way to inf
+    return float(peak_signal_noise_ratio(true, pred, data_range=255))
+
+
+def ssim(pred_rgb: np.ndarray, true_rgb: np.ndarray) -> float:
+    """Structural similarity of 8-bit RGB ``(H, W, 3)`` uint8 images, in [-1, 1]
+    (1 = identical): scikit-image's SSIM per channel, averaged, data range 255, with
+    a 7x7 window (smaller, odd, for images under 7 pixels on a side; at least 3)."""
+    pred, true = _check_rgb_pair(pred_rgb, true_rgb, "ssim")
+    side = min(pred.shape[:2])
+    if side < 3:
+        raise ValueError(f"ssim: images must be at least 3x3 pixels, got {pred.shape[:2]}")
+    win = min(7, side if side % 2 else side - 1)
+    return float(structural_similarity(true, pred, data_range=255, channel_axis=2, win_size=win))
+
+
+def colorfulness(rgb: np.ndarray, absolute: bool = False) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness M of an 8-bit RGB ``(H, W, 3)`` uint8
+    image, on the [0, 255] scale: 0 for gray; about 15 "slightly", 33 "moderately",
+    59 "quite", 82 "highly" and 109 "extremely colourful" in the paper's scale.
+
+    Args:
+        absolute: use |R - G| and |(R + G) / 2 - B| (the variant some papers use)
+            instead of the paper's signed opponent channels.
+    """
+    x = _check_rgb(rgb, "rgb", "colorfulness").astype(np.float64)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    rg = r - g
+    yb = 0.5 * (r + g) - b
+    if absolute:
+        rg, yb = np.abs(rg), np.abs(yb)
+    sigma = math.sqrt(rg.std() ** 2 + yb.std() ** 2)
+    mu = math.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    return sigma + 0.3 * mu

@@ -1,0 +1,156 @@
+"""The colorizer web demo: a Colorize tab and, when a survey is configured, a
+colorization Turing test and its results.
+
+``app.py`` parses the options (``parser()``), loads the model once, calls
+``build_app`` and launches it. Every option has an environment variable, so a
+Hugging Face Space can be configured from its settings (variables and secrets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # gradio and torch load only when the app is built: `demo.survey.stats` stays light
+    import gradio as gr
+
+    from colorizer import Colorizer
+    from demo.survey.session import SurveyRunner
+
+__all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "launch_kwargs"]
+
+EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpg"))
+TITLE = "Colorizer: automatic colorization"
+
+
+def _env(name: str, default=None):
+    value = os.environ.get(name)
+    return default if value in (None, "") else value
+
+
+def parser() -> argparse.ArgumentParser:
+    """Options of ``python app.py`` (each defaults to its environment variable)."""
+    p = argparse.ArgumentParser(
+        prog="app.py",
+        description="Colorizer web demo with an optional colorization Turing test.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=_env("COLORIZER_MODEL", "default"),
+                   help="shipped model name, model folder or Hub id [COLORIZER_MODEL]")
+    p.add_argument("--host", default=_env("GRADIO_SERVER_NAME"), help="address to listen on (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=int(_env("GRADIO_SERVER_PORT", 7860)), help="port")
+    p.add_argument("--max-pixels", type=int, default=int(_env("COLORIZER_MAX_PIXELS", 50_000_000)),
+                   help="uploads with more pixels are refused")
+    p.add_argument("--max-file-size", default=_env("COLORIZER_MAX_FILE_SIZE", "30mb"), help="largest upload")
+    p.add_argument("--concurrency", type=int, default=int(_env("COLORIZER_CONCURRENCY", 2)),
+                   help="photos colorized at once (bounds memory); others wait in the queue")
+    p.add_argument("--queue-size", type=int, default=int(_env("COLORIZER_QUEUE_SIZE", 64)),
+                   help="requests waiting at most; more are turned away")
+    s = p.add_argument_group("Turing test (enabled by --survey or --survey-photos)")
+    s.add_argument("--survey", type=Path, default=_env("COLORIZER_SURVEY"),
+                   help="prepared survey folder (python -m demo.survey prepare) [COLORIZER_SURVEY]")
+    s.add_argument("--survey-photos", type=Path, default=_env("COLORIZER_SURVEY_PHOTOS"),
+                   help="folder of real colour photos: prepare the survey into --survey at start-up "
+                        "(cached: only missing images are made) [COLORIZER_SURVEY_PHOTOS]")
+    s.add_argument("--survey-models", nargs="+", default=None,
+                   help="models to compare (NAME, PATH or LABEL=SOURCE); default: --model")
+    s.add_argument("--survey-temperatures", nargs="+", type=float, default=None,
+                   help="temperatures to compare; default: the model's")
+    s.add_argument("--db", default=_env("COLORIZER_DB_URL"),
+                   help="vote database URL, e.g. postgresql+psycopg://user:pass@host/db; "
+                        "default: sqlite in the survey folder [COLORIZER_DB_URL]")
+    s.add_argument("--trials", type=int, default=int(_env("COLORIZER_TRIALS", 40)), help="test trials per participant")
+    s.add_argument("--practice", type=int, default=int(_env("COLORIZER_PRACTICE", 5)), help="practice trials")
+    s.add_argument("--attention", type=int, default=int(_env("COLORIZER_ATTENTION", 2)), help="attention checks")
+    s.add_argument("--question", choices=["real", "fake"], default=_env("COLORIZER_QUESTION", "real"),
+                   help="ask which photo is real, or which has fake colours")
+    s.add_argument("--display-seconds", type=float, default=float(_env("COLORIZER_DISPLAY_SECONDS", 1.0)),
+                   help="how long each pair is shown (0: until answered)")
+    s.add_argument("--results-key", default=_env("COLORIZER_RESULTS_KEY"),
+                   help="if set, the Results tab asks for this key [COLORIZER_RESULTS_KEY]")
+    return p  # fmt: skip
+
+
+@dataclass
+class SurveySetup:
+    """A ready Turing test: its runner (survey + vote store + session settings)."""
+
+    runner: SurveyRunner
+    results_key: str | None = None
+
+
+def setup_survey(args: argparse.Namespace, model: Colorizer) -> SurveySetup | None:
+    """The survey the options ask for (preparing it first if ``--survey-photos``), or None.
+
+    Raises:
+        ValueError: a bad survey folder, photo folder or database URL (one-line message).
+    """
+    from demo.survey.prepare import load_survey, prepare_survey
+    from demo.survey.session import SurveyConfig, SurveyRunner
+    from demo.survey.storage import VoteStore, sqlite_url
+
+    if args.survey is None and args.survey_photos is None:
+        return None
+    folder = Path(args.survey or "survey")
+    if args.survey_photos is not None:
+        temps = args.survey_temperatures or [model.temperature]
+        prepare_survey(args.survey_photos, folder, args.survey_models or [args.model], temps)
+    survey = load_survey(folder)
+    store = VoteStore(args.db or sqlite_url(folder / "votes.sqlite"))
+    config = SurveyConfig(args.trials, args.practice, args.attention, args.question, args.display_seconds)
+    return SurveySetup(SurveyRunner(survey, store, config), args.results_key)
+
+
+def build_app(
+    model: Colorizer,
+    survey: SurveySetup | None = None,
+    max_pixels: int | None = 50_000_000,
+    concurrency: int = 2,
+    queue_size: int | None = 64,
+    examples: list[str] | None = None,
+) -> gr.Blocks:
+    """The whole demo as ``gr.Blocks``, its queue set up; call ``.launch(**launch_kwargs(...))``.
+
+    Args:
+        model: the loaded model, shared read-only by all users.
+        survey: a Turing test to add (with its Results tab), or None.
+        max_pixels: uploads with more pixels get a one-line error.
+        concurrency: colorizations at once (bounds memory); queue_size: waiting requests at most.
+    """
+    import gradio as gr
+    from PIL import Image
+
+    from demo.colorize_tab import build_colorize_tab
+
+    # read_image enforces max_pixels with a clear message; lift PIL's own check so that
+    # Gradio's peek at an upload's header does not fail first with a traceback.
+    Image.MAX_IMAGE_PIXELS = None
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(
+            f"# {TITLE}\nAfter Zhang, Isola & Efros, "
+            "[*Colorful Image Colorization*](https://arxiv.org/abs/1603.08511) (ECCV 2016)."
+        )
+        with gr.Tabs():
+            with gr.Tab("Colorize", id="colorize"):
+                build_colorize_tab(model, EXAMPLES if examples is None else examples, max_pixels, concurrency)
+            if survey is not None:
+                from demo.results_tab import build_results_tab
+                from demo.survey.ui import build_survey_tab
+
+                with gr.Tab("Turing test", id="survey"):
+                    build_survey_tab(survey.runner)
+                with gr.Tab("Results", id="results"):
+                    build_results_tab(survey.runner.store, survey.results_key)
+    app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
+    return app
+
+
+def launch_kwargs(args: argparse.Namespace) -> dict:
+    """Arguments for ``Blocks.launch`` from the options."""
+    kwargs = dict(server_port=args.port, max_file_size=args.max_file_size, ssr_mode=False, show_error=False)
+    if args.host:
+        kwargs["server_name"] = args.host
+    return kwargs

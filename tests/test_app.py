@@ -1,0 +1,187 @@
+"""The web app without a browser: the colorize logic, the results view, the options, and
+the running server answering through gradio_client (one-line errors, the server survives)."""
+
+import os
+import socket
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import app as app_module  # noqa: E402
+from colorizer import Colorizer, ImageTooLargeError  # noqa: E402
+from colorizer.color import rgb_to_l  # noqa: E402
+from demo import EXAMPLES, build_app, parser  # noqa: E402
+from demo.colorize_tab import _user_message, analyze, render_preview, save_full_png  # noqa: E402
+from demo.results_tab import bar_chart, results  # noqa: E402
+from demo.survey.stats import rate  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread here: on a shared 2-core machine, OpenMP threads fighting over busy
+    cores make chroma clipping tens of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A tiny untrained Colorizer (seeded, so its colours vary with temperature)."""
+    torch.manual_seed(0)
+    return Colorizer(width=0.125, input_size=64).eval()
+
+
+@pytest.fixture(scope="module")
+def big_photo(tmp_path_factory):
+    """A 640x480 colour photo (astronaut, stretched) as JPEG."""
+    path = tmp_path_factory.mktemp("photos") / "astronaut big.jpg"
+    Image.fromarray(data.astronaut()).resize((640, 480)).save(path, quality=90)
+    return path
+
+
+def _l(img: Image.Image) -> torch.Tensor:
+    return rgb_to_l(torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None])
+
+
+def test_examples_exist_and_are_small():
+    assert len(EXAMPLES) >= 2
+    for path in EXAMPLES:
+        assert os.path.getsize(path) < 100_000
+        assert Image.open(path).mode == "L"
+
+
+def test_analyze_preview_and_temperature(tiny_model, big_photo):
+    a = analyze(tiny_model, big_photo, max_pixels=10_000_000, preview_side=320)
+    assert a.full.size == (640, 480) and a.preview.size == (320, 240)
+    gray, color = render_preview(a, 0.38)
+    assert gray.size == color.size == (320, 240)
+    g = np.asarray(gray, np.int16)
+    assert np.abs(g - g.mean(axis=2, keepdims=True)).max() <= 1  # L only, no colour (up to rounding)
+    assert (_l(gray) - _l(color)).abs().max() < 1.0  # the colorization keeps the lightness
+    _, color_hot = render_preview(a, 1.0)
+    _, color_cold = render_preview(a, 0.05)
+    assert np.abs(np.asarray(color_hot, np.int16) - np.asarray(color_cold, np.int16)).max() > 0
+    assert a.uncertainty.size == (320, 240) and a.uncertainty.mode == "RGB"
+
+
+def test_full_resolution_png(tiny_model, big_photo, tmp_path):
+    a = analyze(tiny_model, big_photo, max_pixels=None, preview_side=160)
+    path = save_full_png(a, 0.5, tmp_path)
+    assert path.suffix == ".png" and path.name == "astronaut-big-color-T0.5.png"
+    out = Image.open(path)
+    assert out.size == (640, 480)
+    assert (_l(out) - _l(Image.open(big_photo))).abs().mean() < 0.5
+
+
+def test_too_large_upload_is_one_clean_line(tiny_model, big_photo):
+    with pytest.raises(ImageTooLargeError) as e:
+        analyze(tiny_model, big_photo, max_pixels=200_000)
+    msg = _user_message(e.value, big_photo)
+    assert msg == "astronaut big.jpg: 640x480 = 307,200 pixels is over the limit of 200,000"
+    assert str(big_photo.parent) not in msg
+
+
+def test_results_view_tables_and_chart():
+    votes = [
+        {"session_id": "s1", "kind": "trial", "fooled": True, "model": "m", "temperature": 0.38, "photo": "a"},
+        {"session_id": "s1", "kind": "trial", "fooled": False, "model": "m", "temperature": 0.38, "photo": "b"},
+        {"session_id": "s2", "kind": "trial", "fooled": True, "model": "m", "temperature": 1.0, "photo": "a"},
+        {"session_id": "s2", "kind": "attention", "fooled": True, "model": "hue", "temperature": None, "photo": "a"},
+    ]
+    r = results(votes)
+    assert "66.7%" in r["summary"] and "Participants** with test votes: 2" in r["summary"]
+    assert "s1" not in str(r) and "s2" not in str(r)  # participant ids are never shown
+    assert r["by_temperature"] == [["0.38", 2, 1, 50.0, 9.5, 90.5], ["1", 1, 1, 100.0, 20.7, 100.0]]
+    assert [row[0] for row in r["by_photo"]] == ["a", "b"]
+    kept = results(votes, exclude_failed=True)  # s2 failed its attention check
+    assert kept["by_model"] == [["m", 2, 1, 50.0, 9.5, 90.5]]
+    fig = bar_chart([rate("m T=0.38", 1, 2)])
+    assert len(fig.axes[0].patches) == 1
+
+
+def test_options_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLORIZER_MODEL", str(tmp_path / "m"))
+    monkeypatch.setenv("COLORIZER_DB_URL", "postgresql+psycopg://u:p@h/db")
+    monkeypatch.setenv("COLORIZER_DISPLAY_SECONDS", "0")
+    args = parser().parse_args([])
+    assert args.model == str(tmp_path / "m") and args.db.startswith("postgresql+psycopg://")
+    assert args.display_seconds == 0.0 and args.survey is None
+    assert parser().parse_args(["--model", "other"]).model == "other"
+
+
+def test_missing_model_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as e:
+        app_module.main(["--model", str(tmp_path / "no" / "such" / "model")])
+    assert str(e.value).startswith("app.py: error: ") and "\n" not in str(e.value)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app(tiny_model):
+    """The app (no survey) served in this process with a 100,000-pixel upload limit."""
+    demo = build_app(tiny_model, None, max_pixels=100_000, concurrency=2)
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(running_app, verbose=False)
+    with pytest.raises(AppError) as e:
+        client.predict(handle_file(str(big_photo)), 0.38, api_name="/on_upload")
+    assert str(e.value) == "astronaut big.jpg: 640x480 = 307,200 pixels is over the limit of 100,000"
+
+    small = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).resize((300, 200)).save(small)
+    # The State output stays on the server: three values come back.
+    (gray, color), heat, _ = client.predict(handle_file(str(small)), 0.38, api_name="/on_upload")
+    assert Image.open(gray).size == Image.open(color).size == Image.open(heat).size == (300, 200)
+    gray2, color2 = client.predict(0.9, api_name="/on_temperature")  # the cached prediction, another T
+    assert Image.open(color2).size == (300, 200)
+    assert not np.array_equal(np.asarray(Image.open(color)), np.asarray(Image.open(color2)))
+    download = client.predict(0.9, api_name="/on_full_png")  # a gr.update of the download button
+    assert download["visible"] and download["value"].endswith("coffee-color-T0.9.png")
+    assert Image.open(download["value"]).size == (300, 200)
+
+
+def test_app_module_is_tiny():
+    source = open(app_module.__file__).read()
+    assert len(source.splitlines()) < 40 and 'if __name__ == "__main__":' in source
+    assert "gradio" not in sys.modules["app"].__dict__  # the UI lives in demo/
+
+
+def test_survey_photos_option_prepares_and_uses_sqlite(tmp_path, tiny_model):
+    from demo import setup_survey
+
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    (tmp_path / "photos").mkdir()
+    for name in ("coffee", "chelsea"):
+        Image.fromarray(getattr(data, name)()).resize((96, 64)).save(tmp_path / "photos" / f"{name}.jpg")
+    args = parser().parse_args(
+        ["--model", str(tmp_path / "tiny"), "--survey", str(tmp_path / "survey"), "--survey-photos",
+         str(tmp_path / "photos"), "--survey-temperatures", "0.2", "0.5", "--trials", "3", "--display-seconds", "0"]
+    )  # fmt: skip
+    setup = setup_survey(args, tiny_model)
+    survey = setup.runner.survey
+    assert survey.photos == ["chelsea", "coffee"] and {p.temperature for p in survey.pairs} == {0.2, 0.5}
+    assert setup.runner.store.url == f"sqlite:///{(tmp_path / 'survey' / 'votes.sqlite').resolve()}"
+    assert setup.runner.config.n_trials == 3 and setup.runner.config.display_seconds == 0
+    assert setup_survey(parser().parse_args([]), tiny_model) is None

@@ -1,0 +1,144 @@
+"""End to end in a real browser: headless Chromium drives `python app.py` with a tiny model,
+a prepared survey and a temporary SQLite database."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from skimage import data
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """`python app.py` on a free localhost port: tiny model, a 4-photo survey (1 practice,
+    3 test trials, 1 attention check, pairs shown 0.6 s), votes in a temp SQLite file."""
+    from colorizer import Colorizer
+    from demo.survey.prepare import prepare_survey
+
+    root = tmp_path_factory.mktemp("e2e")
+    Colorizer(width=0.125, input_size=64).save_pretrained(root / "tiny")
+    photos = root / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        Image.fromarray(getattr(data, name)()).resize((160, 120)).save(photos / f"{name}.jpg")
+    prepare_survey(photos, root / "survey", [f"tiny={root / 'tiny'}"], [0.38], size=96, progress=False)
+    db_url = f"sqlite:///{root / 'votes.sqlite'}"
+    port = _free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "app.py", "--model", str(root / "tiny"), "--survey", str(root / "survey"), "--db", db_url,
+           "--host", "127.0.0.1", "--port", str(port), "--trials", "3", "--practice", "1", "--attention", "1",
+           "--display-seconds", "0.6"]  # fmt: skip
+    log = open(root / "app.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 45
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"app did not start: {(root / 'app.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield url, db_url, root
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    """A headless Chromium page (no downloads: the system's chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_default_timeout(20_000)
+        yield pg
+        browser.close()
+
+
+def test_colorize_turing_test_and_results(served_app, page):
+    from demo.survey.storage import VoteStore
+
+    url, db_url, root = served_app
+    page.goto(url)
+
+    # Colorize: upload, get the before/after pair, move the temperature, get a new result.
+    photo = root / "upload.png"
+    Image.fromarray(data.coffee()).resize((240, 160)).save(photo)
+    page.locator("#upload input[type=file]").set_input_files(str(photo))
+    result = page.locator("#result img")
+    result.nth(1).wait_for()
+    first_src = result.nth(1).evaluate("e => e.src")
+    assert result.count() == 2 and "/gradio_api/file=" in first_src
+    number = page.locator("#temperature input[type=number]")
+    number.fill("0.9")
+    number.press("Enter")
+    page.wait_for_function(
+        "old => { const i = document.querySelectorAll('#result img'); return i.length == 2 && i[1].src != old }",
+        arg=first_src,
+    )
+    page.locator("#download").wait_for(state="visible")
+
+    # Turing test: one practice trial (with feedback), three test trials and one check.
+    page.get_by_role("tab", name="Turing test").click()
+    page.click("#survey-start")
+    for i in range(5):
+        img = page.locator(f'#survey-left[data-trial="{i}"]')
+        img.wait_for(state="attached")
+        if i == 1:  # the pair disappears after its display time
+            page.wait_for_function("() => getComputedStyle(document.querySelector('#survey-left')).visibility == 'hidden'")
+        page.click("#survey-left-button" if i % 2 == 0 else "#survey-right-button")
+        if i == 0:  # practice: feedback
+            page.wait_for_function(
+                "() => document.querySelector('#survey-feedback').innerText.includes('the real photo was on the')"
+            )
+    page.get_by_text("Thank you").wait_for()
+
+    votes = VoteStore(db_url).votes()
+    assert Counter(v["kind"] for v in votes) == {"practice": 1, "trial": 3, "attention": 1}
+    assert len({v["session_id"] for v in votes}) == 1
+    assert [v["answer"] for v in votes] == ["left", "right", "left", "right", "left"]
+    assert all(v["response_ms"] > 0 for v in votes)
+    fooled = sum(v["fooled"] for v in votes if v["kind"] == "trial")
+
+    # Results: the votes are counted, and the session id is nowhere on the page.
+    page.get_by_role("tab", name="Results").click()
+    page.click("#results-refresh")
+    summary = page.locator("#results-summary")
+    page.wait_for_function("() => document.querySelector('#results-summary').innerText.includes('Participants')")
+    text = summary.inner_text()
+    assert f"{fooled}/3)" in text and "with test votes: 1" in text
+    assert votes[0]["session_id"] not in page.content()
+    page.locator("#results-csv").wait_for(state="visible")

@@ -1,0 +1,209 @@
+"""Vote storage: fields, one vote per participant per pair, CSV export, and no vote lost
+under concurrent writers, on SQLite and on a real PostgreSQL server started here."""
+
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from demo.survey.storage import CSV_COLUMNS, VoteStore, is_fooled, sqlite_url
+
+PG_BIN_DIRS = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15", "14")]
+
+
+def _pg_bin() -> Path | None:
+    for d in PG_BIN_DIRS:
+        if (d / "initdb").is_file() and (d / "pg_ctl").is_file():
+            return d
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found and shutil.which("initdb") else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A throwaway PostgreSQL server (initdb into a temp dir, pg_ctl start on a free
+    localhost port; run as the 'postgres' user when we are root), stopped at teardown."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="colorizer-pg-"))
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        runuser = shutil.which("runuser")
+        try:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the PostgreSQL server as")
+        if runuser is None:
+            pytest.skip("running as root and runuser (util-linux) is missing to start PostgreSQL as 'postgres'")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = [runuser, "-u", "postgres", "--"]
+    data, log = root / "data", root / "server.log"
+    port = _free_port()
+
+    def run(*cmd):
+        return subprocess.run(as_user + [str(c) for c in cmd], check=True, capture_output=True, text=True, timeout=120)
+
+    run(bindir / "initdb", "-D", data, "-U", "colorizer", "--auth=trust", "-E", "UTF8", "--no-sync")
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+    run(bindir / "pg_ctl", "-D", data, "-o", opts, "-l", log, "-w", "-t", "60", "start")
+    try:
+        yield f"postgresql+psycopg://colorizer@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """An empty VoteStore on each backend."""
+    if request.param == "sqlite":
+        s = VoteStore(sqlite_url(tmp_path / "votes.sqlite"))
+    else:
+        s = VoteStore(request.getfixturevalue("postgres_server_url"))
+        with s.engine.begin() as conn:
+            conn.execute(text("TRUNCATE votes RESTART IDENTITY"))
+    yield s
+    s.dispose()
+
+
+def _vote(**over):
+    v = dict(
+        session_id="s1", pair_id="A010|default|T0.38", kind="trial", photo="A010", model="default",
+        temperature=0.38, question="real", real_side="left", answer="right", response_ms=850,
+    )  # fmt: skip
+    v.update(over)
+    return v
+
+
+def test_is_fooled_truth_table():
+    # "which is real?": fooled when the other side was clicked; "which is fake?": when the real one was.
+    assert is_fooled("real", "left", "right") and not is_fooled("real", "left", "left")
+    assert is_fooled("fake", "left", "left") and not is_fooled("fake", "right", "left")
+    with pytest.raises(ValueError, match="'middle'"):
+        is_fooled("real", "left", "middle")
+    with pytest.raises(ValueError, match="'which'"):
+        is_fooled("which", "left", "left")
+
+
+def test_record_and_read_back(store):
+    assert store.record(**_vote())
+    assert store.record(**_vote(session_id="s2", answer="left", temperature=None, kind="trial"))
+    rows = store.votes()
+    assert [r["session_id"] for r in rows] == ["s1", "s2"]
+    first = rows[0]
+    for key, value in _vote().items():
+        assert first[key] == value, key
+    assert first["fooled"] is True and rows[1]["fooled"] is False
+    assert rows[1]["temperature"] is None
+    assert first["created_at"] is not None
+    assert store.count() == 2 and store.count("practice") == 0
+    assert store.voted_pairs("s1") == {"A010|default|T0.38"}
+
+
+def test_one_vote_per_participant_per_pair(store):
+    assert store.record(**_vote(answer="right"))
+    assert not store.record(**_vote(answer="left"))  # the same participant, the same pair: refused
+    assert store.record(**_vote(session_id="s2"))  # another participant: fine
+    assert store.record(**_vote(pair_id="practice|A010|default|T0.38", kind="practice"))  # practice is its own pair
+    assert store.count() == 3
+    assert [r["answer"] for r in store.votes() if r["session_id"] == "s1" and r["kind"] == "trial"] == ["right"]
+
+
+def test_bad_votes_are_refused(store):
+    with pytest.raises(ValueError, match="'training'"):
+        store.record(**_vote(kind="training"))
+    with pytest.raises(ValueError, match="'up'"):
+        store.record(**_vote(real_side="up"))
+    with pytest.raises(ValueError, match="-5"):
+        store.record(**_vote(response_ms=-5))
+    with pytest.raises(ValueError, match="non-empty"):
+        store.record(**_vote(session_id=""))
+    assert store.count() == 0
+
+
+def test_csv_never_shows_session_ids(tmp_path):
+    store = VoteStore(sqlite_url(tmp_path / "v.sqlite"))
+    secret_a, secret_b = "a" * 32, "b" * 32
+    store.record(**_vote(session_id=secret_b))
+    store.record(**_vote(session_id=secret_a))
+    store.record(**_vote(session_id=secret_b, pair_id="p2", temperature=1.0, answer="left"))
+    out = tmp_path / "votes.csv"
+    text_ = store.to_csv(out)
+    assert out.read_text() == text_
+    assert secret_a not in text_ and secret_b not in text_
+    rows = list(csv.DictReader(io.StringIO(text_)))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert [r["participant"] for r in rows] == ["1", "2", "1"]  # numbered by first vote
+    assert [r["fooled"] for r in rows] == ["1", "1", "0"]
+    assert rows[2]["temperature"] == "1" and rows[0]["temperature"] == "0.38"
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = VoteStore(sqlite_url(tmp_path / "v.sqlite"))
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+
+
+def test_votes_survive_a_new_process_view(tmp_path):
+    url = sqlite_url(tmp_path / "v.sqlite")
+    VoteStore(url).record(**_vote())
+    assert VoteStore(url).count() == 1  # committed on disk, seen by a fresh engine
+
+
+def test_bad_url():
+    with pytest.raises(ValueError, match="not a database URL"):
+        VoteStore("not a url")
+
+
+def test_concurrent_votes_lose_nothing(store):
+    """24 threads x 15 participants' votes at once, plus every thread also racing to cast
+    the same duplicate vote: all distinct votes stored, the duplicate exactly once."""
+    n_threads, n_votes = 24, 15
+    barrier = threading.Barrier(n_threads)
+    results: list[list[bool]] = [[] for _ in range(n_threads)]
+    errors: list[BaseException] = []
+
+    def worker(i: int):
+        try:
+            barrier.wait()
+            for j in range(n_votes):
+                results[i].append(store.record(**_vote(session_id=f"s{i}", pair_id=f"photo{j}|m|T0.38")))
+                results[i].append(store.record(**_vote(session_id="shared", pair_id=f"photo{j}|m|T0.38")))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[0]
+    assert all(r[0::2] == [True] * n_votes for r in results)  # every distinct vote accepted
+    assert sum(sum(r[1::2]) for r in results) == n_votes  # each shared pair accepted exactly once
+    assert store.count() == n_threads * n_votes + n_votes
+    per_session = {}
+    for v in store.votes():
+        per_session[v["session_id"]] = per_session.get(v["session_id"], 0) + 1
+    assert per_session == {**{f"s{i}": n_votes for i in range(n_threads)}, "shared": n_votes}
+    assert time.monotonic() - start < 60
