@@ -1,0 +1,245 @@
+"""Prepare a survey folder: real photos, their colorizations, and attention checks.
+
+``prepare_survey(photos, out, models, temperatures)`` writes, for every colour
+photo in ``photos``::
+
+    out/real/<photo>.png                        the photo, resized so its longer side is ``size``
+    out/fake/<model>/T<temperature>/<photo>.png  the colorization of its grayscale
+    out/check/hue/<photo>.png                   attention check: hue turned by 180 degrees
+    out/check/swap/<photo>.png                  attention check: red and blue swapped
+    out/survey.json                             the manifest ``load_survey`` reads
+
+Real and colorized photos have the same size and the same lightness (the
+colorization keeps the real photo's L exactly), and both are lossless PNG, so
+nothing but the colours tells them apart. Each model runs once per photo; every
+temperature is rendered from that one prediction. Files already there are kept
+(delete them, or pass ``force=True``, to redo them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from colorizer import Colorizer, ImageError, load_model
+from colorizer.color import clip_chroma, lab_to_rgb, rgb_to_lab
+from colorizer.images import IMAGE_SUFFIXES, read_image
+from demo.survey.sampling import Pair
+
+__all__ = ["prepare_survey", "load_survey", "Survey", "ModelSpec", "parse_model_spec", "CHECKS", "MANIFEST"]
+
+MANIFEST = "survey.json"
+CHECKS = ("hue", "swap")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model for the survey: ``label`` names it in folders, votes and results;
+    ``source`` is what ``colorizer.load_model`` takes (shipped name, folder, Hub id)."""
+
+    label: str
+    source: str
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """"default" -> (default, default); "tiny=/models/tiny" -> (tiny, /models/tiny);
+    "/models/tiny" -> (tiny, /models/tiny); "user/repo" -> (user-repo, user/repo)."""
+    if "=" in text:
+        label, source = text.split("=", 1)
+    else:
+        source = text
+        label = Path(text).name if Path(text).is_dir() else text.replace("/", "-")
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.")
+    if not label or not source:
+        raise ValueError(f"model must be NAME, PATH or LABEL=SOURCE, got {text!r}")
+    return ModelSpec(label, source)
+
+
+def _t_dir(t: float | None) -> str:
+    return "T-" if t is None else f"T{t:g}"
+
+
+def _resize(img: Image.Image, size: int) -> Image.Image:
+    rgb = img.convert("RGB")
+    w, h = rgb.size
+    scale = size / max(w, h)
+    if scale < 1:
+        rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    return rgb
+
+
+def _is_gray(rgb: np.ndarray, tolerance: float = 2.0) -> bool:
+    """A colour file holding a black-and-white photo: no use as a 'real' colour photo."""
+    a = rgb.astype(np.int16)
+    return float(np.abs(a - a.mean(axis=2, keepdims=True)).max()) <= tolerance
+
+
+def attention_image(real: Image.Image, kind: str) -> Image.Image:
+    """An obviously wrongly coloured version of a real RGB photo with the same L.
+
+    ``hue``: a and b negated (hue turned 180 degrees: skies orange, grass purple), L kept;
+    ``swap``: red and blue channels exchanged.
+    """
+    rgb = torch.from_numpy(np.asarray(real.convert("RGB")).copy()).permute(2, 0, 1)[None]  # (1, 3, H, W)
+    if kind == "hue":
+        lab = rgb_to_lab(rgb)
+        lab[:, 1:] = -lab[:, 1:]
+        out = lab_to_rgb(clip_chroma(lab))[0]  # (3, H, W) in [0, 1]; L kept, chroma shrunk into gamut
+        return Image.fromarray((out * 255 + 0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    if kind == "swap":
+        return Image.fromarray(np.asarray(real.convert("RGB"))[:, :, ::-1].copy())
+    raise ValueError(f"attention check must be one of {CHECKS}, got {kind!r}")
+
+
+def prepare_survey(
+    photos: str | Path,
+    out: str | Path,
+    models: Sequence[str | ModelSpec] = ("default",),
+    temperatures: Sequence[float] = (0.38,),
+    size: int = 256,
+    checks: Sequence[str] = CHECKS,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Colorize every colour photo in a folder once and write the survey folder.
+
+    Args:
+        photos: folder of real colour photos (searched recursively; grayscale ones skipped).
+        out: survey folder to write (created).
+        models: model names/folders/Hub ids, or "LABEL=SOURCE".
+        temperatures: annealed-mean temperatures in (0, 1] (regression models ignore them).
+        size: longer side of the images shown, in pixels (the published study used 256).
+        checks: attention checks to make ("hue", "swap"); () for none.
+    Returns:
+        the path of the manifest.
+    """
+    photos, out = Path(photos), Path(out)
+    if not photos.is_dir():
+        raise ValueError(f"photos: not a folder: {photos}")
+    if not temperatures or any(not (0 < t <= 1) for t in temperatures):
+        raise ValueError(f"temperatures must lie in (0, 1], got {list(temperatures)}")
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    for c in checks:
+        if c not in CHECKS:
+            raise ValueError(f"attention check must be one of {CHECKS}, got {c!r}")
+    specs = [m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models]
+    if len({s.label for s in specs}) != len(specs):
+        raise ValueError(f"model labels must differ, got {[s.label for s in specs]}")
+    files = sorted(p for p in photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"photos: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {photos}")
+
+    # 1. Real photos at display size.
+    entries: dict[str, dict] = {}
+    skipped: list[str] = []
+    for path in tqdm(files, desc="real photos", disable=not progress):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(path.relative_to(photos).with_suffix("")))
+        if name in entries:
+            skipped.append(f"{path.name} (duplicate name)")
+            continue
+        real_path = out / "real" / f"{name}.png"
+        try:
+            if force or not real_path.exists():
+                rgb = _resize(read_image(path), size)
+                if _is_gray(np.asarray(rgb)):
+                    skipped.append(f"{path.name} (grayscale)")
+                    continue
+                real_path.parent.mkdir(parents=True, exist_ok=True)
+                rgb.save(real_path)
+        except ImageError as e:
+            skipped.append(str(e))
+            continue
+        entries[name] = {"name": name, "source": str(path), "real": f"real/{name}.png", "fakes": [], "checks": []}
+    if not entries:
+        raise ValueError(f"photos: no usable colour photos in {photos} (skipped: {'; '.join(skipped)})")
+
+    # 2. Attention checks.
+    for name, entry in entries.items():
+        for kind in checks:
+            rel = f"check/{kind}/{name}.png"
+            if force or not (out / rel).exists():
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                attention_image(Image.open(out / entry["real"]), kind).save(out / rel)
+            entry["checks"].append({"kind": kind, "path": rel})
+
+    # 3. Colorizations: one network run per (model, photo), every temperature from it.
+    for spec in specs:
+        model: Colorizer | None = None
+        for name, entry in tqdm(entries.items(), desc=f"colorizing with {spec.label}", disable=not progress):
+            temps: list[float | None] = list(temperatures)
+            if model is None:
+                model = load_model(spec.source)
+            if model.objective == "regression":
+                temps = [None]
+            rels = [f"fake/{spec.label}/{_t_dir(t)}/{name}.png" for t in temps]
+            todo = [(t, rel) for t, rel in zip(temps, rels) if force or not (out / rel).exists()]
+            if todo:
+                pred = model.analyze(out / entry["real"])
+                for t, rel in todo:
+                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    pred.colorize(t).save(out / rel)
+            entry["fakes"] += [{"model": spec.label, "temperature": t, "path": rel} for t, rel in zip(temps, rels)]
+
+    manifest = {
+        "version": 1,
+        "size": size,
+        "models": {s.label: s.source for s in specs},
+        "temperatures": list(temperatures),
+        "checks": list(checks),
+        "photos": list(entries.values()),
+        "skipped": skipped,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MANIFEST
+    path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Survey:
+    """A prepared survey: its folder, colorized pairs and attention-check pairs."""
+
+    folder: Path
+    pairs: list[Pair] = field(default_factory=list)
+    checks: list[Pair] = field(default_factory=list)
+    size: int = 256
+
+    @property
+    def photos(self) -> list[str]:
+        return sorted({p.photo for p in self.pairs})
+
+
+def load_survey(folder: str | Path) -> Survey:
+    """Read a survey folder written by ``prepare_survey``.
+
+    Raises:
+        ValueError: no manifest, or a listed image is missing.
+    """
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"{folder}: no {MANIFEST}; run `python -m demo.survey prepare --photos DIR --out {folder}` first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    survey = Survey(folder=folder, size=int(manifest.get("size", 256)))
+    for entry in manifest["photos"]:
+        real = folder / entry["real"]
+        for f in entry["fakes"]:
+            t = f["temperature"]
+            pair_id = f"{entry['name']}|{f['model']}|{_t_dir(t)}"
+            survey.pairs.append(Pair(pair_id, entry["name"], real, folder / f["path"], f["model"], t, "trial"))
+        for c in entry["checks"]:
+            pair_id = f"{entry['name']}|check:{c['kind']}"
+            survey.checks.append(Pair(pair_id, entry["name"], real, folder / c["path"], c["kind"], None, "attention"))
+    missing = [str(p) for pair in survey.pairs + survey.checks for p in (pair.real, pair.fake) if not p.is_file()]
+    if missing:
+        raise ValueError(f"{folder}: {len(missing)} listed images are missing, e.g. {missing[0]}; run prepare again")
+    return survey

@@ -1,0 +1,135 @@
+"""One participant's run through the Turing test, without any UI.
+
+``SurveyRunner.start()`` draws a participant's trials; ``answer(state, side)``
+stores the vote (one transaction) and moves on. The state is a small dataclass the
+web app keeps per browser session in ``gr.State``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from demo.survey.prepare import Survey
+from demo.survey.sampling import Trial, sample_session
+from demo.survey.storage import QUESTIONS, SIDES, VoteStore, is_fooled
+
+__all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer"]
+
+
+@dataclass(frozen=True)
+class SurveyConfig:
+    """How a session runs.
+
+    Attributes:
+        n_trials: test trials per participant (Zhang et al. 2016: 40).
+        n_practice: practice trials with feedback first (Zhang et al.: 10).
+        n_attention: attention checks mixed into the test trials.
+        question: "real" (click the real photo) or "fake" (click the one with fake colours).
+        display_seconds: how long the pair stays visible (Zhang et al.: 1 s); 0 = until answered.
+    """
+
+    n_trials: int = 40
+    n_practice: int = 5
+    n_attention: int = 2
+    question: str = "real"
+    display_seconds: float = 1.0
+
+    def __post_init__(self):
+        if self.question not in QUESTIONS:
+            raise ValueError(f"question must be one of {QUESTIONS}, got {self.question!r}")
+        if self.display_seconds < 0:
+            raise ValueError(f"display_seconds must be >= 0, got {self.display_seconds}")
+        if min(self.n_trials, self.n_practice, self.n_attention) < 0 or self.n_trials == 0:
+            raise ValueError(
+                f"need n_trials >= 1 and practice/attention >= 0, got {self.n_trials}, {self.n_practice}, {self.n_attention}"
+            )
+
+
+@dataclass
+class SessionState:
+    """A participant's progress: the trials drawn, the next one, when it was shown."""
+
+    session_id: str
+    trials: list[Trial]
+    index: int = 0
+    shown_at: float = field(default_factory=time.monotonic)
+    fooled: int = 0  # test trials where the participant was fooled
+    answered: int = 0  # test trials answered
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.trials)
+
+    @property
+    def current(self) -> Trial | None:
+        return None if self.done else self.trials[self.index]
+
+    @property
+    def n_practice(self) -> int:
+        return sum(t.kind == "practice" for t in self.trials)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What happened to one answer: ``stored`` False for a repeated vote on a pair;
+    ``correct``: the participant found the real photo."""
+
+    trial: Trial
+    side: str
+    stored: bool
+    correct: bool
+    response_ms: int
+
+
+class SurveyRunner:
+    """Runs sessions of one prepared survey against one vote store."""
+
+    def __init__(self, survey: Survey, store: VoteStore, config: SurveyConfig = SurveyConfig()):
+        if not survey.pairs:
+            raise ValueError(f"{survey.folder}: the survey has no colorized pairs")
+        self.survey, self.store, self.config = survey, store, config
+
+    def start(self, seed: int | None = None) -> SessionState:
+        """A new participant: a fresh random session id and their trials."""
+        c = self.config
+        trials = sample_session(self.survey.pairs, self.survey.checks, c.n_trials, c.n_practice, c.n_attention, seed)
+        return SessionState(session_id=uuid.uuid4().hex, trials=trials)
+
+    def shown(self, state: SessionState, now: float | None = None) -> None:
+        """Mark the current trial as shown now (starts its response clock)."""
+        state.shown_at = time.monotonic() if now is None else now
+
+    def answer(self, state: SessionState, side: str, now: float | None = None) -> Answer:
+        """Record the participant's click on ``side`` ("left"/"right") for the current
+        trial and advance. The vote is committed before this returns.
+
+        Raises:
+            ValueError: a bad side, or the session is over.
+        """
+        if side not in SIDES:
+            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+        trial = state.current
+        if trial is None:
+            raise ValueError("the session is over: no trial to answer")
+        now = time.monotonic() if now is None else now
+        response_ms = max(0, round((now - state.shown_at) * 1000))
+        stored = self.store.record(
+            session_id=state.session_id,
+            pair_id=trial.pair_id,
+            kind=trial.kind,
+            photo=trial.pair.photo,
+            model=trial.pair.model,
+            temperature=trial.pair.temperature,
+            question=self.config.question,
+            real_side=trial.real_side,
+            answer=side,
+            response_ms=response_ms,
+        )
+        fooled = is_fooled(self.config.question, trial.real_side, side)
+        if stored and trial.kind == "trial":
+            state.answered += 1
+            state.fooled += fooled
+        state.index += 1
+        return Answer(trial, side, stored, not fooled, response_ms)

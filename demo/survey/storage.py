@@ -1,0 +1,259 @@
+"""Durable storage of Turing-test votes (SQLAlchemy: SQLite by default, PostgreSQL for hosted surveys).
+
+One row per vote, written in its own transaction. A unique constraint on
+(session_id, pair_id) keeps one vote per participant per pair, whatever the
+number of replicas writing at once. SQLite runs in WAL mode with synchronous=FULL,
+so a committed vote survives a crash; PostgreSQL is reached through psycopg 3:
+``postgresql+psycopg://user:password@host:5432/dbname``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+__all__ = ["Vote", "VoteStore", "KINDS", "SIDES", "QUESTIONS", "CSV_COLUMNS", "is_fooled", "sqlite_url"]
+
+KINDS = ("trial", "practice", "attention")
+SIDES = ("left", "right")
+QUESTIONS = ("real", "fake")  # "which photo is real?" or "which photo has fake colours?"
+CSV_COLUMNS = [
+    "vote",
+    "participant",
+    "kind",
+    "pair",
+    "photo",
+    "model",
+    "temperature",
+    "question",
+    "real_side",
+    "answer",
+    "fooled",
+    "response_ms",
+    "created_at",
+]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Vote(Base):
+    """One answer of one participant to one pair."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("session_id", "pair_id", name="one_vote_per_pair"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    pair_id: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16))  # trial | practice | attention
+    photo: Mapped[str] = mapped_column(String(256))
+    model: Mapped[str] = mapped_column(String(256))  # the model's label, or the check ("hue", "swap")
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    question: Mapped[str] = mapped_column(String(8))  # real | fake
+    real_side: Mapped[str] = mapped_column(String(8))  # left | right
+    answer: Mapped[str] = mapped_column(String(8))  # the side the participant clicked
+    fooled: Mapped[bool] = mapped_column(Boolean)  # the colorized photo was taken for the real one
+    response_ms: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def is_fooled(question: str, real_side: str, answer: str) -> bool:
+    """Whether an answer took the colorized photo for the real one.
+
+    ``question`` "real": the participant clicked the photo they think is real;
+    "fake": the one they think has fake colours.
+    """
+    if question not in QUESTIONS:
+        raise ValueError(f"question must be one of {QUESTIONS}, got {question!r}")
+    if real_side not in SIDES or answer not in SIDES:
+        raise ValueError(f"sides must be 'left' or 'right', got real_side={real_side!r}, answer={answer!r}")
+    picked_real = answer == real_side
+    return not picked_real if question == "real" else picked_real
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of an SQLite file."""
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; replicas on one disk share it
+    cur.execute("PRAGMA synchronous=FULL")  # a committed vote is on disk
+    cur.execute("PRAGMA busy_timeout=30000")  # writers wait for each other instead of failing
+    cur.close()
+
+
+class VoteStore:
+    """The vote table behind a database URL.
+
+    Args:
+        url: an SQLAlchemy URL, e.g. ``sqlite:///votes.sqlite`` or
+            ``postgresql+psycopg://user:pass@host/db``. The table is created if missing.
+    """
+
+    def __init__(self, url: str):
+        try:
+            parsed = make_url(url)
+        except Exception as e:  # sqlalchemy raises ArgumentError with a long message
+            raise ValueError(f"not a database URL: {url!r} ({e})") from None
+        self.url = url
+        kwargs: dict = {"future": True}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+
+    def __repr__(self) -> str:
+        return f"VoteStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def record(
+        self,
+        *,
+        session_id: str,
+        pair_id: str,
+        kind: str,
+        photo: str,
+        model: str,
+        temperature: float | None,
+        question: str,
+        real_side: str,
+        answer: str,
+        response_ms: int,
+        created_at: datetime | None = None,
+    ) -> bool:
+        """Store one vote in its own transaction.
+
+        Returns:
+            True if stored, False if this participant already voted on this pair
+            (the first vote stands).
+        Raises:
+            ValueError: a field out of its range (kind, sides, question, response_ms < 0).
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not session_id or not pair_id:
+            raise ValueError(f"session_id and pair_id must be non-empty, got {session_id!r}, {pair_id!r}")
+        if response_ms < 0:
+            raise ValueError(f"response_ms must be >= 0, got {response_ms}")
+        vote = Vote(
+            session_id=session_id,
+            pair_id=pair_id,
+            kind=kind,
+            photo=photo,
+            model=model,
+            temperature=None if temperature is None else float(temperature),
+            question=question,
+            real_side=real_side,
+            answer=answer,
+            fooled=is_fooled(question, real_side, answer),
+            response_ms=int(response_ms),
+            created_at=created_at or datetime.now(timezone.utc),
+        )
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(vote)
+        except IntegrityError:
+            return False
+        return True
+
+    def count(self, kind: str | None = None) -> int:
+        """Number of stored votes (of one kind, or all)."""
+        query = select(func.count(Vote.id))
+        if kind is not None:
+            query = query.where(Vote.kind == kind)
+        with Session(self.engine) as session:
+            return int(session.scalar(query) or 0)
+
+    def votes(self, kind: str | None = None) -> list[dict]:
+        """All votes as dicts (the ``Vote`` columns), oldest first."""
+        query = select(Vote).order_by(Vote.id)
+        if kind is not None:
+            query = query.where(Vote.kind == kind)
+        with Session(self.engine) as session:
+            return [
+                {c.name: getattr(v, c.name) for c in Vote.__table__.columns} for v in session.scalars(query)
+            ]
+
+    def voted_pairs(self, session_id: str) -> set[str]:
+        """Pair ids this participant has already answered."""
+        with Session(self.engine) as session:
+            return set(session.scalars(select(Vote.pair_id).where(Vote.session_id == session_id)))
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """All votes as CSV (``CSV_COLUMNS``); participants appear as numbers 1, 2, ...
+        in order of their first vote, never by their session id. Written to ``path``
+        if given; the text is returned either way."""
+        text = votes_to_csv(self.votes())
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def dispose(self) -> None:
+        """Close the connection pool."""
+        self.engine.dispose()
+
+
+def anonymize(votes: Iterable[dict]) -> list[dict]:
+    """Votes with ``session_id`` replaced by ``participant`` (1, 2, ... by first vote)."""
+    numbers: dict[str, int] = {}
+    out = []
+    for v in votes:
+        row = dict(v)
+        row["participant"] = numbers.setdefault(row.pop("session_id"), len(numbers) + 1)
+        out.append(row)
+    return out
+
+
+def votes_to_csv(votes: Iterable[dict]) -> str:
+    """CSV text of votes (from ``VoteStore.votes``), participant ids anonymized."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for v in anonymize(votes):
+        created = v["created_at"]
+        writer.writerow(
+            [
+                v["id"],
+                v["participant"],
+                v["kind"],
+                v["pair_id"],
+                v["photo"],
+                v["model"],
+                "" if v["temperature"] is None else f"{v['temperature']:g}",
+                v["question"],
+                v["real_side"],
+                v["answer"],
+                int(v["fooled"]),
+                v["response_ms"],
+                created.isoformat() if hasattr(created, "isoformat") else created,
+            ]
+        )
+    return buf.getvalue()
