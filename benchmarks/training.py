@@ -1,0 +1,140 @@
+"""Training throughput: the data pipeline alone, then training steps (images/s).
+
+    python benchmarks/training.py                      # photos made from scikit-image samples
+    python benchmarks/training.py --data-dir PHOTOS    # a real folder (imagefolder)
+
+Prints, in one run: decoded-and-cropped images/s of the data pipeline (``train.data``)
+with 0 and N workers; training images/s at ``--crop`` px for the full-width network
+and a small one, on batches already on the device (compute only) and fed by the real
+pipeline; and the share of wall time the device waited for data (on CUDA: GPU idle).
+Not a test: the figures depend on the machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from colorizer.model import Colorizer  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.data import TrainBatches, open_rows  # noqa: E402
+from train.loop import to_lab  # noqa: E402
+
+
+def make_photos(folder: Path, n: int = 48) -> Path:
+    """``n`` JPEGs cut from scikit-image's sample photos: mostly ~300x170, some ~1000 px."""
+    import skimage.data as d
+
+    sources = [d.astronaut(), d.coffee(), d.chelsea(), d.rocket(), d.immunohistochemistry()]
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        src = Image.fromarray(sources[i % len(sources)])
+        large = i % 12 == 0
+        w, h = (1000, 760) if large else (307, 172)
+        x0 = rng.integers(0, max(1, src.width // 4))
+        crop = src.crop((x0, 0, src.width - x0 // 2, src.height)).resize((w, h), Image.BILINEAR)
+        (folder / "photos").mkdir(parents=True, exist_ok=True)
+        crop.save(folder / "photos" / f"p{i:03d}.jpg", quality=90)
+    return folder
+
+
+def bench_pipeline(cfg: TrainConfig, batches: int) -> float:
+    """Images/s of decoded, cropped uint8 batches (no training)."""
+    stream = TrainBatches(open_rows(cfg), cfg)
+    next(stream)  # workers start, first batch
+    t0 = time.perf_counter()
+    n = sum(len(next(stream)) for _ in range(batches))
+    return n / (time.perf_counter() - t0)
+
+
+def bench_train(cfg: TrainConfig, width: float, steps: int, device: torch.device, fed: bool) -> tuple[float, float]:
+    """(images/s, share of time waiting for data) of training steps at ``width``."""
+    model = Colorizer(width=width).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3)
+    stream = TrainBatches(open_rows(cfg), cfg, pin_memory=device.type == "cuda") if fed else None
+    fixed = torch.randint(0, 256, (cfg.batch_size, cfg.crop, cfg.crop, 3), dtype=torch.uint8, device=device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        rgb = next(stream).to(device, non_blocking=True) if fed else fixed
+        l, ab, mask = to_lab(rgb)
+        with amp:
+            loss = model.loss(model(l), ab, mask)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # synchronise
+
+    step()  # warm-up (workers, kernels)
+    wait0 = stream.wait_s if fed else 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - t0
+    wait = (stream.wait_s - wait0) if fed else 0.0
+    return steps * cfg.batch_size / dt, wait / dt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", help="imagefolder of photos (default: made from scikit-image samples)")
+    parser.add_argument("--crop", type=int, default=176)
+    parser.add_argument("--batch-size", type=int, default=0, help="default 8 on CPU, 64 on CUDA")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--small-width", type=float, default=0.25)
+    parser.add_argument(
+        "--steps", type=int, default=0, help="training steps timed per setting (default 4 on CPU, 30 on CUDA)"
+    )
+    parser.add_argument("--pipeline-batches", type=int, default=12)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    steps = args.steps or (30 if device.type == "cuda" else 3)
+    args.batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
+    tmp = tempfile.TemporaryDirectory()
+    data_dir = args.data_dir or str(make_photos(Path(tmp.name)))
+    base = TrainConfig(
+        dataset="imagefolder",
+        data_dir=data_dir,
+        crop=args.crop,
+        batch_size=args.batch_size,
+        shuffle_buffer=64,
+        num_workers=args.num_workers,
+    )
+    print(
+        f"device {device}, {torch.get_num_threads()} torch threads, crop {args.crop}, batch {args.batch_size}, data {data_dir}"
+    )
+
+    p0 = bench_pipeline(dataclasses.replace(base, num_workers=0), args.pipeline_batches)
+    pn = bench_pipeline(base, args.pipeline_batches)
+    print(
+        f"pipeline: {p0:7.1f} img/s in the main process, {pn:7.1f} img/s with {args.num_workers} workers "
+        f"(x{pn / p0:.2f})"
+    )
+
+    results = {}
+    for width in (1.0, args.small_width):
+        compute, _ = bench_train(base, width, steps, device, fed=False)
+        fed, wait = bench_train(base, width, steps, device, fed=True)
+        results[width] = compute
+        idle = "GPU idle" if device.type == "cuda" else "waiting for data"
+        print(
+            f"train width {width:g}: {compute:7.1f} img/s compute only, {fed:7.1f} img/s fed by the pipeline "
+            f"({wait:.0%} of the time {idle}; pipeline/compute ratio x{pn / compute:.1f})"
+        )
+    print(f"small/full speed-up: x{results[args.small_width] / results[1.0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

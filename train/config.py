@@ -1,0 +1,220 @@
+"""The training configuration: one typed dataclass, filled from defaults, a config file
+(YAML or JSON) and the command line, in that order. The resolved configuration is
+written into the run folder (``config.json``) so a run can be repeated exactly with
+``python -m train --config-file runs/NAME/config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["TrainConfig", "parse_args", "load_config_file"]
+
+
+def _opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (``python -m train --help`` lists them)."""
+
+    # ---------------------------------------------------------------- data
+    dataset: str = _opt(
+        "imagefolder",
+        "Hub data set id (frgfm/imagenette, ILSVRC/imagenet-1k) or a local builder (imagefolder, parquet)",
+    )
+    config: str | None = _opt(None, "the data set's configuration name on the Hub, e.g. 320px for frgfm/imagenette")
+    data_dir: str | None = _opt(None, "local folder of photos (imagefolder: class subfolders or flat)")
+    data_files: str | None = _opt(None, "local data files (glob), e.g. 'shards/*.parquet' with --dataset parquet")
+    split: str = _opt("train", "training split")
+    val_dataset: str | None = _opt(None, "validation data set (default: --dataset)")
+    val_dir: str | None = _opt(None, "validation folder (imagefolder)")
+    val_split: str | None = _opt(
+        None, "validation split (default: 'validation' for Hub data sets, 'train' of --val-dir for folders)"
+    )
+    holdout: str | None = _opt(
+        None,
+        "regular expression on image paths: matching photos are held out for validation and never trained on (instead of --val-dir)",
+    )
+    image_column: str = _opt("image", "image column")
+    label_column: str = _opt("label", "label column (needed by --classes)")
+    classes: str | None = _opt(
+        None,
+        "keep only these classes: comma-separated label ids, names, ImageNet synset ids (n07747607) or WordNet words (fruit)",
+    )
+    classes_file: str | None = _opt(
+        None, "file with one class (id, name, synset id or word) per line, added to --classes"
+    )
+    streaming: bool = _opt(True, "stream rows (datasets streaming=True) instead of preparing the set on disk first")
+    cache_dir: str | None = _opt(None, "datasets cache folder")
+    shuffle_buffer: int = _opt(1000, "rows in the streaming shuffle buffer (0: no shuffling)")
+    min_size: int = _opt(32, "skip photos whose short side is below this (pixels)")
+    resize: int = _opt(256, "photos are resized so their short side is this before the random crop")
+    crop: int = _opt(176, "training crop side (pixels, multiple of 8)")
+    multiscale_min_side: int = _opt(
+        512,
+        "photos with a short side of at least this get multi-scale crops: a random square of side between --crop and the short side, resized to --crop",
+    )
+    large_crops: int = _opt(3, "crops drawn from each large (multi-scale) photo per pass over the data")
+    flip: bool = _opt(True, "random horizontal flips")
+    gray_threshold: float = _opt(
+        2.0, "skip photos whose mean channel spread max(R,G,B)-min(R,G,B) is below this (0-255): grayscale photos"
+    )
+    val_size: int = _opt(176, "validation photos: short side resized to this, centre square crop")
+    val_images: int = _opt(64, "validation photos kept in memory (the first N of the validation split)")
+    max_pixels: int = _opt(100_000_000, "skip photos with more pixels than this")
+
+    # ---------------------------------------------------------------- model
+    objective: str = _opt(
+        "classification",
+        "classification (rebalanced cross-entropy over ab bins) or regression (ab L2)",
+        choices=["classification", "regression"],
+    )
+    width: float = _opt(1.0, "channel multiplier of the ECCV16 network (1.0 = the paper's)")
+    grid: float = _opt(10.0, "side of an ab bin (10: Q=261 bins)")
+    k: int = _opt(5, "soft-encoding neighbours")
+    sigma: float = _opt(5.0, "soft-encoding Gaussian width (ab units)")
+    lam: float = _opt(0.5, "rebalancing: mix of the prior with the uniform distribution")
+    rebalance: bool = _opt(True, "weight the loss by the rebalancing weights")
+    temperature: float = _opt(0.38, "default annealed-mean temperature saved in the model")
+    input_size: int = _opt(256, "the trained model sees photos at about input_size^2 pixels at inference")
+    regression_loss: str = _opt("l2", "regression loss: l2 or smooth_l1", choices=["l2", "smooth_l1"])
+    prior: str | None = _opt(
+        None,
+        "ab prior: a JSON file from python -m train.prior, 'uniform', or empty to compute it from --prior-images training photos at start",
+    )
+    prior_images: int = _opt(500, "training photos counted for the prior when --prior is not given")
+
+    # ---------------------------------------------------------------- optimisation
+    max_steps: int = _opt(5000, "optimiser steps")
+    batch_size: int = _opt(32, "photos per step per process")
+    lr: float = _opt(3e-4, "peak learning rate (AdamW)")
+    min_lr: float = _opt(3e-5, "final learning rate of the cosine schedule")
+    schedule: str = _opt(
+        "cosine", "learning-rate schedule after warm-up: cosine or constant", choices=["cosine", "constant"]
+    )
+    warmup_steps: int = _opt(200, "linear warm-up steps")
+    weight_decay: float = _opt(1e-3, "AdamW weight decay")
+    beta1: float = _opt(0.9, "AdamW beta1")
+    beta2: float = _opt(0.99, "AdamW beta2")
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: off)")
+    mixed_precision: str = _opt(
+        "auto", "auto (bf16 on CUDA, off on CPU), bf16, fp16 or no", choices=["auto", "bf16", "fp16", "no"]
+    )
+    compile: bool = _opt(False, "torch.compile the model (CUDA)")
+
+    # ---------------------------------------------------------------- run
+    out: str = _opt("runs/colorizer", "run folder: config, logs, checkpoints, samples, final model")
+    resume: bool = _opt(False, "resume from the latest checkpoint in --out")
+    num_workers: int = _opt(2, "DataLoader worker processes decoding photos (0: in the main process)")
+    seed: int = _opt(0, "random seed (data order, crops, initial weights)")
+    log_every: int = _opt(10, "log the training loss every N steps")
+    val_every: int = _opt(250, "validate every N steps (0: only at the end)")
+    ckpt_every: int = _opt(250, "checkpoint every N steps")
+    keep_checkpoints: int = _opt(2, "checkpoints kept in --out/checkpoints")
+    sample_images: int = _opt(8, "validation photos in the PNG grid of sample colorizations")
+    push_to_hub: str | None = _opt(None, "push the final model to this Hub repository")
+    cpu: bool = _opt(False, "train on the CPU even if a GPU is present")
+    threads: int = _opt(0, "torch CPU threads (0: torch's default, one per core)")
+
+    def validate(self) -> None:
+        """Check values that would otherwise fail hours into a run."""
+        if self.dataset in ("imagefolder",) and not (self.data_dir or self.data_files):
+            raise ValueError("--dataset imagefolder needs --data-dir (or --data-files)")
+        for name in ("crop", "val_size"):
+            v = getattr(self, name)
+            if v < 16 or v % 8:
+                raise ValueError(f"--{name.replace('_', '-')} must be a multiple of 8 and at least 16, got {v}")
+        if self.crop > self.resize:
+            raise ValueError(f"--crop ({self.crop}) must not exceed --resize ({self.resize})")
+        if self.batch_size < 1 or self.max_steps < 1:
+            raise ValueError(f"--batch-size and --max-steps must be positive, got {self.batch_size}, {self.max_steps}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ValueError(f"--lr must be positive and --min-lr non-negative, got {self.lr}, {self.min_lr}")
+        if self.num_workers < 0:
+            raise ValueError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.holdout and self.val_dir:
+            raise ValueError("give either --holdout or --val-dir, not both")
+        if self.prior not in (None, "", "uniform") and not Path(self.prior).is_file():
+            raise ValueError(
+                f"--prior {self.prior!r}: no such file (give a JSON from python -m train.prior, or 'uniform')"
+            )
+
+
+def _fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(TrainConfig))
+
+
+def _base_type(f: dataclasses.Field) -> type:
+    hints = typing.get_type_hints(TrainConfig)
+    t = hints[f.name]
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return args[0] if args else t
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON config file into a dict of TrainConfig fields (unknown keys are an error)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} not found")
+    text = p.read_text()
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(p)!r}: expected a mapping of settings, got {type(data).__name__}")
+    names = {f.name for f in _fields()}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"config file {str(p)!r}: unknown settings {unknown}")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser, one option per TrainConfig field (defaults shown in --help)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train a Colorizer on a local folder or a Hugging Face data set "
+        "(1 CPU, 1 GPU, or several GPUs with `accelerate launch -m train ...`).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--config-file", default=None, help="YAML or JSON file of settings; command-line options override it"
+    )
+    for f in _fields():
+        flag = "--" + f.name.replace("_", "-")
+        t = _base_type(f)
+        kw = {"help": f.metadata["help"], "default": argparse.SUPPRESS}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if t is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(flag, type=t, metavar=f.name.upper(), **kw)
+    # show the real defaults in --help although argparse only fills given options
+    for action in parser._actions:
+        name = action.dest
+        if name in {f.name for f in _fields()}:
+            action.help = f"{action.help} (default: {getattr(TrainConfig, name, None)!r})"
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults < config file < command line -> a validated TrainConfig."""
+    args = vars(build_parser().parse_args(argv))
+    settings: dict = {}
+    if args.get("config_file"):
+        settings.update(load_config_file(args["config_file"]))
+    settings.update({k: v for k, v in args.items() if k != "config_file"})
+    cfg = TrainConfig(**settings)
+    cfg.validate()
+    return cfg

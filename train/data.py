@@ -1,0 +1,384 @@
+"""The training data pipeline: rows -> decoded, cropped uint8 batches, on CPU workers.
+
+Rows come from ``colorizer.sources.open_source`` (a Hub or local data set, streamed).
+Each DataLoader worker reads its own share of the rows (whole shards when the data set
+has enough of them, every n-th row otherwise), decodes with ``read_image``, skips what
+cannot be trained on (unreadable, tiny, grayscale; counted), crops and flips, and
+yields whole ``(B, S, S, 3)`` uint8 batches. Lab conversion and soft-encoding happen
+later, on the training device.
+
+Workers loop over their rows forever (a new shuffle each pass), so the stream never
+ends and the DataLoader's round-robin over workers stays regular. Every crop's
+randomness is drawn from a generator seeded by (seed, worker, pass, row), so a batch's
+position -- (pass, row, crops of that row already used) per worker -- is all that
+exact resumption needs: rows before it are skipped without decoding.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from colorizer.images import ImageError
+from colorizer.sources import decode_row_image, open_source
+from train.config import TrainConfig
+
+__all__ = [
+    "open_rows",
+    "train_crops",
+    "val_crop",
+    "channel_spread",
+    "PhotoStream",
+    "TrainBatches",
+    "load_val_images",
+    "read_classes",
+]
+
+logger = logging.getLogger(__name__)
+_ROWS_PER_READ = 64
+
+
+# ----------------------------------------------------------------------------- rows
+def read_classes(cfg: TrainConfig) -> list[str] | None:
+    """The class filter of ``--classes`` and ``--classes-file`` as one list, or None."""
+    items: list[str] = []
+    if cfg.classes:
+        items += [c.strip() for c in cfg.classes.split(",") if c.strip()]
+    if cfg.classes_file:
+        with open(cfg.classes_file) as f:
+            items += [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+    if (cfg.classes is not None or cfg.classes_file) and not items:
+        raise ValueError("class filter is empty: --classes / --classes-file name no class")
+    return items or None
+
+
+def open_rows(cfg: TrainConfig, part: str = "train"):
+    """The rows of the training (``part="train"``) or validation (``"val"``) data as a
+    ``datasets.IterableDataset``, class-filtered and, with ``--holdout``, split by path.
+    Returns None for "val" when no validation data is configured."""
+    dataset, data_dir, split = cfg.dataset, cfg.data_dir, cfg.split
+    if part == "val":
+        if cfg.val_dir:
+            dataset, data_dir, split = cfg.val_dataset or "imagefolder", cfg.val_dir, cfg.val_split or "train"
+        elif cfg.val_dataset:
+            dataset, data_dir, split = cfg.val_dataset, None, cfg.val_split or "validation"
+        elif cfg.holdout:
+            pass  # the held-out photos of the training data
+        elif cfg.val_split:
+            split = cfg.val_split
+        elif cfg.dataset not in ("imagefolder", "parquet") or not data_dir:
+            split = "validation"
+        else:
+            return None
+    rows = open_source(
+        dataset,
+        data_dir=data_dir,
+        split=split,
+        image_column=cfg.image_column,
+        label_column=cfg.label_column,
+        classes=read_classes(cfg),
+        streaming=cfg.streaming,
+        name=cfg.config,
+        data_files=cfg.data_files if part == "train" or not (cfg.val_dir or cfg.val_dataset) else None,
+        cache_dir=cfg.cache_dir,
+    )
+    if not cfg.streaming:  # same downstream code path: an IterableDataset with real shards
+        rows = rows.to_iterable_dataset(num_shards=max(1, min(len(rows), 64)))
+    if cfg.holdout and not (part == "val" and cfg.val_dir):
+        pattern = re.compile(cfg.holdout)
+        want = part == "val"
+
+        def held_out(image: Any) -> bool:
+            path = image.get("path") if isinstance(image, dict) else None
+            if not path:
+                raise ValueError("--holdout needs image paths, but this data set's rows have none; use --val-split")
+            return bool(pattern.search(path)) == want
+
+        rows = rows.filter(held_out, input_columns=[cfg.image_column])
+    return rows
+
+
+# ----------------------------------------------------------------------------- crops
+def channel_spread(rgb: np.ndarray) -> float:
+    """Mean over pixels of max(R, G, B) - min(R, G, B) of ``(H, W, 3)`` uint8 (0 for gray)."""
+    return float((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).mean())
+
+
+def _as_rgb(img: Image.Image) -> Image.Image | None:
+    """RGB version of a ``read_image`` result, or None for grayscale modes."""
+    if img.mode in ("L", "LA", "F", "I", "1"):
+        return None
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def train_crops(img: Image.Image, rng: np.random.Generator, cfg: TrainConfig) -> list[np.ndarray]:
+    """Random training crops of one RGB photo: ``(crop, crop, 3)`` uint8 arrays.
+
+    Photos with a short side below ``multiscale_min_side`` give one crop: the photo
+    resized so its short side is ``resize``, then a random ``crop`` square (done in
+    one resampling, as a box of the original). Larger photos give ``large_crops``
+    multi-scale crops: a random square whose side is drawn log-uniformly between
+    ``crop`` and the short side, resized to ``crop``. Each crop is flipped
+    horizontally with probability 1/2 when ``flip``.
+    """
+    w, h = img.size
+    s = min(w, h)
+    if s >= cfg.multiscale_min_side:
+        lo, hi = math.log(min(cfg.crop, s)), math.log(s)
+        sides = [math.exp(rng.uniform(lo, hi)) for _ in range(cfg.large_crops)]
+    else:
+        sides = [cfg.crop * s / cfg.resize]
+    out = []
+    for side in sides:
+        x0 = rng.uniform(0, w - side)
+        y0 = rng.uniform(0, h - side)
+        patch = img.resize((cfg.crop, cfg.crop), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
+        arr = np.asarray(patch)
+        if cfg.flip and rng.random() < 0.5:
+            arr = arr[:, ::-1]
+        out.append(np.ascontiguousarray(arr))
+    return out
+
+
+def val_crop(img: Image.Image, size: int) -> np.ndarray:
+    """The centre square of a photo resized to ``(size, size, 3)`` uint8 (deterministic)."""
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+    return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR, box=box))
+
+
+def usable(img: Image.Image, cfg: TrainConfig, skipped: collections.Counter) -> Image.Image | None:
+    """The photo as RGB if it can be trained on, else None with the reason counted."""
+    if min(img.size) < cfg.min_size:
+        skipped["tiny"] += 1
+        return None
+    rgb = _as_rgb(img)
+    if rgb is None:
+        skipped["grayscale"] += 1
+        return None
+    thumb = np.asarray(rgb.resize((32, 32), Image.BILINEAR)) if max(rgb.size) > 64 else np.asarray(rgb)
+    if channel_spread(thumb) < cfg.gray_threshold:
+        skipped["grayscale"] += 1
+        return None
+    return rgb
+
+
+# ----------------------------------------------------------------------------- stream
+@dataclass
+class Position:
+    """Where a worker's stream is: pass over the data, next row, crops of that row used."""
+
+    epoch: int = 0
+    row: int = 0
+    crop: int = 0
+
+    def as_list(self) -> list[int]:
+        return [self.epoch, self.row, self.crop]
+
+
+class PhotoStream(torch.utils.data.IterableDataset):
+    """An endless stream of ``(B, crop, crop, 3)`` uint8 training batches.
+
+    Args:
+        rows: the training rows (``open_rows(cfg)``), images still encoded.
+        cfg: the run's configuration (crop, flips, thresholds, batch size, seed).
+        rank, world_size: this process among the data-parallel processes.
+        num_workers: DataLoader workers of this process (0: the main process).
+        positions: resume state: global worker id -> [epoch, row, crop].
+        skipped: resume state: global worker id -> counts of skipped photos.
+        offset: resumed loaders start with worker ``offset`` in the round-robin.
+    """
+
+    def __init__(
+        self,
+        rows,
+        cfg: TrainConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        positions: dict[int, list[int]] | None = None,
+        skipped: dict[int, dict] | None = None,
+        offset: int = 0,
+    ):
+        super().__init__()
+        self.rows, self.cfg = rows, cfg
+        self.rank, self.world_size = rank, world_size
+        self.slots = max(1, num_workers)
+        self.positions = positions or {}
+        self.skipped = skipped or {}
+        self.offset = offset
+
+    def global_id(self, worker: int) -> int:
+        return self.rank * self.slots + (worker + self.offset) % self.slots
+
+    def _my_rows(self, gid: int, epoch: int) -> Iterator[tuple[int, dict]]:
+        """(row index, row) of this worker's share of one pass; indices count every row
+        the worker reads, so skipping them on resume needs no decoding."""
+        total = self.world_size * self.slots
+        rows = self.rows
+        by_shard = rows.num_shards >= total and total > 1
+        if by_shard:
+            rows = rows.shard(num_shards=total, index=gid, contiguous=False)
+        if self.cfg.shuffle_buffer > 0:
+            # the same seed in every worker when striding rows, so the shares do not overlap
+            rows = rows.shuffle(seed=self.cfg.seed + (gid if by_shard else 0), buffer_size=self.cfg.shuffle_buffer)
+            rows.set_epoch(epoch)
+        i = 0
+        # .iter() reads rows without datasets' own per-worker split (we did ours above)
+        for chunk in rows.iter(batch_size=_ROWS_PER_READ):
+            n = len(next(iter(chunk.values())))
+            for j in range(n):
+                if by_shard or total == 1 or (i % total) == gid:
+                    yield i, {k: v[j] for k, v in chunk.items()}
+                i += 1
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        gid = self.global_id(info.id if info is not None else 0)
+        cfg = self.cfg
+        pos = Position(*self.positions.get(gid, [0, 0, 0]))
+        skipped = collections.Counter(self.skipped.get(gid, {}))
+        pending: list[tuple[int, int, int, np.ndarray]] = []  # (epoch, row, crop index, crop)
+        epoch = pos.epoch
+        while True:
+            produced = 0
+            for i, row in self._my_rows(gid, epoch):
+                if epoch == pos.epoch and i < pos.row:
+                    continue  # resuming: already trained on
+                # skipped photos are counted on the first pass only: counts of distinct photos
+                crops = self._crops(row, gid, epoch, i, skipped if epoch == 0 else collections.Counter())
+                first = pos.crop if (epoch == pos.epoch and i == pos.row) else 0
+                pending.extend((epoch, i, c, crop) for c, crop in enumerate(crops) if c >= first)
+                produced += len(crops)
+                while len(pending) >= cfg.batch_size:
+                    batch, pending = pending[: cfg.batch_size], pending[cfg.batch_size :]
+                    nxt = Position(*pending[0][:3]) if pending else Position(epoch, i + 1, 0)
+                    yield self._batch(batch, gid, nxt, skipped)
+            if produced == 0 and not (epoch == pos.epoch and pos.row > 0):
+                raise RuntimeError(
+                    f"data worker {gid}: no usable photo in its share of the data (skipped: {dict(skipped)}); "
+                    "check the data set and class filter, or use fewer --num-workers"
+                )
+            epoch += 1
+
+    def _crops(self, row: dict, gid: int, epoch: int, i: int, skipped: collections.Counter) -> list[np.ndarray]:
+        cfg = self.cfg
+        if cfg.image_column not in row:
+            raise ValueError(f"rows have no image column {cfg.image_column!r}; columns: {sorted(row)}")
+        try:
+            img = decode_row_image(row[cfg.image_column], cfg.max_pixels)
+        except ImageError as e:
+            skipped["unreadable"] += 1
+            logger.debug("skipped: %s", e)
+            return []
+        rgb = usable(img, cfg, skipped)
+        if rgb is None:
+            return []
+        rng = np.random.default_rng((cfg.seed, gid, epoch, i))
+        crops = [c for c in train_crops(rgb, rng, cfg) if channel_spread(c) >= cfg.gray_threshold / 2]
+        return crops
+
+    def _batch(self, batch, gid: int, nxt: Position, skipped: collections.Counter) -> dict:
+        rgb = torch.from_numpy(np.stack([c[-1] for c in batch]))  # (B, S, S, 3) uint8
+        return {"rgb": rgb, "worker": gid, "position": nxt.as_list(), "skipped": dict(skipped)}
+
+
+class TrainBatches:
+    """The training batches of one process, with the state needed to resume exactly.
+
+    Iterating yields ``(B, S, S, 3)`` uint8 tensors (pinned when ``pin_memory``);
+    ``wait_s`` accumulates the time spent waiting for them; ``state_dict()`` is
+    JSON-ready and ``TrainBatches(..., state=...)`` continues where it stopped.
+    """
+
+    def __init__(
+        self,
+        rows,
+        cfg: TrainConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        pin_memory: bool = False,
+        state: dict | None = None,
+    ):
+        state = state or {}
+        slots = max(1, cfg.num_workers)
+        if state and state.get("slots", slots) != slots:
+            raise ValueError(
+                f"resume: the checkpoint was made with --num-workers {state['slots']}, got {cfg.num_workers}; "
+                "use the same number to resume exactly"
+            )
+        self.cfg, self.slots = cfg, slots
+        self.batches = int(state.get("batches", 0))
+        self.positions = {int(k): v for k, v in state.get("positions", {}).items()}
+        self.skipped = {int(k): v for k, v in state.get("skipped", {}).items()}
+        self.stream = PhotoStream(
+            rows, cfg, rank, world_size, cfg.num_workers, self.positions, self.skipped, offset=self.batches % slots
+        )
+        self.loader = torch.utils.data.DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=cfg.num_workers,
+            pin_memory=pin_memory,
+            prefetch_factor=4 if cfg.num_workers > 0 else None,
+            persistent_workers=cfg.num_workers > 0,
+        )
+        self.wait_s = 0.0
+        self._it: Iterator | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        import time
+
+        if self._it is None:
+            self._it = iter(self.loader)
+        t0 = time.perf_counter()
+        item = next(self._it)
+        self.wait_s += time.perf_counter() - t0
+        self.batches += 1
+        self.positions[int(item["worker"])] = [int(x) for x in item["position"]]
+        self.skipped[int(item["worker"])] = dict(item["skipped"])
+        return item["rgb"]
+
+    def skipped_total(self) -> dict[str, int]:
+        """Photos skipped so far by all workers of this process, by reason."""
+        total: collections.Counter = collections.Counter()
+        for counts in self.skipped.values():
+            total.update(counts)
+        return dict(total)
+
+    def state_dict(self) -> dict:
+        return {
+            "batches": self.batches,
+            "slots": self.slots,
+            "positions": {str(k): v for k, v in self.positions.items()},
+            "skipped": {str(k): v for k, v in self.skipped.items()},
+        }
+
+
+def load_val_images(rows, cfg: TrainConfig, skipped: collections.Counter | None = None) -> torch.Tensor:
+    """The first ``val_images`` usable validation photos as ``(N, S, S, 3)`` uint8 centre crops."""
+    from colorizer.sources import iter_images
+
+    counts = skipped if skipped is not None else collections.Counter()
+    crops = []
+    for img, _ in iter_images(rows, cfg.image_column, cfg.label_column, skipped=counts, max_pixels=cfg.max_pixels):
+        rgb = usable(img, cfg, counts)
+        if rgb is None:
+            continue
+        crops.append(val_crop(rgb, cfg.val_size))
+        if len(crops) >= cfg.val_images:
+            break
+    if not crops:
+        raise ValueError(f"the validation data has no usable photo (skipped: {dict(counts)})")
+    return torch.from_numpy(np.stack(crops))

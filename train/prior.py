@@ -1,0 +1,184 @@
+"""The empirical ab prior of a data set: ``python -m train.prior``.
+
+Streams N photos, converts each (short side resized to ``--size``, the whole photo) to
+Lab with ``colorizer.color.rgb_to_lab``, counts every pixel in its nearest ab bin
+(``colorizer.bins.PriorCounter``) and writes a JSON file with the prior (sums to 1)
+and the rebalancing weights derived from it. Training reads it with
+``--prior FILE`` and saves the prior in the model's config (``Colorizer(prior=...)``).
+
+    python -m train.prior --dataset imagefolder --data-dir photos --images 1000 --out prior.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from colorizer.bins import PriorCounter, gamut_bins, rebalance_weights
+from colorizer.color import rgb_to_lab
+from colorizer.sources import iter_images
+from train.config import TrainConfig
+from train.data import open_rows, usable
+
+__all__ = ["count_prior", "prior_from_config", "write_prior", "read_prior", "main"]
+
+
+def _resized(img: Image.Image, size: int) -> np.ndarray:
+    w, h = img.size
+    s = min(w, h)
+    if s != size:
+        img = img.resize((max(1, round(w * size / s)), max(1, round(h * size / s))), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def count_prior(
+    images: Iterable[Image.Image],
+    centres: torch.Tensor,
+    n_images: int,
+    size: int = 176,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[PriorCounter, int]:
+    """Count the ab pixels of up to ``n_images`` RGB photos in the bins ``centres`` (Q, 2).
+
+    Each photo is resized so its short side is ``size`` (all pixels counted, aspect kept).
+    Returns the counter and the number of photos counted.
+    """
+    counter = PriorCounter(centres.to(device))
+    n = 0
+    for img in tqdm(images, total=n_images, desc="prior", unit="img", disable=not progress):
+        rgb = torch.from_numpy(_resized(img, size).copy()).to(device)  # (H, W, 3) uint8
+        ab = rgb_to_lab(rgb.permute(2, 0, 1)[None])[:, 1:]  # (1, 2, H, W)
+        counter.update(ab)
+        n += 1
+        if n >= n_images:
+            break
+    if n == 0:
+        raise ValueError("prior: no usable photo to count")
+    return counter, n
+
+
+def _usable_photos(rows, cfg: TrainConfig, skipped: collections.Counter):
+    for img, _ in iter_images(rows, cfg.image_column, cfg.label_column, skipped=skipped, max_pixels=cfg.max_pixels):
+        rgb = usable(img, cfg, skipped)
+        if rgb is not None:
+            yield rgb
+
+
+def prior_from_config(
+    cfg: TrainConfig, n_images: int, size: int | None = None, device="cpu", progress: bool = True
+) -> dict:
+    """Count the prior of the training data of ``cfg`` (its data set, split, class filter
+    and holdout) over ``n_images`` photos; returns the JSON-ready record (see ``write_prior``)."""
+    rows = open_rows(cfg, "train")
+    if cfg.shuffle_buffer > 0:
+        rows = rows.shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer)
+    skipped: collections.Counter = collections.Counter()
+    centres = gamut_bins(cfg.grid)
+    counter, n = count_prior(_usable_photos(rows, cfg, skipped), centres, n_images, size or cfg.crop, device, progress)
+    prior = counter.prior()
+    weights = rebalance_weights(prior, centres, cfg.lam)  # the model's prior_sigma default, 5
+    return {
+        "prior": [float(p) for p in prior],
+        "class_weights": [float(w) for w in weights],
+        "grid": cfg.grid,
+        "lam": cfg.lam,
+        "prior_sigma": 5.0,
+        "images": n,
+        "pixels": counter.total,
+        "size": size or cfg.crop,
+        "skipped": dict(skipped),
+        "dataset": cfg.dataset,
+        "config": cfg.config,
+        "data_dir": cfg.data_dir,
+        "split": cfg.split,
+        "classes": cfg.classes,
+        "holdout": cfg.holdout,
+    }
+
+
+def write_prior(record: dict, path: str | Path) -> Path:
+    """Write a prior record as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def read_prior(path: str | Path, grid: float) -> list[float]:
+    """The ``(Q,)`` prior of a JSON file from ``write_prior``, checked against ``grid``."""
+    record = json.loads(Path(path).read_text())
+    if "prior" not in record:
+        raise ValueError(f"{path}: not a prior file (no 'prior' entry)")
+    q = len(gamut_bins(grid))
+    if float(record.get("grid", grid)) != float(grid) or len(record["prior"]) != q:
+        raise ValueError(
+            f"{path}: prior for grid {record.get('grid')} with {len(record['prior'])} bins, "
+            f"but the model uses grid {grid:g} ({q} bins)"
+        )
+    return [float(p) for p in record["prior"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train.prior``: count a data set's ab prior into a JSON file."""
+    parser = argparse.ArgumentParser(prog="python -m train.prior", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="prior.json", help="output JSON file")
+    parser.add_argument("--images", type=int, default=1000, help="photos to count")
+    parser.add_argument("--size", type=int, default=176, help="short side the photos are resized to (pixels)")
+    for name in (
+        "dataset",
+        "config",
+        "data_dir",
+        "data_files",
+        "split",
+        "image_column",
+        "label_column",
+        "classes",
+        "classes_file",
+        "holdout",
+        "cache_dir",
+        "shuffle_buffer",
+        "seed",
+        "grid",
+        "lam",
+        "min_size",
+        "gray_threshold",
+    ):
+        default = getattr(TrainConfig, name)
+        kind = type(default) if default is not None else str
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default,
+            help=f"as in python -m train (default: {default!r})",
+        )
+    parser.add_argument("--no-streaming", action="store_true", help="prepare the data set instead of streaming")
+    args = vars(parser.parse_args(argv))
+    out, n, size, no_stream = args.pop("out"), args.pop("images"), args.pop("size"), args.pop("no_streaming")
+    try:
+        cfg = TrainConfig(**args, streaming=not no_stream)
+        if cfg.dataset == "imagefolder" and not (cfg.data_dir or cfg.data_files):
+            raise ValueError("--dataset imagefolder needs --data-dir")
+        record = prior_from_config(cfg, n, size)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_prior(record, out)
+    print(
+        f"wrote {out}: {record['images']} photos, {record['pixels']:,} pixels, "
+        f"{sum(p > 0 for p in record['prior'])}/{len(record['prior'])} bins seen, skipped {record['skipped']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
