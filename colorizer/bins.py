@@ -101,12 +101,14 @@ def _nearest_k(ab: torch.Tensor, centres: torch.Tensor, k: int) -> tuple[torch.T
     centres = centres.to(device=ab.device, dtype=torch.float32)
     c2 = (centres**2).sum(1)  # (Q,)
     dists, idxs = [], []
-    for block in ab.float().split(_CHUNK):
-        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, as one matmul
-        d2 = (block**2).sum(1, keepdim=True) - 2.0 * block @ centres.T + c2  # (n, Q)
-        d, i = d2.topk(k, dim=1, largest=False)
-        dists.append(d.clamp(min=0.0))
-        idxs.append(i)
+    # float32 even under autocast: a bf16 matmul would pick the wrong bins
+    with torch.autocast(ab.device.type, enabled=False):
+        for block in ab.float().split(_CHUNK):
+            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, as one matmul
+            d2 = (block**2).sum(1, keepdim=True) - 2.0 * block @ centres.T + c2  # (n, Q)
+            d, i = d2.topk(k, dim=1, largest=False)
+            dists.append(d.clamp(min=0.0))
+            idxs.append(i)
     return torch.cat(dists), torch.cat(idxs)
 
 
@@ -265,8 +267,9 @@ def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: floa
     if temperature == 0:
         mode = logits.argmax(1)  # (B, H, W)
         return centres[mode].permute(0, 3, 1, 2)
-    probs = torch.softmax(logits / temperature, dim=1)  # (B, Q, H, W)
-    return torch.einsum("bqhw,qc->bchw", probs, centres)
+    with torch.autocast(logits.device.type, enabled=False):
+        probs = torch.softmax(logits / temperature, dim=1)  # (B, Q, H, W)
+        return torch.einsum("bqhw,qc->bchw", probs, centres)
 
 
 def entropy(logits: torch.Tensor, normalize: bool = True) -> torch.Tensor:

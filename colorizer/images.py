@@ -31,10 +31,15 @@ __all__ = [
     "split_lightness",
     "Lightness",
     "IMAGE_SUFFIXES",
+    "GRAY_SPREAD",
+    "channel_spread",
+    "is_grayscale",
+    "resize_short_side",
 ]
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 DEFAULT_MAX_PIXELS = 100_000_000  # a 12 MP photo is fine; a decompression bomb is not
+GRAY_SPREAD = 2.0  # mean max(R,G,B) - min(R,G,B), in 8-bit levels, at or below which a photo is gray
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
 
@@ -164,9 +169,25 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     return _normalise_mode(_to_srgb(img))
 
 
+def _float_gray(img: Image.Image) -> Image.Image:
+    """A float ('F') image from a file, into [0, 1]: values in [0, 1] are kept, larger
+    ones are read as 8-bit (up to 255) or 16-bit (up to 65535) levels."""
+    a = np.asarray(img, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ImageError("image: float image has NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0 or hi > 65535:
+        raise ImageError(f"image: float image values [{lo:.3g}, {hi:.3g}] are not in [0, 1], [0, 255] or [0, 65535]")
+    if hi <= 1.0:
+        return img
+    return Image.fromarray(a / (255.0 if hi <= 255.0 else 65535.0))  # mode F
+
+
 def _normalise_mode(img: Image.Image) -> Image.Image:
     mode = img.mode
-    if mode in ("L", "LA", "RGB", "RGBA", "F"):
+    if mode == "F":
+        return _float_gray(img)
+    if mode in ("L", "LA", "RGB", "RGBA"):
         return img
     if mode == "1":
         return img.convert("L")
@@ -217,3 +238,40 @@ def split_lightness(img: Image.Image) -> Lightness:
         arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
         rgb = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
     return Lightness(l=rgb_to_l(rgb), alpha=alpha)
+
+
+def channel_spread(rgb: np.ndarray) -> float:
+    """Mean over pixels of max(R, G, B) - min(R, G, B) of ``(H, W, 3)`` uint8: 0 for gray."""
+    return float((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).mean())
+
+
+def is_grayscale(img: Image.Image | np.ndarray, threshold: float = GRAY_SPREAD) -> bool:
+    """Whether a photo has no colour to learn from or to score against: a gray mode
+    (L, LA, F, I, 1), or RGB whose mean channel spread is at most ``threshold`` (a
+    black-and-white photo stored as colour, or one with only a faint tint)."""
+    if isinstance(img, Image.Image):
+        if img.mode in ("L", "LA", "F", "I", "I;16", "1"):
+            return True
+        img = np.asarray(img.convert("RGB"))
+    if img.ndim == 2 or img.shape[-1] == 1:
+        return True
+    return channel_spread(img[..., :3]) <= threshold
+
+
+def resize_short_side(
+    img: Image.Image,
+    size: int,
+    upscale: bool = False,
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
+) -> Image.Image:
+    """Resize keeping the aspect ratio so the short side is ``size`` pixels.
+
+    Photos already that small are returned as they are unless ``upscale``; ``size`` 0
+    returns the photo unchanged.
+    """
+    w, h = img.size
+    short = min(w, h)
+    if size <= 0 or short == size or (short < size and not upscale):
+        return img
+    scale = size / short
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)

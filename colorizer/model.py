@@ -130,7 +130,9 @@ class Colorizer(
         k, sigma: soft-encoding neighbours and Gaussian width (ab units).
         prior: empirical prior over the Q bins (None: uniform); lam, prior_sigma: the
             rebalancing mix with uniform and the prior's smoothing.
-        rebalance: weight the loss by the rebalancing weights.
+        rebalance: weight the loss by the rebalancing weights (None: yes for
+            classification, no for regression, so the regression objective is the
+            plain L2 of the baseline papers).
         temperature: default annealed-mean temperature.
         input_size: the network sees photos at about input_size^2 pixels.
         regression_loss: "l2" or "smooth_l1" for the regression objective.
@@ -149,7 +151,7 @@ class Colorizer(
         prior: list[float] | None = None,
         lam: float = 0.5,
         prior_sigma: float = 5.0,
-        rebalance: bool = True,
+        rebalance: bool | None = None,
         temperature: float = 0.38,
         input_size: int = 256,
         regression_loss: str = "l2",
@@ -171,7 +173,7 @@ class Colorizer(
         self.temperature = temperature
         self.input_size = input_size
         self.regression_kind = regression_loss
-        self.rebalance = rebalance
+        self.rebalance = (objective == "classification") if rebalance is None else rebalance
         self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
 
         centres = gamut_bins(grid, ab_range)  # (Q, 2)
@@ -287,8 +289,13 @@ class Colorizer(
         batch_size: int = 8,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> list[Image.Image]:
-        """Colorize many photos; returns PIL images in the same order."""
-        return [p.colorize(temperature) for p in self.analyze_batch(images, batch_size, max_pixels)]
+        """Colorize many photos; returns PIL images in the same order. Photos are read
+        ``batch_size`` at a time, so only one batch's full-resolution L is in memory."""
+        out: list[Image.Image] = []
+        for start in range(0, len(images), batch_size):
+            chunk = self.analyze_batch(images[start : start + batch_size], batch_size, max_pixels)
+            out += [p.colorize(temperature) for p in chunk]
+        return out
 
     # ------------------------------------------------------------------ hub
     @classmethod

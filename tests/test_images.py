@@ -156,3 +156,25 @@ def test_bytes_input(model):
     buf = io.BytesIO()
     Image.fromarray(data.coffee()).save(buf, format="PNG")
     assert model.colorize(buf.getvalue()).size == (600, 400)
+
+
+def test_float_tiff_in_8_bit_levels_is_normalised(tmp_path, model):
+    ramp = np.linspace(0, 255, 40 * 50, dtype=np.float32).reshape(40, 50)
+    p = _save(Image.fromarray(ramp), tmp_path / "float.tif")
+    l = split_lightness(read_image(p)).l
+    assert 0.0 <= l.min() and l.max() <= 100.0 + 1e-3 and l.max() > 99
+    bad = _save(Image.fromarray(np.full((4, 4), -3.0, np.float32)), tmp_path / "neg.tif")
+    with pytest.raises(ImageError, match="not in"):
+        read_image(bad)
+
+
+def test_grayscale_detection_and_short_side_resize():
+    from colorizer.images import is_grayscale, resize_short_side
+
+    gray_rgb = np.repeat(data.camera()[..., None], 3, axis=2)
+    assert is_grayscale(Image.fromarray(data.camera())) and is_grayscale(gray_rgb)
+    assert not is_grayscale(data.coffee())
+    img = Image.fromarray(data.coffee())  # 600 x 400
+    assert resize_short_side(img, 200).size == (300, 200)
+    assert resize_short_side(img, 800).size == (600, 400)
+    assert resize_short_side(img, 800, upscale=True).size == (1200, 800)

@@ -57,3 +57,15 @@ def test_downsample_ab_is_area_average():
     ab = torch.arange(32, dtype=torch.float32).view(1, 2, 4, 4)
     out = downsample_ab(ab, (1, 1))
     assert torch.allclose(out.flatten(), ab.mean((2, 3)).flatten())
+
+
+def test_soft_encoding_is_exact_under_bf16_autocast(centres):
+    ab = torch.randn(2, 2, 16, 16) * 40
+    logits = torch.randn(2, len(centres), 4, 4)
+    ref = classification_loss(logits, ab, centres)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        idx, w = soft_encode(ab, centres)
+        got = classification_loss(logits, ab, centres)
+    ref_idx, ref_w = soft_encode(ab, centres)
+    assert torch.equal(idx, ref_idx) and torch.allclose(w, ref_w)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)

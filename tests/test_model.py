@@ -182,6 +182,11 @@ def test_regression_model_colorizes():
     assert out.size == (600, 400)
 
 
+def test_rebalancing_defaults_per_objective():
+    assert tiny().rebalance and not tiny(objective="regression").rebalance
+    assert tiny(objective="regression", rebalance=True).rebalance
+
+
 def test_network_size_keeps_aspect_and_area():
     h, w = network_size(3000, 4000, 256)
     assert h % 8 == 0 and w % 8 == 0 and abs(w / h - 4 / 3) < 0.05 and abs(h * w / 256**2 - 1) < 0.05

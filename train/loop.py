@@ -24,6 +24,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -42,9 +44,22 @@ from train.config import TrainConfig, parse_args
 from train.data import TrainBatches, load_val_images, open_rows
 from train.prior import prior_from_config, read_prior, write_prior
 
-__all__ = ["main", "train", "get_lr", "to_lab", "evaluate", "sample_grid"]
+__all__ = ["main", "train", "hardware", "get_lr", "to_lab", "evaluate", "sample_grid"]
 
 logger = logging.getLogger("train")
+
+
+def hardware(device: torch.device, processes: int = 1) -> str:
+    """What the run trained on, for the model card: GPU name(s), or the CPU model and cores."""
+    if device.type == "cuda":
+        return f"{processes} x {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{processes} process(es) on {torch.get_num_threads()} threads of a {os.cpu_count()}-core {cpu} CPU, no GPU"
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -343,7 +358,11 @@ def train(cfg: TrainConfig) -> dict:
         model_dir = out / "model"
         raw.save_pretrained(str(model_dir))
         (out / "final.json").write_text(
-            json.dumps({"step": step, "elapsed_s": elapsed, **figures, "skipped": batches.skipped_total()}, indent=1)
+            json.dumps(
+                {"step": step, "elapsed_s": elapsed, **figures, "skipped": batches.skipped_total(),
+                 "hardware": hardware(accelerator.device, accelerator.num_processes), "torch": torch.__version__},
+                indent=1,
+            )
             + "\n"
         )
         tqdm.write(f"saved {model_dir}")
