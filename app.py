@@ -6,20 +6,21 @@ request shares it.
 
 from __future__ import annotations
 
-import sys
-
 from colorizer import load_model
-from demo import build_app, launch_kwargs, parser, setup_survey
+from demo import build_app, fail, launch_kwargs, parser, setup_survey
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         model = load_model(args.model)
+    except Exception as e:  # no such model, weights that do not fit its config, Hub unreachable
+        fail("app.py", e, f"--model {args.model}")
+    try:
         survey = setup_survey(args, model)
-    except (OSError, ValueError) as e:
-        sys.exit(f"app.py: error: {str(e).splitlines()[0]}")
-    app = build_app(model, survey, args.max_pixels, args.concurrency, args.queue_size)
+        app = build_app(model, survey, args.max_pixels, args.concurrency, args.queue_size)
+    except Exception as e:  # bad photos, survey folder or database (unreachable, driver missing)
+        fail("app.py", e)
     app.launch(**launch_kwargs(args))
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # gradio and torch load only when the app is built: `demo.survey.stats` stays light
     import gradio as gr
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # gradio and torch load only when the app is built: `demo.sur
     from colorizer import Colorizer
     from demo.survey.session import SurveyRunner
 
-__all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "launch_kwargs"]
+__all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "launch_kwargs", "error_line", "fail"]
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpg"))
 TITLE = "Colorizer: automatic colorization"
@@ -29,6 +30,21 @@ TITLE = "Colorizer: automatic colorization"
 def _env(name: str, default=None):
     value = os.environ.get(name)
     return default if value in (None, "") else value
+
+
+def error_line(prog: str, error: BaseException, context: str | None = None, limit: int = 300) -> str:
+    """``"<prog>: error: [<context>: ]<message>"`` on one line: the message's lines joined,
+    whitespace collapsed, cut at ``limit`` characters (a state-dict mismatch lists every tensor)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return f"{prog}: error: {context + ': ' if context else ''}{text}"
+
+
+def fail(prog: str, error: BaseException, context: str | None = None) -> NoReturn:
+    """End a command line program on a start-up error: one line on stderr, exit status 2."""
+    print(error_line(prog, error, context), file=sys.stderr)
+    raise SystemExit(2)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -86,7 +102,10 @@ def setup_survey(args: argparse.Namespace, model: Colorizer) -> SurveySetup | No
     """The survey the options ask for (preparing it first if ``--survey-photos``), or None.
 
     Raises:
-        ValueError: a bad survey folder, photo folder or database URL (one-line message).
+        ValueError: a bad survey folder, photo folder or database URL, or an unreachable
+            database (one-line message).
+        OSError, RuntimeError: a model that cannot be loaded (e.g. weights that do not
+            match its config), an unwritable folder.
     """
     from demo.survey.prepare import load_survey, prepare_survey
     from demo.survey.session import SurveyConfig, SurveyRunner
@@ -95,11 +114,11 @@ def setup_survey(args: argparse.Namespace, model: Colorizer) -> SurveySetup | No
     if args.survey is None and args.survey_photos is None:
         return None
     folder = Path(args.survey or "survey")
+    store = VoteStore(args.db or sqlite_url(folder / "votes.sqlite"))  # first: an unreachable database fails fast
     if args.survey_photos is not None:
         temps = args.survey_temperatures or [model.temperature]
         prepare_survey(args.survey_photos, folder, args.survey_models or [args.model], temps)
     survey = load_survey(folder)
-    store = VoteStore(args.db or sqlite_url(folder / "votes.sqlite"))
     config = SurveyConfig(args.trials, args.practice, args.attention, args.question, args.display_seconds)
     return SurveySetup(SurveyRunner(survey, store, config), args.results_key)
 
@@ -121,13 +140,9 @@ def build_app(
         concurrency: colorizations at once (bounds memory); queue_size: waiting requests at most.
     """
     import gradio as gr
-    from PIL import Image
 
     from demo.colorize_tab import build_colorize_tab
 
-    # read_image enforces max_pixels with a clear message; lift PIL's own check so that
-    # Gradio's peek at an upload's header does not fail first with a traceback.
-    Image.MAX_IMAGE_PIXELS = None
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(
             f"# {TITLE}\nAfter Zhang, Isola & Efros, "

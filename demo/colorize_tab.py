@@ -1,9 +1,13 @@
 """The "Colorize" tab: upload a photo, slide the temperature, download the result.
 
-The network runs once per upload (``model.analyze``); the ``Prediction`` lives in
-the user's ``gr.State``, so moving the temperature only re-renders the annealed
-mean. The before/after slider shows a preview (longer side ``PREVIEW_SIDE``); the
-download is the full-resolution PNG.
+The network runs once per upload (``model.analyze``). The user's ``gr.State``
+keeps only what is small: the network output (``(1, Q, H/4, W/4)`` at the
+network's input size), a preview-sized L for the before/after slider (longer
+side ``PREVIEW_SIDE``) and the upload's file path; moving the temperature only
+re-renders the annealed mean over the preview. The full-resolution L is read
+again from the upload when the full-resolution PNG download is rendered, so a
+50-megapixel photo does not hold hundreds of megabytes for as long as the
+session lives.
 """
 
 from __future__ import annotations
@@ -26,32 +30,47 @@ from matplotlib import colormaps
 from PIL import Image
 
 from colorizer import Colorizer, ImageError, Prediction
-from colorizer.images import Lightness
+from colorizer.images import Lightness, read_image, split_lightness
 from colorizer.model import compose
 
-__all__ = ["Analysis", "analyze", "render_preview", "save_full_png", "build_colorize_tab", "PREVIEW_SIDE"]
+__all__ = [
+    "Analysis",
+    "analyze",
+    "render_preview",
+    "full_prediction",
+    "save_full_png",
+    "build_colorize_tab",
+    "PhotoUpload",
+    "PREVIEW_SIDE",
+    "STATE_TTL_S",
+]
 
 log = logging.getLogger(__name__)
 
 PREVIEW_SIDE = 768  # longer side of the images shown in the page, in pixels
 T_MIN, T_MAX = 0.05, 1.0
+STATE_TTL_S = 600  # a user's analysis is dropped 10 minutes after their last upload or change
 _DOWNLOAD_TTL_S = 3600  # full-resolution PNGs are deleted after an hour
 
 
 @dataclass
 class Analysis:
-    """One upload, analysed: the full prediction and a preview-sized twin of it.
+    """One upload, analysed; everything in it is preview-sized or smaller.
 
     Attributes:
         name: the upload's file stem (for the download's name).
-        full: the ``Prediction`` at the photo's resolution.
-        preview: the same network output over a downscaled L (fast to re-render).
+        path: the uploaded file, read again for the full-resolution download.
+        size: the photo's (width, height) at full resolution.
+        max_pixels: the pixel limit it was read under.
+        preview: the network output over a downscaled L (fast to re-render).
         gray: the preview's grayscale (what the model sees: L only), RGB.
         uncertainty: heat map of the per-pixel entropy, RGB, preview size.
     """
 
     name: str
-    full: Prediction
+    path: Path
+    size: tuple[int, int]
+    max_pixels: int | None
     preview: Prediction
     gray: Image.Image
     uncertainty: Image.Image
@@ -70,6 +89,22 @@ def _preview(pred: Prediction, side: int) -> Prediction:
     return Prediction(pred.model, Lightness(l_small, alpha), pred.output)
 
 
+class PhotoUpload(gr.Image):
+    """``gr.Image(type="filepath")`` that hands an uploaded file to the handler unopened.
+
+    Gradio's own preprocessing opens every upload with PIL, whose decompression-bomb
+    check would fail with a traceback before ``read_image`` could refuse a too-large
+    photo in one line; ``read_image`` applies ``max_pixels`` itself.
+    """
+
+    is_template = True  # the frontend renders it as a plain gr.Image
+
+    def preprocess(self, payload):
+        if payload is not None and payload.path is not None and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
+
+
 def heat_map(values: np.ndarray, cmap: str = "magma") -> Image.Image:
     """``(H, W)`` values in [0, 1] -> RGB heat map (dark: certain, bright: uncertain)."""
     rgba = colormaps[cmap](np.clip(values, 0.0, 1.0))  # (H, W, 4) float
@@ -83,7 +118,7 @@ def _user_message(e: Exception, path: str | Path) -> str:
 
 
 def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_side: int = PREVIEW_SIDE) -> Analysis:
-    """Run the network once on an uploaded file.
+    """Run the network once on an uploaded file; keep only preview-sized results.
 
     Raises:
         ImageError / ImageTooLargeError: unreadable or too large (one-line message).
@@ -91,7 +126,22 @@ def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_
     full = model.analyze(path, max_pixels=max_pixels)
     preview = _preview(full, preview_side)
     gray = Image.fromarray(compose(preview.lightness.l, torch.zeros(1, 2, 1, 1)))  # L with a = b = 0
-    return Analysis(Path(path).stem, full, preview, gray, heat_map(preview.uncertainty()))
+    return Analysis(Path(path).stem, Path(path), full.size, max_pixels, preview, gray, heat_map(preview.uncertainty()))
+
+
+def full_prediction(analysis: Analysis) -> Prediction:
+    """The full-resolution ``Prediction``: the upload's L read again, the kept network output.
+
+    Raises:
+        ImageError: the upload is gone (the server's cache was cleared) or changed size.
+    """
+    try:
+        lightness = split_lightness(read_image(analysis.path, analysis.max_pixels))
+    except ImageError:
+        raise ImageError(f"{analysis.name}: the uploaded photo has expired; upload it again") from None
+    if lightness.size != analysis.size:
+        raise ImageError(f"{analysis.name}: the uploaded photo changed; upload it again")
+    return Prediction(analysis.preview.model, lightness, analysis.preview.output)
 
 
 def render_preview(analysis: Analysis, temperature: float) -> tuple[Image.Image, Image.Image]:
@@ -121,7 +171,7 @@ def save_full_png(analysis: Analysis, temperature: float, root: Path) -> Path:
     folder.mkdir()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", analysis.name).strip("-.") or "photo"
     path = folder / f"{name}-color-T{temperature:g}.png"
-    analysis.full.colorize(temperature).save(path, compress_level=3)
+    full_prediction(analysis).colorize(temperature).save(path, compress_level=3)
     return path
 
 
@@ -147,10 +197,10 @@ def build_colorize_tab(
         "predicts the colours. **Temperature** trades vivid colours (high) for safe, "
         "desaturated ones (low); the network runs once per photo, so the slider is instant."
     )
-    analysis = gr.State(None, time_to_live=3600)
+    analysis = gr.State(None, time_to_live=STATE_TTL_S)
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.Image(
+            upload = PhotoUpload(
                 type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="upload"
             )
             temperature = gr.Slider(
@@ -193,7 +243,11 @@ def build_colorize_tab(
         if a is None:
             return gr.update(visible=False, value=None)
         progress(0.5, desc="Rendering the full-resolution PNG")
-        return gr.update(visible=True, value=str(save_full_png(a, _check_temperature(t), downloads)))
+        try:
+            path = save_full_png(a, _check_temperature(t), downloads)
+        except ImageError as e:
+            raise gr.Error(html.escape(str(e)), print_exception=False) from None
+        return gr.update(visible=True, value=str(path))
 
     common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer")
     upload.change(

@@ -1,34 +1,37 @@
 """The web app without a browser: the colorize logic, the results view, the options, and
 the running server answering through gradio_client (one-line errors, the server survives)."""
 
+import dataclasses
+import json
 import os
 import socket
 import sys
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from skimage import data
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-import app as app_module  # noqa: E402
-from colorizer import Colorizer, ImageTooLargeError  # noqa: E402
-from colorizer.color import rgb_to_l  # noqa: E402
-from demo import EXAMPLES, build_app, parser  # noqa: E402
-from demo.colorize_tab import _user_message, analyze, render_preview, save_full_png  # noqa: E402
-from demo.results_tab import bar_chart, results  # noqa: E402
-from demo.survey.stats import rate  # noqa: E402
+import app as app_module
+from colorizer import Colorizer, ImageError, ImageTooLargeError
+from colorizer.color import rgb_to_l
+from demo import EXAMPLES, build_app, parser
+from demo.colorize_tab import STATE_TTL_S, _user_message, analyze, full_prediction, render_preview, save_full_png
+from demo.results_tab import bar_chart, results
+from demo.survey.stats import rate
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread here: on a shared 2-core machine, OpenMP threads fighting over busy
-    cores make chroma clipping tens of times slower."""
+def quiet_single_thread():
+    """One torch thread here (on a shared 2-core machine, OpenMP threads fighting over busy
+    cores make chroma clipping tens of times slower) and no Gradio analytics; both restored."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        yield
     torch.set_num_threads(before)
 
 
@@ -60,7 +63,7 @@ def test_examples_exist_and_are_small():
 
 def test_analyze_preview_and_temperature(tiny_model, big_photo):
     a = analyze(tiny_model, big_photo, max_pixels=10_000_000, preview_side=320)
-    assert a.full.size == (640, 480) and a.preview.size == (320, 240)
+    assert a.size == (640, 480) and a.preview.size == (320, 240)
     gray, color = render_preview(a, 0.38)
     assert gray.size == color.size == (320, 240)
     g = np.asarray(gray, np.int16)
@@ -79,6 +82,49 @@ def test_full_resolution_png(tiny_model, big_photo, tmp_path):
     out = Image.open(path)
     assert out.size == (640, 480)
     assert (_l(out) - _l(Image.open(big_photo))).abs().mean() < 0.5
+
+
+def _large_values(obj, seen=None):
+    """Every tensor, array or PIL image reachable from a dataclass, with its element count."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, torch.nn.Module):  # the shared model is not per-user state
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj.numel()]
+    if isinstance(obj, np.ndarray):
+        return [obj.size]
+    if isinstance(obj, Image.Image):
+        return [obj.width * obj.height * len(obj.getbands())]
+    if dataclasses.is_dataclass(obj):
+        return [n for f in dataclasses.fields(obj) for n in _large_values(getattr(obj, f.name), seen)]
+    return []
+
+
+def test_analysis_keeps_nothing_at_full_resolution(tiny_model, big_photo, tmp_path):
+    """The per-user state is preview-sized; the download recomputes the full-resolution L
+    from the upload and matches a full analysis exactly."""
+    upload = tmp_path / big_photo.name
+    upload.write_bytes(big_photo.read_bytes())
+    a = analyze(tiny_model, upload, max_pixels=None, preview_side=160)
+    sizes = _large_values(a)
+    # preview L, network output, two preview images: all of it less than the full-resolution L alone
+    assert len(sizes) == 4 and sum(sizes) < 640 * 480
+    full = full_prediction(a)
+    assert full.size == (640, 480)
+    expected = tiny_model.analyze(big_photo, max_pixels=None).colorize(0.5)
+    assert np.array_equal(np.asarray(full.colorize(0.5)), np.asarray(expected))
+    upload.unlink()  # the server's upload cache was cleared
+    with pytest.raises(ImageError, match="expired; upload it again"):
+        save_full_png(a, 0.5, tmp_path / "downloads")
+
+
+def test_build_app_bounds_state_and_leaves_pil_alone(tiny_model):
+    before = Image.MAX_IMAGE_PIXELS
+    demo = build_app(tiny_model, None, max_pixels=1000, examples=[])
+    assert Image.MAX_IMAGE_PIXELS == before  # PIL's decompression-bomb check stays on for the process
+    ttls = [b.time_to_live for b in demo.blocks.values() if isinstance(b, gr.State)]
+    assert ttls == [STATE_TTL_S] and STATE_TTL_S <= 600
 
 
 def test_too_large_upload_is_one_clean_line(tiny_model, big_photo):
@@ -117,11 +163,39 @@ def test_options_come_from_the_environment(monkeypatch, tmp_path):
     assert parser().parse_args(["--model", "other"]).model == "other"
 
 
-def test_missing_model_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def _one_error_line(capsys, argv) -> str:
+    """Run app.py's main; it must exit with status 2 and print one line to stderr."""
     with pytest.raises(SystemExit) as e:
-        app_module.main(["--model", str(tmp_path / "no" / "such" / "model")])
-    assert str(e.value).startswith("app.py: error: ") and "\n" not in str(e.value)
+        app_module.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("app.py: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    err = _one_error_line(capsys, ["--model", str(tmp_path / "no" / "such" / "model")])
+    assert "--model " in err
+
+
+def test_model_not_matching_its_config_is_one_line(tmp_path, capsys):
+    """Weights saved for one width, a config saying another: PyTorch's RuntimeError, one line."""
+    folder = tmp_path / "mismatch"
+    Colorizer(width=0.125, input_size=64).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "width": 0.25}))
+    err = _one_error_line(capsys, ["--model", str(folder)])
+    assert f"--model {folder}: " in err and "size mismatch" in err
+
+
+def test_unreachable_database_is_one_line_without_password(tmp_path, tiny_model, capsys):
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(data.coffee()).resize((64, 48)).save(tmp_path / "photos" / "coffee.png")
+    url = f"postgresql+psycopg://voter:s3cret-pw@127.0.0.1:{_free_port()}/votes"  # nothing listens there
+    err = _one_error_line(capsys, ["--model", str(tmp_path / "tiny"), "--survey", str(tmp_path / "survey"),
+                                   "--survey-photos", str(tmp_path / "photos"), "--db", url])  # fmt: skip
+    assert "voter:***@127.0.0.1" in err and "cannot open it" in err and "s3cret-pw" not in err
 
 
 def _free_port() -> int:
@@ -152,6 +226,13 @@ def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, 
     small = tmp_path / "coffee.png"
     Image.fromarray(data.coffee()).resize((300, 200)).save(small)
     # The State output stays on the server: three values come back.
+    # More pixels than PIL's own decompression-bomb limit: still our one line, not a traceback.
+    huge = tmp_path / "huge.png"
+    Image.new("1", (15000, 12000)).save(huge)  # 180 megapixels in 22 kB
+    with pytest.raises(AppError) as e:
+        client.predict(handle_file(str(huge)), 0.38, api_name="/on_upload")
+    assert str(e.value).startswith("huge.png: ") and "180000000 pixels" in str(e.value)
+
     (gray, color), heat, _ = client.predict(handle_file(str(small)), 0.38, api_name="/on_upload")
     assert Image.open(gray).size == Image.open(color).size == Image.open(heat).size == (300, 200)
     gray2, color2 = client.predict(0.9, api_name="/on_temperature")  # the cached prediction, another T

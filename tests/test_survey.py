@@ -1,7 +1,11 @@
 """Survey logic: preparing the images, sampling trials, one participant's session, the CLI."""
 
+import hashlib
 import json
+import logging
 import os
+import shutil
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -10,10 +14,19 @@ import pytest
 from PIL import Image
 from skimage import data
 
+import torch
+
 from colorizer import Colorizer
 from colorizer.color import rgb_to_l
 from demo.survey.__main__ import main as survey_cli
-from demo.survey.prepare import MANIFEST, attention_image, load_survey, parse_model_spec, prepare_survey
+from demo.survey.prepare import (
+    MANIFEST,
+    attention_image,
+    load_survey,
+    parse_model_spec,
+    prepare_survey,
+    weights_digest,
+)
 from demo.survey.sampling import PRACTICE_PREFIX, Pair, sample_session
 from demo.survey.session import SurveyConfig, SurveyRunner
 from demo.survey.storage import VoteStore, sqlite_url
@@ -78,6 +91,20 @@ def test_counts_are_capped_and_pairs_never_repeat():
     test = [t for t in trials if t.kind == "trial"]
     assert len(test) == 6 and len({t.pair_id for t in test}) == 6
     assert sum(t.kind == "attention" for t in trials) == 2
+
+
+@pytest.mark.parametrize("n_photos", [3, 5, 6, 12])
+@pytest.mark.parametrize("seed", range(5))
+def test_practice_never_shows_a_test_photo(n_photos, seed):
+    """Practice feedback tells which photo is real: it must never be a photo of the test block.
+    5 test trials: 3 or 5 photos leave no spare photo (no practice), 6 leave one (its three
+    conditions), 12 leave plenty."""
+    trials = sample_session(_pairs(n_photos), n_trials=5, n_practice=4, seed=seed)
+    practice = [t for t in trials if t.kind == "practice"]
+    test_photos = {t.pair.photo for t in trials if t.kind == "trial"}
+    assert {t.pair.photo for t in practice}.isdisjoint(test_photos)
+    assert len(practice) == {3: 0, 5: 0, 6: 3, 12: 4}[n_photos]
+    assert sum(t.kind == "trial" for t in trials) == 5
 
 
 def test_sampling_is_reproducible_and_validated():
@@ -146,7 +173,8 @@ def _tensor(img):
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None]
 
 
-def test_prepare_is_cached(survey_dir, photo_dir, tiny_model_dir):
+def test_prepare_is_cached(survey_dir, photo_dir, tiny_model_dir, tmp_path, capsys):
+    survey_dir = shutil.copytree(survey_dir, tmp_path / "survey")  # a copy: other tests keep theirs intact
     fake = next(survey_dir.glob("fake/tiny/T0.2/*.png"))
     os.utime(fake, (1_000_000, 1_000_000))
     prepare_survey(photo_dir, survey_dir, [f"tiny={tiny_model_dir}"], [0.2, 0.9], size=96, progress=False)
@@ -154,6 +182,34 @@ def test_prepare_is_cached(survey_dir, photo_dir, tiny_model_dir):
     fake.unlink()
     prepare_survey(photo_dir, survey_dir, [f"tiny={tiny_model_dir}"], [0.2, 0.9], size=96, progress=False)
     assert fake.is_file()  # a missing image is made again
+    assert "weights changed" not in capsys.readouterr().err
+
+
+def test_retrained_model_remakes_its_images(tmp_path, photo_dir, capsys):
+    """New weights in the same model folder: its colorizations are remade, and their pair
+    ids (which carry the weights' digest) differ from the old ones, so votes never mix."""
+    model_dir, out = tmp_path / "model", tmp_path / "survey"
+    torch.manual_seed(0)
+    Colorizer(width=0.125, input_size=64).save_pretrained(model_dir)
+    prepare_survey(photo_dir, out, [f"m={model_dir}"], [0.5], size=48, checks=(), progress=False)
+    old = load_survey(out)
+    old_pixels = {p.pair_id: np.asarray(Image.open(p.fake)).copy() for p in old.pairs}
+    digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()[:12]
+    assert weights_digest(str(model_dir)) == digest
+    assert json.loads((out / MANIFEST).read_text())["weights"] == {"m": digest}
+    assert all(p.pair_id.endswith(f"|{digest}") for p in old.pairs)
+    capsys.readouterr()
+
+    torch.manual_seed(1)  # "retrained": other weights, same folder and label
+    Colorizer(width=0.125, input_size=64).save_pretrained(model_dir)
+    prepare_survey(photo_dir, out, [f"m={model_dir}"], [0.5], size=48, checks=(), progress=False)
+    assert "survey: model m: weights changed" in capsys.readouterr().err
+    new = load_survey(out)
+    assert {p.photo for p in new.pairs} == {p.photo for p in old.pairs}
+    assert not {p.pair_id for p in new.pairs} & set(old_pixels)  # votes of old and new weights never share a pair
+    for p in new.pairs:
+        before = old_pixels[p.pair_id.rsplit("|", 1)[0] + f"|{digest}"]
+        assert not np.array_equal(np.asarray(Image.open(p.fake)), before)  # remade with the new weights
 
 
 def test_attention_images_are_obviously_wrong():
@@ -213,6 +269,14 @@ def test_a_participant_session(survey_dir, tmp_path):
     assert other.session_id != state.session_id and len(other.session_id) == 32
 
 
+def test_too_few_photos_for_practice_is_noted(survey_dir, caplog):
+    """3 photos, 3 test trials: no photo is left to practise on without giving answers away."""
+    with caplog.at_level(logging.WARNING, logger="demo.survey.session"):
+        runner = SurveyRunner(load_survey(survey_dir), VoteStore("sqlite://"), SurveyConfig(3, 2, 0))
+    assert runner.n_practice == 0 and runner.start(seed=5).n_practice == 0
+    assert "too few" in caplog.text and "0 practice trials" in caplog.text
+
+
 def test_a_repeated_answer_is_not_stored_twice(survey_dir, tmp_path):
     store = VoteStore(sqlite_url(tmp_path / "votes.sqlite"))
     runner = SurveyRunner(load_survey(survey_dir), store, SurveyConfig(n_trials=2, n_practice=0, n_attention=0))
@@ -260,5 +324,30 @@ def test_cli_prepare_and_results(tmp_path, photo_dir, tiny_model_dir, capsys):
     printed = capsys.readouterr().out
     assert "1/1" in printed and "100.0%" in printed
     assert (tmp_path / "v.csv").read_text().count("\n") == 2
-    with pytest.raises(SystemExit, match="not a folder"):
-        survey_cli(["prepare", "--photos", str(tmp_path / "nope"), "--out", str(out)])
+    err = _cli_error(capsys, ["prepare", "--photos", str(tmp_path / "nope"), "--out", str(out)])
+    assert "not a folder" in err
+
+
+def _cli_error(capsys, argv) -> str:
+    """The survey CLI must exit with status 2 and one error line (after any progress bars), no traceback."""
+    with pytest.raises(SystemExit) as e:
+        survey_cli(argv)
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").split("\n")[-1]
+    assert e.value.code == 2 and last.startswith("python -m demo.survey: error: ") and "Traceback" not in err, err
+    return last
+
+
+def test_cli_errors_are_one_line(tmp_path, photo_dir, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    err = _cli_error(capsys, ["results", "--db", f"postgresql+psycopg://u:s3cret-pw@127.0.0.1:{port}/db"])
+    assert "u:***@127.0.0.1" in err and "s3cret-pw" not in err
+    err = _cli_error(capsys, ["results", "--db", "mysql+nosuchdriver://u:pw@localhost/db"])
+    assert "mysql+nosuchdriver" in err
+    bad = tmp_path / "mismatch"  # weights for one width, a config for another: a RuntimeError inside
+    Colorizer(width=0.125, input_size=64).save_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({**json.loads((bad / "config.json").read_text()), "width": 0.25}))
+    err = _cli_error(capsys, ["prepare", "--photos", str(photo_dir), "--out", str(tmp_path / "s"), "--model", str(bad)])
+    assert f"model {bad}: " in err and "size mismatch" in err

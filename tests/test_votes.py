@@ -2,6 +2,7 @@
 under concurrent writers, on SQLite and on a real PostgreSQL server started here."""
 
 import csv
+import importlib.util
 import io
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from demo.survey.storage import CSV_COLUMNS, VoteStore, is_fooled, sqlite_url
 
@@ -173,6 +175,32 @@ def test_votes_survive_a_new_process_view(tmp_path):
 def test_bad_url():
     with pytest.raises(ValueError, match="not a database URL"):
         VoteStore("not a url")
+
+
+def test_unreachable_database_is_one_line_without_its_password():
+    url = f"postgresql+psycopg://voter:s3cret-pw@127.0.0.1:{_free_port()}/votes"  # nothing listens there
+    with pytest.raises(ValueError) as e:
+        VoteStore(url)
+    msg = str(e.value)
+    assert msg.startswith("database postgresql+psycopg://voter:***@127.0.0.1:") and "cannot open it" in msg
+    assert "s3cret-pw" not in msg and "\n" not in msg
+
+
+def test_missing_driver_is_one_line():
+    if importlib.util.find_spec("pymysql") is not None:
+        pytest.skip("pymysql is installed: this test needs a missing driver")
+    with pytest.raises(ValueError, match=r"^database mysql\+pymysql://u:\*\*\*@localhost/db: its driver is not installed"):
+        VoteStore("mysql+pymysql://u:pw@localhost/db")
+
+
+def test_a_failed_vote_is_not_taken_for_a_repeated_one(store):
+    """Only the one-vote-per-pair constraint means "already voted"; any other integrity
+    error (here a NOT NULL column left empty) is raised, not swallowed as a duplicate."""
+    with pytest.raises(IntegrityError):
+        store.record(**_vote(photo=None))
+    assert store.count() == 0
+    assert store.record(**_vote())
+    assert not store.record(**_vote())  # the real duplicate still reads as one
 
 
 def test_concurrent_votes_lose_nothing(store):

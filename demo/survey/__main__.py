@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from demo import fail
 from demo.survey.prepare import CHECKS, load_survey, prepare_survey
 from demo.survey.stats import attention_pass_rate, fool_rates
 from demo.survey.storage import VoteStore, sqlite_url
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{manifest}: {len(survey.photos)} photos, {len(survey.pairs)} pairs, {len(survey.checks)} checks")
             return
         if args.db is None and args.survey is None:
-            sys.exit("python -m demo.survey results: error: give --survey or --db")
+            raise ValueError("results: give --survey or --db")
         store = VoteStore(args.db or sqlite_url(args.survey / "votes.sqlite"))
         votes = store.votes()
         for by in (None, "model", "temperature", "condition", "photo"):
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.csv:
             store.to_csv(args.csv)
             print(f"wrote {len(votes)} votes to {args.csv}")
-    except (OSError, ValueError) as e:
-        sys.exit(f"python -m demo.survey: error: {str(e).splitlines()[0]}")
+    except Exception as e:  # bad photos, model or database (driver missing, unreachable): one line
+        fail("python -m demo.survey", e)
 
 
 if __name__ == "__main__":

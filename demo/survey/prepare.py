@@ -13,28 +13,44 @@ Real and colorized photos have the same size and the same lightness (the
 colorization keeps the real photo's L exactly), and both are lossless PNG, so
 nothing but the colours tells them apart. Each model runs once per photo; every
 temperature is rendered from that one prediction. Files already there are kept
-(delete them, or pass ``force=True``, to redo them).
+(delete them, or pass ``force=True``, to redo them), except a model's
+colorizations when its weights changed: the manifest records a digest of each
+model's ``model.safetensors``, a new digest remakes that model's images, and the
+digest is part of every pair id, so votes on different weights never share a pair.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from PIL import Image
 from tqdm.auto import tqdm
 
-from colorizer import Colorizer, ImageError, load_model
+from colorizer import Colorizer, ImageError
 from colorizer.color import clip_chroma, lab_to_rgb, rgb_to_lab
-from colorizer.images import IMAGE_SUFFIXES, read_image
+from colorizer.images import IMAGE_SUFFIXES, is_grayscale, read_image
 from demo.survey.sampling import Pair
 
-__all__ = ["prepare_survey", "load_survey", "Survey", "ModelSpec", "parse_model_spec", "CHECKS", "MANIFEST"]
+__all__ = [
+    "prepare_survey",
+    "load_survey",
+    "Survey",
+    "ModelSpec",
+    "parse_model_spec",
+    "weights_digest",
+    "CHECKS",
+    "MANIFEST",
+]
 
 MANIFEST = "survey.json"
 CHECKS = ("hue", "swap")
@@ -76,10 +92,43 @@ def _resize(img: Image.Image, size: int) -> Image.Image:
     return rgb
 
 
-def _is_gray(rgb: np.ndarray, tolerance: float = 2.0) -> bool:
-    """A colour file holding a black-and-white photo: no use as a 'real' colour photo."""
-    a = rgb.astype(np.int16)
-    return float(np.abs(a - a.mean(axis=2, keepdims=True)).max()) <= tolerance
+def _weights_file(source: str) -> Path:
+    """The ``model.safetensors`` that ``Colorizer.from_pretrained(source)`` loads: in a
+    folder, a model shipped in the package, or a Hub repository (downloaded or cached)."""
+    folder = Path(source)
+    shipped = Path(str(resources.files("colorizer").joinpath("pretrained", source)))
+    if not folder.is_dir() and "/" not in source and shipped.is_dir():
+        folder = shipped
+    if folder.is_dir():
+        weights = folder / SAFETENSORS_SINGLE_FILE
+        if not weights.is_file():
+            raise ValueError(f"model {source}: no {SAFETENSORS_SINGLE_FILE} in {folder}")
+        return weights
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(source, SAFETENSORS_SINGLE_FILE))
+
+
+def weights_digest(source: str) -> str:
+    """First 12 hex digits of the SHA-256 of a model's ``model.safetensors`` (see ``_weights_file``)."""
+    with open(_weights_file(source), "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:12]
+
+
+def _load(spec: ModelSpec) -> Colorizer:
+    """The model, freshly loaded (not the per-process cache: its weights must be the ones just hashed)."""
+    try:
+        return Colorizer.from_pretrained(spec.source).eval()
+    except (OSError, RuntimeError, TypeError, ValueError) as e:  # RuntimeError: weights that do not fit the config
+        raise ValueError(f"model {spec.source}: {' '.join(str(e).split())[:300]}") from None
+
+
+def _recorded_weights(out: Path) -> dict[str, str]:
+    """label -> weights digest, from the manifest already in ``out`` ({} if none or unreadable)."""
+    try:
+        return dict(json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("weights", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 def attention_image(real: Image.Image, kind: str) -> Image.Image:
@@ -150,7 +199,7 @@ def prepare_survey(
         try:
             if force or not real_path.exists():
                 rgb = _resize(read_image(path), size)
-                if _is_gray(np.asarray(rgb)):
+                if is_grayscale(rgb):
                     skipped.append(f"{path.name} (grayscale)")
                     continue
                 real_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,31 +217,48 @@ def prepare_survey(
             rel = f"check/{kind}/{name}.png"
             if force or not (out / rel).exists():
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                attention_image(Image.open(out / entry["real"]), kind).save(out / rel)
+                attention_image(read_image(out / entry["real"]), kind).save(out / rel)
             entry["checks"].append({"kind": kind, "path": rel})
 
     # 3. Colorizations: one network run per (model, photo), every temperature from it.
+    #    A model whose weights differ from those recorded has all its images remade.
+    recorded = _recorded_weights(out)
+    digests = {spec.label: weights_digest(spec.source) for spec in specs}
+    stale = {s.label for s in specs if recorded.get(s.label) != digests[s.label] and (out / "fake" / s.label).is_dir()}
+    if stale:
+        (out / MANIFEST).unlink(missing_ok=True)  # until the remake is done, no manifest mixes old and new images
     for spec in specs:
+        redo = force or spec.label in stale
+        if spec.label in stale:
+            tqdm.write(
+                f"survey: model {spec.label}: weights changed ({recorded.get(spec.label, 'unrecorded')} -> "
+                f"{digests[spec.label]}), remaking its colorizations",
+                file=sys.stderr,
+            )
         model: Colorizer | None = None
         for name, entry in tqdm(entries.items(), desc=f"colorizing with {spec.label}", disable=not progress):
             temps: list[float | None] = list(temperatures)
             if model is None:
-                model = load_model(spec.source)
+                model = _load(spec)
             if model.objective == "regression":
                 temps = [None]
             rels = [f"fake/{spec.label}/{_t_dir(t)}/{name}.png" for t in temps]
-            todo = [(t, rel) for t, rel in zip(temps, rels) if force or not (out / rel).exists()]
+            todo = [(t, rel) for t, rel in zip(temps, rels) if redo or not (out / rel).exists()]
             if todo:
                 pred = model.analyze(out / entry["real"])
                 for t, rel in todo:
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
                     pred.colorize(t).save(out / rel)
-            entry["fakes"] += [{"model": spec.label, "temperature": t, "path": rel} for t, rel in zip(temps, rels)]
+            entry["fakes"] += [
+                {"model": spec.label, "temperature": t, "weights": digests[spec.label], "path": rel}
+                for t, rel in zip(temps, rels)
+            ]
 
     manifest = {
-        "version": 1,
+        "version": 2,
         "size": size,
         "models": {s.label: s.source for s in specs},
+        "weights": digests,
         "temperatures": list(temperatures),
         "checks": list(checks),
         "photos": list(entries.values()),
@@ -235,6 +301,8 @@ def load_survey(folder: str | Path) -> Survey:
         for f in entry["fakes"]:
             t = f["temperature"]
             pair_id = f"{entry['name']}|{f['model']}|{_t_dir(t)}"
+            if f.get("weights"):  # version 1 manifests have none: their pair ids stay as they were
+                pair_id += f"|{f['weights']}"
             survey.pairs.append(Pair(pair_id, entry["name"], real, folder / f["path"], f["model"], t, "trial"))
         for c in entry["checks"]:
             pair_id = f"{entry['name']}|check:{c['kind']}"

@@ -7,7 +7,9 @@ statistics), then the test trials with the attention checks mixed in. Within a
 session a photo appears at most once in the test block when there are enough
 photos (so no one compares two colorizations of the same photo), the conditions
 (model, temperature) are balanced, and the real photo is on the left in half of
-each block's trials, in random order.
+each block's trials, in random order. Practice never shows a photo of the test
+block (its feedback would give the answer away), so a survey with too few photos
+for both blocks runs fewer practice trials, or none.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class Pair:
     """A real photo and an altered version of it.
 
     Attributes:
-        pair_id: stable id, e.g. "A010|default|T0.38" or "A010|check:hue".
+        pair_id: stable id, e.g. "A010|default|T0.38|3f2a9c1b0d4e" (photo, model, temperature,
+            weights digest) or "A010|check:hue".
         photo: the photo's name (file stem).
         real, fake: image files (same size).
         model: the model label, or the check ("hue", "swap") for attention pairs.
@@ -127,8 +130,8 @@ def sample_session(
         pairs: the colorized pairs (kind "trial").
         checks: attention-check pairs (kind "attention").
         n_trials: test trials (capped at the number of pairs).
-        n_practice: practice trials first, with feedback; drawn from photos not in the
-            test block where possible.
+        n_practice: practice trials first, with feedback; drawn only from photos not in
+            the test block, so fewer (or none) when the photos are too few for both.
         n_attention: attention checks mixed into the test block at random places
             (capped at the number of checks; never two of the same photo).
         seed: for a reproducible session.
@@ -143,12 +146,11 @@ def sample_session(
     rng = random.Random(seed)
     test = _pick_test_pairs(pairs, n_trials, rng)
 
+    # Practice feedback reveals which photo is real, so practice only on photos the test
+    # block never shows; with too few spare photos there are fewer (or no) practice trials.
     in_test = {p.photo for p in test}
     spare = [p for p in pairs if p.photo not in in_test]
     practice = _pick_test_pairs(spare, n_practice, rng) if spare else []
-    if len(practice) < n_practice:  # too few photos: practice on test photos too
-        taken = {p.pair_id for p in practice}
-        practice += _pick_test_pairs([p for p in pairs if p.pair_id not in taken], n_practice - len(practice), rng)
 
     attention: list[Pair] = []
     seen: set[str] = set()

@@ -7,6 +7,7 @@ web app keeps per browser session in ``gr.State``.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from demo.survey.sampling import Trial, sample_session
 from demo.survey.storage import QUESTIONS, SIDES, VoteStore, is_fooled
 
 __all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,13 @@ class SurveyRunner:
         if not survey.pairs:
             raise ValueError(f"{survey.folder}: the survey has no colorized pairs")
         self.survey, self.store, self.config = survey, store, config
+        self.n_practice = sum(t.kind == "practice" for t in self.start(seed=0).trials)
+        if self.n_practice < config.n_practice:
+            log.warning(
+                "%s: %d photos are too few for %d test and %d practice trials without practising on "
+                "test photos: participants get %d practice trials",
+                survey.folder, len(survey.photos), config.n_trials, config.n_practice, self.n_practice,
+            )  # fmt: skip
 
     def start(self, seed: int | None = None) -> SessionState:
         """A new participant: a fresh random session id and their trials."""

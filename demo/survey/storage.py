@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 __all__ = ["Vote", "VoteStore", "KINDS", "SIDES", "QUESTIONS", "CSV_COLUMNS", "is_fooled", "sqlite_url"]
@@ -53,6 +53,11 @@ CSV_COLUMNS = [
 ]
 
 
+UNIQUE_VOTE = "one_vote_per_pair"  # the constraint that keeps one vote per participant per pair
+_PG_UNIQUE_VIOLATION = "23505"  # PostgreSQL SQLSTATE unique_violation
+_SQLITE_UNIQUE_VOTE = "UNIQUE constraint failed: votes.session_id, votes.pair_id"
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -61,7 +66,7 @@ class Vote(Base):
     """One answer of one participant to one pair."""
 
     __tablename__ = "votes"
-    __table_args__ = (UniqueConstraint("session_id", "pair_id", name="one_vote_per_pair"),)
+    __table_args__ = (UniqueConstraint("session_id", "pair_id", name=UNIQUE_VOTE),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -97,6 +102,15 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def _is_repeated_vote(error: IntegrityError) -> bool:
+    """Whether an IntegrityError is the one-vote-per-pair constraint (and not, say, a NOT NULL)."""
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg 3
+    if sqlstate is not None:
+        return sqlstate == _PG_UNIQUE_VIOLATION and getattr(orig.diag, "constraint_name", None) == UNIQUE_VOTE
+    return str(orig).startswith(_SQLITE_UNIQUE_VOTE)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; replicas on one disk share it
@@ -111,6 +125,10 @@ class VoteStore:
     Args:
         url: an SQLAlchemy URL, e.g. ``sqlite:///votes.sqlite`` or
             ``postgresql+psycopg://user:pass@host/db``. The table is created if missing.
+
+    Raises:
+        ValueError: not a URL, its database driver is not installed, or the database
+            cannot be reached (one line naming the URL, its password hidden).
     """
 
     def __init__(self, url: str):
@@ -126,10 +144,17 @@ class VoteStore:
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
-        self.engine: Engine = create_engine(url, **kwargs)
-        if parsed.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        shown = parsed.render_as_string(hide_password=True)
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+            if parsed.get_backend_name() == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except ImportError as e:  # e.g. psycopg missing for postgresql+psycopg://
+            raise ValueError(f"database {shown}: its driver is not installed ({_first_line(e, parsed.password)})") from None
+        except SQLAlchemyError as e:  # unreachable server, bad credentials, unwritable file, ...
+            reason = _first_line(getattr(e, "orig", None) or e, parsed.password)
+            raise ValueError(f"database {shown}: cannot open it ({reason})") from None
 
     def __repr__(self) -> str:
         return f"VoteStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -180,8 +205,10 @@ class VoteStore:
         try:
             with Session(self.engine) as session, session.begin():
                 session.add(vote)
-        except IntegrityError:
-            return False
+        except IntegrityError as e:
+            if _is_repeated_vote(e):
+                return False
+            raise
         return True
 
     def count(self, kind: str | None = None) -> int:
@@ -219,6 +246,12 @@ class VoteStore:
     def dispose(self) -> None:
         """Close the connection pool."""
         self.engine.dispose()
+
+
+def _first_line(e: BaseException, secret: str | None = None) -> str:
+    """The first line of an error's message, whitespace collapsed, ``secret`` masked."""
+    text = " ".join(str(e).strip().split("\n")[0].split()) or type(e).__name__
+    return text.replace(secret, "***") if secret else text
 
 
 def anonymize(votes: Iterable[dict]) -> list[dict]:

@@ -1,0 +1,265 @@
+"""The "Colorize" tab: upload a photo, slide the temperature, download the result.
+
+The network runs once per upload (``model.analyze``). The user's ``gr.State``
+keeps only what is small: the network output (``(1, Q, H/4, W/4)`` at the
+network's input size), a preview-sized L for the before/after slider (longer
+side ``PREVIEW_SIDE``) and the upload's file path; moving the temperature only
+re-renders the annealed mean over the preview. The full-resolution L is read
+again from the upload when the full-resolution PNG download is rendered, so a
+50-megapixel photo does not hold hundreds of megabytes for as long as the
+session lives.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from PIL import Image
+
+from colorizer import Colorizer, ImageError, Prediction
+from colorizer.images import Lightness, read_image, split_lightness
+from colorizer.model import compose
+
+__all__ = [
+    "Analysis",
+    "analyze",
+    "render_preview",
+    "full_prediction",
+    "save_full_png",
+    "build_colorize_tab",
+    "PhotoUpload",
+    "PREVIEW_SIDE",
+    "STATE_TTL_S",
+]
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIDE = 768  # longer side of the images shown in the page, in pixels
+T_MIN, T_MAX = 0.05, 1.0
+STATE_TTL_S = 600  # a user's analysis is dropped 10 minutes after their last upload or change
+_DOWNLOAD_TTL_S = 3600  # full-resolution PNGs are deleted after an hour
+
+
+@dataclass
+class Analysis:
+    """One upload, analysed; everything in it is preview-sized or smaller.
+
+    Attributes:
+        name: the upload's file stem (for the download's name).
+        path: the uploaded file, read again for the full-resolution download.
+        size: the photo's (width, height) at full resolution.
+        max_pixels: the pixel limit it was read under.
+        preview: the network output over a downscaled L (fast to re-render).
+        gray: the preview's grayscale (what the model sees: L only), RGB.
+        uncertainty: heat map of the per-pixel entropy, RGB, preview size.
+    """
+
+    name: str
+    path: Path
+    size: tuple[int, int]
+    max_pixels: int | None
+    preview: Prediction
+    gray: Image.Image
+    uncertainty: Image.Image
+
+
+def _preview(pred: Prediction, side: int) -> Prediction:
+    w, h = pred.size
+    scale = side / max(w, h)
+    if scale >= 1:
+        return pred
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    l_small = F.interpolate(pred.lightness.l, size=size, mode="area")  # (1, 1, h', w')
+    alpha = pred.lightness.alpha
+    if alpha is not None:
+        alpha = np.asarray(Image.fromarray(alpha).resize(size[::-1], Image.Resampling.BILINEAR))
+    return Prediction(pred.model, Lightness(l_small, alpha), pred.output)
+
+from gradio.events import Dependency
+
+class PhotoUpload(gr.Image):
+    """``gr.Image(type="filepath")`` that hands an uploaded file to the handler unopened.
+
+    Gradio's own preprocessing opens every upload with PIL, whose decompression-bomb
+    check would fail with a traceback before ``read_image`` could refuse a too-large
+    photo in one line; ``read_image`` applies ``max_pixels`` itself.
+    """
+
+    is_template = True  # the frontend renders it as a plain gr.Image
+
+    def preprocess(self, payload):
+        if payload is not None and payload.path is not None and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def heat_map(values: np.ndarray, cmap: str = "magma") -> Image.Image:
+    """``(H, W)`` values in [0, 1] -> RGB heat map (dark: certain, bright: uncertain)."""
+    rgba = colormaps[cmap](np.clip(values, 0.0, 1.0))  # (H, W, 4) float
+    return Image.fromarray((rgba[..., :3] * 255 + 0.5).astype(np.uint8))
+
+
+def _user_message(e: Exception, path: str | Path) -> str:
+    """One line for the user, without the server's temporary paths."""
+    text = str(e).replace(str(path), Path(path).name).strip() or type(e).__name__
+    return html.escape(text.splitlines()[0])  # gr.Error renders HTML
+
+
+def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_side: int = PREVIEW_SIDE) -> Analysis:
+    """Run the network once on an uploaded file; keep only preview-sized results.
+
+    Raises:
+        ImageError / ImageTooLargeError: unreadable or too large (one-line message).
+    """
+    full = model.analyze(path, max_pixels=max_pixels)
+    preview = _preview(full, preview_side)
+    gray = Image.fromarray(compose(preview.lightness.l, torch.zeros(1, 2, 1, 1)))  # L with a = b = 0
+    return Analysis(Path(path).stem, Path(path), full.size, max_pixels, preview, gray, heat_map(preview.uncertainty()))
+
+
+def full_prediction(analysis: Analysis) -> Prediction:
+    """The full-resolution ``Prediction``: the upload's L read again, the kept network output.
+
+    Raises:
+        ImageError: the upload is gone (the server's cache was cleared) or changed size.
+    """
+    try:
+        lightness = split_lightness(read_image(analysis.path, analysis.max_pixels))
+    except ImageError:
+        raise ImageError(f"{analysis.name}: the uploaded photo has expired; upload it again") from None
+    if lightness.size != analysis.size:
+        raise ImageError(f"{analysis.name}: the uploaded photo changed; upload it again")
+    return Prediction(analysis.preview.model, lightness, analysis.preview.output)
+
+
+def render_preview(analysis: Analysis, temperature: float) -> tuple[Image.Image, Image.Image]:
+    """(grayscale, colorized) previews at ``temperature`` for the before/after slider."""
+    return analysis.gray, analysis.preview.colorize(_check_temperature(temperature)).convert("RGB")
+
+
+def _check_temperature(t: float) -> float:
+    if t is None or not (T_MIN <= float(t) <= T_MAX):
+        raise gr.Error(f"temperature must lie in [{T_MIN}, {T_MAX}], got {t}")
+    return float(t)
+
+
+def _prune(root: Path, ttl_s: float) -> None:
+    cutoff = time.time() - ttl_s
+    for d in root.iterdir():
+        if d.is_dir() and d.stat().st_mtime < cutoff:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def save_full_png(analysis: Analysis, temperature: float, root: Path) -> Path:
+    """Write the full-resolution colorization at ``temperature`` as a PNG under ``root``
+    (one fresh folder per file; folders older than an hour are removed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    _prune(root, _DOWNLOAD_TTL_S)
+    folder = root / uuid.uuid4().hex
+    folder.mkdir()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", analysis.name).strip("-.") or "photo"
+    path = folder / f"{name}-color-T{temperature:g}.png"
+    full_prediction(analysis).colorize(temperature).save(path, compress_level=3)
+    return path
+
+
+def build_colorize_tab(
+    model: Colorizer,
+    examples: list[str] | None = None,
+    max_pixels: int | None = 50_000_000,
+    concurrency_limit: int = 2,
+) -> None:
+    """Lay out the Colorize tab inside the current ``gr.Blocks``/``gr.Tab`` context.
+
+    Args:
+        model: the loaded model (shared by all users, read-only).
+        examples: example image paths.
+        max_pixels: uploads with more pixels get a one-line error.
+        concurrency_limit: network runs and renders at once (bounds memory).
+    """
+    downloads = Path(tempfile.gettempdir()) / "colorizer-demo-downloads"
+    t_default = float(min(max(model.temperature, T_MIN), T_MAX))
+
+    gr.Markdown(
+        "Upload a photo (colour or black-and-white). The model sees only its lightness and "
+        "predicts the colours. **Temperature** trades vivid colours (high) for safe, "
+        "desaturated ones (low); the network runs once per photo, so the slider is instant."
+    )
+    analysis = gr.State(None, time_to_live=STATE_TTL_S)
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = PhotoUpload(
+                type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="upload"
+            )
+            temperature = gr.Slider(
+                T_MIN, T_MAX, value=t_default, step=0.01, label="Temperature",
+                info="annealed mean: 1 = mean of the colour distribution, towards 0 = its mode",
+                elem_id="temperature",
+            )  # fmt: skip
+            show_uncertainty = gr.Checkbox(False, label="Show uncertainty (entropy of the colour distribution)")
+            download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
+            if examples:
+                gr.Examples(examples=[[e] for e in examples], inputs=[upload], label="Examples")
+        with gr.Column(scale=2):
+            slider = gr.ImageSlider(
+                label="Grayscale input | colorized", type="pil", format="png", elem_id="result", interactive=False
+            )
+            uncertainty = gr.Image(
+                label="Uncertainty (bright: unsure)", type="pil", visible=False, interactive=False, elem_id="uncertainty"
+            )
+
+    def on_upload(path, t, progress=gr.Progress()):
+        if not path:
+            return None, None, None, gr.update(visible=False, value=None)
+        progress(0.1, desc="Reading the photo and running the network")
+        try:
+            a = analyze(model, path, max_pixels)
+        except ImageError as e:
+            raise gr.Error(_user_message(e, path), print_exception=False) from None
+        except (MemoryError, RuntimeError) as e:
+            log.exception("colorizing %s failed", path)
+            raise gr.Error(f"Could not colorize this photo: {_user_message(e, path)}", print_exception=False) from None
+        progress(0.8, desc="Rendering")
+        return a, render_preview(a, t), a.uncertainty, gr.update(visible=False, value=None)
+
+    def on_temperature(a, t):
+        if a is None:
+            return gr.skip()
+        return render_preview(a, t)
+
+    def on_full_png(a, t, progress=gr.Progress()):
+        if a is None:
+            return gr.update(visible=False, value=None)
+        progress(0.5, desc="Rendering the full-resolution PNG")
+        try:
+            path = save_full_png(a, _check_temperature(t), downloads)
+        except ImageError as e:
+            raise gr.Error(html.escape(str(e)), print_exception=False) from None
+        return gr.update(visible=True, value=str(path))
+
+    common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer")
+    upload.change(
+        on_upload, [upload, temperature], [analysis, slider, uncertainty, download], **common
+    ).then(on_full_png, [analysis, temperature], [download], **common)
+    temperature.change(
+        on_temperature, [analysis, temperature], [slider], trigger_mode="always_last", show_progress="minimal", **common
+    ).then(on_full_png, [analysis, temperature], [download], show_progress="hidden", **common)
+    show_uncertainty.change(lambda s: gr.update(visible=s), [show_uncertainty], [uncertainty], queue=False)
