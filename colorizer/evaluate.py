@@ -5,8 +5,11 @@
 Ground truth is each colour photo; the input is its L channel. Every model is run
 once per photo (``Colorizer.analyze``) and decoded at every temperature from that
 cached prediction. Beside the models, three reference rows give the numbers meaning:
-**gray** (a = b = 0), **mean ab** (the evaluation set's mean a and b on every pixel)
-and **ground truth** (the photo itself: AuC 1, PSNR inf, a sanity check).
+**gray** (a = b = 0), **mean ab (of this set)** and **ground truth** (the photo
+itself: AuC 1, PSNR inf, a sanity check). The mean-ab row is an *oracle constant*: it
+paints every pixel with the mean a and b of the very photos being scored, which no
+method can know in advance, so it is the best single colour for this set, not a
+baseline a model has to beat fairly.
 
 Conventions (see ``colorizer.metrics`` for each metric's formula):
 
@@ -16,14 +19,17 @@ Conventions (see ``colorizer.metrics`` for each metric's formula):
 * Every row is scored on the 8-bit sRGB image it produces, as a user would save it
   (models: the photo's own L with the predicted ab, upsampled and brought into
   gamut). AuC uses the ab of that image against the photo's ab.
-* Class-rebalanced AuC uses one prior for every row: the empirical distribution of
-  the evaluation set's true ab over the grid-10 in-gamut bins (``PriorCounter``), so
-  rows of different models stay comparable. With that prior the rebalanced accuracy
-  is the mean over colour bins of each bin's accuracy.
+* Class-rebalanced AuC uses one prior for every row: the evaluation set's own
+  empirical prior, the distribution of its true ab over the grid-10 in-gamut bins
+  (``colorizer.metrics.evaluation_prior``, the same definition training's validation
+  uses), so rows of different models stay comparable. With that prior the rebalanced
+  accuracy is the mean over colour bins of each bin's accuracy.
 * "AuC" pools the pixels of all photos; "AuC/img" is the mean of per-photo AuCs.
   PSNR, SSIM and colourfulness are means over photos (a perfect photo has PSNR inf,
   so the ground-truth row's mean PSNR is inf).
-* Photos stored as grayscale are skipped (they have no colour to score).
+* Photos without colour are skipped (they have no colour to score): grayscale modes,
+  and RGB files holding a black-and-white photo (``colorizer.images.is_grayscale``:
+  mean channel spread of at most 2 levels).
 
 Writes to ``--out``: ``results.md`` (the table), ``results.json`` (settings, table
 and per-photo figures; an infinite PSNR is written as the string "inf"),
@@ -47,10 +53,16 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from colorizer.bins import PriorCounter, gamut_bins
 from colorizer.color import rgb_to_lab
-from colorizer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError, read_image
-from colorizer.metrics import AucMeter, colorfulness, psnr, rebalanced_pixel_weights, ssim
+from colorizer.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageError,
+    is_grayscale,
+    read_image,
+    resize_short_side,
+)
+from colorizer.metrics import EVAL_PRIOR_GRID, AucMeter, colorfulness, evaluation_prior, psnr, ssim
 from colorizer.model import Colorizer, compose
 
 __all__ = [
@@ -58,7 +70,6 @@ __all__ = [
     "Row",
     "Report",
     "list_images",
-    "fit_size",
     "gray_rgb",
     "load_photos",
     "dataset_photos",
@@ -68,7 +79,7 @@ __all__ = [
 ]
 
 DEFAULT_SIZE = 256
-PRIOR_GRID = 10.0
+MEAN_AB_ROW = "mean ab (of this set)"
 METRICS = ("auc", "auc_rebalanced", "psnr", "ssim", "colorfulness", "delta_colorfulness")
 
 
@@ -140,22 +151,13 @@ def list_images(paths: Sequence[str | Path], include: Sequence[str] = (), exclud
     return [f for f, rel in found if keep(rel)]
 
 
-def fit_size(img: Image.Image, size: int) -> Image.Image:
-    """Downscale so the short side is ``size`` (Lanczos, aspect kept); photos already
-    that small, and ``size`` 0, are returned as they are."""
-    w, h = img.size
-    if size <= 0 or min(w, h) <= size:
-        return img
-    scale = size / min(w, h)
-    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-
-
 def _as_colour_photo(img: Image.Image, size: int) -> np.ndarray | None:
-    """Normalised image -> ``(H, W, 3)`` uint8 at the evaluation size, or None for a
-    grayscale photo (mode L, LA or F)."""
-    if img.mode in ("L", "LA", "F"):
+    """Normalised image -> ``(H, W, 3)`` uint8 with its short side downscaled to
+    ``size`` (Lanczos; smaller photos and ``size`` 0 kept as they are), or None for a
+    photo without colour (``is_grayscale``: a gray mode, or an RGB black-and-white photo)."""
+    if is_grayscale(img):
         return None
-    return np.asarray(fit_size(img.convert("RGB"), size)).copy()
+    return np.asarray(resize_short_side(img.convert("RGB"), size)).copy()
 
 
 def load_photos(
@@ -291,17 +293,17 @@ def evaluate(
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"evaluate: temperatures must be in [0, 1], got {t}")
 
-    # Pass 1: the evaluation set's prior over bins and its mean ab.
-    centres = gamut_bins(PRIOR_GRID)
-    counter = PriorCounter(centres)
+    # Pass 1: the evaluation set's own prior over bins (for the rebalanced AuC) and its mean ab.
     ab_sum = torch.zeros(2, dtype=torch.float64)
-    n_pixels = 0
-    for photo in photos:
-        ab = _lab(photo.rgb)[:, 1:]  # (1, 2, H, W)
-        counter.update(ab)
-        ab_sum += ab.double().sum(dim=(0, 2, 3))
-        n_pixels += ab.shape[-1] * ab.shape[-2]
-    prior = counter.prior()
+
+    def photos_ab() -> Iterable[torch.Tensor]:
+        for photo in photos:
+            ab = _lab(photo.rgb)[:, 1:]  # (1, 2, H, W)
+            ab_sum.add_(ab.double().sum(dim=(0, 2, 3)))
+            yield ab
+
+    set_prior = evaluation_prior(photos_ab())
+    n_pixels = set_prior.pixels
     mean_ab = (ab_sum / n_pixels).float()  # (2,)
 
     model_temps: dict[str, list[float | None]] = {}
@@ -310,7 +312,7 @@ def evaluate(
             model_temps[name] = [None]
         else:
             model_temps[name] = list(temperatures) if temperatures else [m.temperature]
-    rows = [Row("gray (ab = 0)"), Row(f"mean ab ({mean_ab[0]:.1f}, {mean_ab[1]:.1f})")]
+    rows = [Row("gray (ab = 0)"), Row(MEAN_AB_ROW)]  # the oracle constant: this set's own mean ab
     rows += [Row(_row_label(n, models[n], t), n, t) for n in models for t in model_temps[n]]
     rows.append(Row("ground truth"))
 
@@ -323,7 +325,7 @@ def evaluate(
     for index, photo in enumerate(bar):
         lab = _lab(photo.rgb)  # (1, 3, H, W)
         lightness, true_ab = lab[:, :1], lab[:, 1:]
-        weights = rebalanced_pixel_weights(true_ab, centres, prior)  # (1, H, W)
+        weights = set_prior.pixel_weights(true_ab)  # (1, H, W)
         outputs: dict[str, np.ndarray] = {
             rows[0].name: gray_rgb(lightness),
             rows[1].name: compose(lightness, mean_ab.view(1, 2, 1, 1)),
@@ -382,9 +384,10 @@ def evaluate(
     settings = {
         "photos": len(photos),
         "pixels": n_pixels,
-        "prior": f"empirical prior of the evaluation set's true ab over the {len(centres)} "
-        f"grid-{PRIOR_GRID:g} in-gamut bins, one prior for every row",
+        "prior": f"empirical prior of the evaluation set's true ab over the {len(set_prior.centres)} "
+        f"grid-{EVAL_PRIOR_GRID:g} in-gamut bins, one prior for every row",
         "mean_ab": [float(mean_ab[0]), float(mean_ab[1])],
+        "mean_ab_row": "oracle constant: every pixel gets the mean a and b of the evaluated photos themselves",
         "models": {n: {"objective": m.objective, "default_temperature": m.temperature} for n, m in models.items()},
         "temperatures": list(temperatures) if temperatures else None,
         "auc": "thresholds 0..150 step 1 on the ab L2 error, trapezoid area / 150",
@@ -424,10 +427,14 @@ def _markdown(report: Report, command: str | None) -> str:
         "",
         "AuC: share of pixels whose ab is within t of the truth, t = 0..150, area / 150 "
         "(AuC pools all pixels, AuC/img averages photos). Rebal. AuC weights each pixel by "
-        "1 / prior of its true colour bin, the prior of this evaluation set (the mean over colour "
-        "bins of each bin's accuracy). PSNR and SSIM on 8-bit RGB; colourfulness after Hasler & "
-        f"Suesstrunk (2003), signed opponent channels; the photos' own is "
-        f"{report.summary[report.rows[-1].name]['truth_colorfulness']:.1f}.",
+        "1 / prior of its true colour bin, the empirical prior of this evaluation set over the "
+        "grid-10 ab bins (the mean over colour bins of each bin's accuracy). PSNR and SSIM on 8-bit "
+        "RGB; colourfulness after Hasler & Suesstrunk (2003), signed opponent channels; the photos' own is "
+        f"{report.summary[report.rows[-1].name]['truth_colorfulness']:.1f}. "
+        f"\"{MEAN_AB_ROW}\" is an oracle constant, not a method: every pixel gets the mean ab of these "
+        "very photos"
+        + (f" ({s['mean_ab'][0]:.1f}, {s['mean_ab'][1]:.1f})" if "mean_ab" in s else "")
+        + ", which nothing could know in advance.",
     ]
     if command:
         lines += ["", f"Command: `{command}`"]

@@ -19,9 +19,12 @@ d in [1, 150]) gives (150 - d + 0.5) / 150: acc is 0 below d and 1 from d on.
 
 **Class-rebalanced AuC**: the same with each pixel weighted by 1 / p(q), where q is
 the bin nearest to its *true* ab and p a prior over bins (``rebalanced_pixel_weights``).
-When p is the empirical prior of the evaluated pixels themselves, each colour bin
-present gets the same total weight, so the rebalanced accuracy is the mean over
-colour bins of the per-bin accuracy: rare colours count as much as common ones.
+The project's one definition (``evaluation_prior``, used by ``colorizer.evaluate`` and
+by training's validation) takes p = the *evaluated set's own* empirical prior over the
+grid-10 in-gamut bins, counted once over all its photos, whatever model is scored: each
+colour bin present then gets the same total weight, so the rebalanced accuracy is the
+mean over colour bins of the per-bin accuracy (rare colours count as much as common
+ones), and rows of different models stay comparable.
 
 **PSNR / SSIM**: scikit-image's ``peak_signal_noise_ratio`` and
 ``structural_similarity`` on 8-bit RGB with data_range 255 (SSIM: 7x7 uniform
@@ -41,24 +44,30 @@ larger values; ``absolute=True`` computes that variant. A gray image scores 0 in
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from colorizer.bins import nearest_bin
+from colorizer.bins import PriorCounter, gamut_bins, nearest_bin
 
 __all__ = [
     "AUC_MAX_DISTANCE",
     "AucMeter",
     "auc",
     "rebalanced_pixel_weights",
+    "EVAL_PRIOR_GRID",
+    "EvaluationPrior",
+    "evaluation_prior",
     "psnr",
     "ssim",
     "colorfulness",
 ]
 
 AUC_MAX_DISTANCE = 150.0
+EVAL_PRIOR_GRID = 10.0  # side of the ab bins of the rebalanced AuC's prior (the paper's grid)
 
 
 def _check_ab_pair(pred_ab: torch.Tensor, true_ab: torch.Tensor, weights: torch.Tensor | None) -> None:
@@ -163,6 +172,51 @@ def rebalanced_pixel_weights(true_ab: torch.Tensor, centres: torch.Tensor, prior
     inverse = 1.0 / prior.clamp(min=float(floor))  # (Q,)
     idx = nearest_bin(true_ab, centres.to(true_ab.device))  # (B, H, W)
     return inverse.to(idx.device)[idx]
+
+
+@dataclass(frozen=True)
+class EvaluationPrior:
+    """The evaluated set's own empirical prior over ab bins, for the class-rebalanced AuC.
+
+    Attributes:
+        centres: ``(Q, 2)`` in-gamut bin centres (grid ``EVAL_PRIOR_GRID`` = 10: Q = 261).
+        prior: ``(Q,)`` float64, the share of the set's pixels whose true ab is nearest
+            each bin (sums to 1).
+        pixels: how many pixels were counted.
+    """
+
+    centres: torch.Tensor
+    prior: torch.Tensor
+    pixels: int
+
+    def pixel_weights(self, true_ab: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W)`` float64 weights 1 / p(q) of ``(B, 2, H, W)`` true ab pixels."""
+        return rebalanced_pixel_weights(true_ab, self.centres, self.prior)
+
+
+def evaluation_prior(true_ab: Iterable[torch.Tensor], grid: float = EVAL_PRIOR_GRID) -> EvaluationPrior:
+    """The one prior of the class-rebalanced AuC: the empirical distribution of the
+    evaluated set's true ab over the in-gamut bins of side ``grid`` (10), counted once
+    over every photo of the set (``colorizer.bins.PriorCounter``) -- never a model's
+    training prior, so every model scored on the set is weighted the same way.
+
+    Args:
+        true_ab: the set's ground-truth ab, an iterable of ``(B, 2, H, W)`` tensors
+            (one per photo or batch; pixels of all of them are pooled).
+        grid: side of the ab bins (ab units).
+    Raises:
+        ValueError: no pixels were given.
+    """
+    centres = gamut_bins(grid)  # (Q, 2)
+    counter = PriorCounter(centres)
+    for ab in true_ab:
+        if not isinstance(ab, torch.Tensor) or ab.dim() != 4 or ab.shape[1] != 2:
+            got = tuple(ab.shape) if isinstance(ab, torch.Tensor) else type(ab).__name__
+            raise ValueError(f"evaluation_prior: expected true ab of shape (B, 2, H, W), got {got}")
+        counter.update(ab.float().cpu())
+    if counter.total <= 0:
+        raise ValueError("evaluation_prior: no pixels to count")
+    return EvaluationPrior(centres=centres, prior=counter.prior(), pixels=int(counter.total))
 
 
 def _check_rgb(x: np.ndarray, name: str, fn: str) -> np.ndarray:

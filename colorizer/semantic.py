@@ -34,8 +34,8 @@ from torch import nn
 from tqdm import tqdm
 
 from colorizer.color import rgb_to_l
-from colorizer.evaluate import fit_size, gray_rgb
-from colorizer.images import IMAGE_SUFFIXES, ImageError, read_image
+from colorizer.evaluate import gray_rgb
+from colorizer.images import IMAGE_SUFFIXES, ImageError, read_image, resize_short_side
 from colorizer.model import Colorizer
 
 __all__ = [
@@ -256,7 +256,7 @@ def _read(items: Sequence[tuple[Path, str]], side: int) -> tuple[list[Image.Imag
         except ImageError as e:
             print(f"skipped: {e}", file=sys.stderr)
             continue
-        images.append(fit_size(img.convert("RGB"), side))
+        images.append(resize_short_side(img.convert("RGB"), side))
         labels.append(label)
     return images, labels
 

@@ -9,8 +9,8 @@ from skimage import data
 
 from colorizer import evaluate as ev
 from colorizer.color import rgb_to_lab
-from colorizer.evaluate import Photo, evaluate, fit_size, list_images, load_photos, main, write_report
-from colorizer.metrics import auc, colorfulness
+from colorizer.evaluate import MEAN_AB_ROW, Photo, evaluate, list_images, load_photos, main, write_report
+from colorizer.metrics import auc, colorfulness, evaluation_prior
 from colorizer.model import Colorizer
 
 
@@ -49,34 +49,29 @@ def test_list_images_recursive_with_include_and_exclude(tmp_path):
         list_images([tmp_path / "missing"])
 
 
-def test_fit_size_downscales_the_short_side_only():
-    img = Image.new("RGB", (600, 300))
-    assert fit_size(img, 256).size == (512, 256)
-    assert fit_size(Image.new("RGB", (300, 900)), 100).size == (100, 300)
-    small = Image.new("RGB", (200, 100))
-    assert fit_size(small, 256) is small
-    assert fit_size(img, 0) is img
-
-
 def test_load_photos_skips_unreadable_and_gray_and_limits(tmp_path):
     Image.fromarray(data.astronaut()).save(tmp_path / "a.png")
     Image.fromarray(data.coffee()).save(tmp_path / "b.jpg")
     Image.fromarray(data.camera()).save(tmp_path / "gray.png")  # mode L
+    Image.fromarray(data.camera()).convert("RGB").save(tmp_path / "gray_rgb.png")  # black-and-white stored as RGB
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     files = list_images([tmp_path])
     photos, skipped = load_photos(files, size=64)
     assert [p.name for p in photos] == ["a.png", "b.jpg"]
-    assert skipped == {"unreadable": 1, "grayscale": 1}
+    assert skipped == {"unreadable": 1, "grayscale": 2}
     assert photos[0].rgb.shape == (64, 64, 3) and photos[0].rgb.dtype == np.uint8
-    assert photos[1].rgb.shape == (64, 96, 3)  # 400x600 -> short side 64
+    assert photos[1].rgb.shape == (64, 96, 3)  # 400x600 -> short side 64 (Lanczos)
     assert len(load_photos(files, size=64, limit=1)[0]) == 1
+    small, _ = load_photos([tmp_path / "b.jpg"], size=1000)  # never upscaled
+    assert small[0].rgb.shape == (400, 600, 3)
 
 
 # ---------------------------------------------------------------- baselines
 def test_baselines_and_ground_truth_rows(photos):
     report = evaluate(photos)
     assert [r.name for r in report.rows][0] == "gray (ab = 0)"
-    assert report.rows[1].name.startswith("mean ab (")
+    assert report.rows[1].name == MEAN_AB_ROW == "mean ab (of this set)"
+    assert "oracle" in report.settings["mean_ab_row"]
     assert report.rows[-1].name == "ground truth"
     truth = report.summary["ground truth"]
     assert truth["auc"] == 1.0 and truth["auc_rebalanced"] == 1.0 and truth["auc_per_image"] == 1.0
@@ -124,6 +119,17 @@ def test_rebalanced_auc_uses_the_evaluation_set_prior():
     assert gray["auc_rebalanced"] == pytest.approx(0.5 + 0.5 * miss, abs=0.01)
 
 
+def test_rebalanced_auc_is_the_metrics_definition(photos):
+    """One definition: colorizer.metrics.evaluation_prior over all photos of the set."""
+    report = evaluate(photos)
+    labs = [rgb_to_lab(torch.tensor(p.rgb).permute(2, 0, 1)[None].contiguous()) for p in photos]
+    prior = evaluation_prior(lab[:, 1:] for lab in labs)
+    per_photo = [auc(torch.zeros_like(lab[:, 1:]), lab[:, 1:], prior.pixel_weights(lab[:, 1:])) for lab in labs]
+    got = [im["rows"]["gray (ab = 0)"]["auc_rebalanced"] for im in report.images]
+    assert got == pytest.approx(per_photo, abs=1e-3)  # gray row: L only, ab = 0 up to 8-bit rounding
+    assert report.settings["pixels"] == prior.pixels == sum(p.rgb.shape[0] * p.rgb.shape[1] for p in photos)
+
+
 def test_evaluate_rejects_empty_and_bad_temperature(photos):
     with pytest.raises(ValueError, match="no photos"):
         evaluate([])
@@ -168,6 +174,7 @@ def test_write_report_files(photos, tmp_path):
         assert f"| {row.name} |" in md
     assert "| ground truth | 1.000 | 1.000 | 1.000 | inf |" in md
     assert "Command: `python -m colorizer.evaluate x`" in md
+    assert "oracle constant" in md and "| mean ab (of this set) |" in md
     saved = json.loads(paths["json"].read_text())
     assert [r["name"] for r in saved["table"]] == [r.name for r in report.rows]
     assert saved["table"][-1]["psnr"] == "inf"

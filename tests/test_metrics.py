@@ -7,7 +7,7 @@ from skimage import data
 from skimage.metrics import structural_similarity
 
 from colorizer.bins import PriorCounter, gamut_bins
-from colorizer.metrics import AucMeter, auc, colorfulness, psnr, rebalanced_pixel_weights, ssim
+from colorizer.metrics import AucMeter, auc, colorfulness, evaluation_prior, psnr, rebalanced_pixel_weights, ssim
 
 
 def integer_ab(shape=(2, 2, 6, 5), seed=0):
@@ -131,6 +131,29 @@ def test_rebalanced_auc_with_own_prior_is_mean_of_per_bin_accuracy():
     assert raw == pytest.approx(0.8 * 1.0 + 0.2 * miss)
     assert rebal == pytest.approx(0.5 * 1.0 + 0.5 * miss)  # each colour bin counts the same
     assert rebal < raw
+
+
+def test_evaluation_prior_pools_every_photo_of_the_set():
+    torch.manual_seed(0)
+    photos = [torch.randn(1, 2, 5, 7) * 30, torch.randn(2, 2, 3, 4) * 30, torch.zeros(1, 2, 2, 2)]
+    set_prior = evaluation_prior(iter(photos))
+    assert set_prior.centres.shape == (261, 2) and set_prior.pixels == 35 + 24 + 4  # grid 10
+    counter = PriorCounter(gamut_bins(10))
+    for ab in photos:
+        counter.update(ab)
+    torch.testing.assert_close(set_prior.prior, counter.prior())
+    assert float(set_prior.prior.sum()) == pytest.approx(1.0)
+    ab = photos[1]
+    torch.testing.assert_close(set_prior.pixel_weights(ab), rebalanced_pixel_weights(ab, counter.centres, counter.prior()))
+    gray = set_prior.pixel_weights(photos[2])  # ab = 0: the gray bin, counted 4 times or more
+    assert torch.all(gray == gray.flatten()[0]) and 1.0 < float(gray.flatten()[0]) <= 63 / 4
+
+
+def test_evaluation_prior_rejects_bad_input():
+    with pytest.raises(ValueError, match="no pixels"):
+        evaluation_prior([])
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\), got \(2, 3, 3\)"):
+        evaluation_prior([torch.zeros(2, 3, 3)])
 
 
 def test_rebalanced_weights_reject_bad_prior():

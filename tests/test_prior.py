@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import skimage.color
 import skimage.data
-import torch
 from PIL import Image
 
 from colorizer.bins import gamut_bins
@@ -16,12 +15,7 @@ from train.config import TrainConfig
 from train.prior import count_prior, main, prior_from_config, read_prior
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def nearest_by_hand(rgb: tuple[int, int, int], centres: np.ndarray) -> int:

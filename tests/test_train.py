@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,11 +14,15 @@ import skimage.data
 import torch
 from PIL import Image
 
+import torch.nn.functional as F
+
+from colorizer.metrics import auc, evaluation_prior
 from colorizer.model import Colorizer
 from train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat
 from train.config import TrainConfig, build_parser, parse_args
-from train.data import TrainBatches, channel_spread, open_rows, train_crops, val_crop
-from train.loop import get_lr, main, to_lab, train
+from colorizer.images import channel_spread
+from train.data import TrainBatches, load_val_images, open_rows, train_crops, val_crop
+from train.loop import evaluate, get_lr, main, to_lab, train
 
 SAMPLES = [skimage.data.astronaut, skimage.data.coffee, skimage.data.chelsea, skimage.data.rocket]
 
@@ -36,13 +42,7 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and the CPU is shared with other test runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(folder, tmp_path, **kw) -> TrainConfig:
@@ -75,6 +75,12 @@ def tiny(folder, tmp_path, **kw) -> TrainConfig:
     cfg = TrainConfig(**base)
     cfg.validate()
     return cfg
+
+
+def write_config(cfg: TrainConfig, path) -> str:
+    """The configuration as a --config-file, for runs through the command line."""
+    path.write_text(json.dumps(dataclasses.asdict(cfg)))
+    return str(path)
 
 
 def losses(run_dir) -> dict[int, float]:
@@ -228,6 +234,25 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(folder, tmp_path, objective
     assert history[-1] < 0.8 * history[0], history
 
 
+def test_validation_rebalances_with_the_validation_set_prior(folder, tmp_path):
+    """val_auc_rebal is colorizer.metrics' one definition: the validation photos' own prior,
+    whatever the model's training prior (uniform here, which would make it equal val_auc)."""
+    cfg = tiny(folder, tmp_path, holdout=r"(50|1|2)\.png$")
+    val = load_val_images(open_rows(cfg, "val"), cfg)
+    assert val.shape == (4, 32, 32, 3)
+    torch.manual_seed(0)
+    model = Colorizer(width=0.125, input_size=64)  # prior None: uniform
+    figures = evaluate(model, val, torch.device("cpu"), batch_size=3)
+    model.eval()
+    with torch.no_grad():
+        l, ab, _ = to_lab(val)
+        pred = F.interpolate(model.decode(model(l)), size=ab.shape[-2:], mode="bilinear", align_corners=False)
+    expected = auc(pred, ab, evaluation_prior([ab]).pixel_weights(ab))
+    assert figures["val_auc_rebal"] == pytest.approx(expected, abs=1e-6)
+    assert figures["val_auc"] == pytest.approx(auc(pred, ab), abs=1e-6)
+    assert abs(figures["val_auc_rebal"] - figures["val_auc"]) > 1e-3
+
+
 def test_training_resumes_exactly_and_saves_on_interrupt(folder, tmp_path, monkeypatch):
     whole = tiny(folder, tmp_path / "a")
     figures = train(whole)
@@ -237,6 +262,16 @@ def test_training_resumes_exactly_and_saves_on_interrupt(folder, tmp_path, monke
     model = Colorizer.from_pretrained(str(run_a / "model"))
     prior = json.loads((run_a / "prior.json").read_text())["prior"]
     torch.testing.assert_close(model.prior, torch.tensor(prior, dtype=torch.float32))
+    # the sample grid shows exactly what users get: input | model.colorize | truth, one photo a row
+    val = load_val_images(open_rows(whole, "val"), whole).numpy()  # (2, 32, 32, 3)
+    with Image.open(run_a / "samples" / "step_0000004.png") as img:
+        grid = np.asarray(img)
+    assert grid.shape == (2 * 32, 3 * 32, 3)
+    for i, photo in enumerate(val):
+        row = grid[i * 32 : (i + 1) * 32]
+        np.testing.assert_array_equal(row[:, 32:64], np.asarray(model.colorize(Image.fromarray(photo))))
+        np.testing.assert_array_equal(row[:, 64:], photo)
+        assert (row[:, :32].max(axis=2) == row[:, :32].min(axis=2)).all()  # the input: gray
 
     first = tiny(folder, tmp_path / "b", max_steps=2)
     train(first)
@@ -263,6 +298,46 @@ def test_training_resumes_exactly_and_saves_on_interrupt(folder, tmp_path, monke
     ckpt = latest_checkpoint(tmp_path / "c" / "run")
     state = json.loads((ckpt / "state.json").read_text())
     assert ckpt.name == "step_0000002" and state["reason"] == "interrupted"
+    monkeypatch.undo()
+
+    # Ctrl-C (a real SIGINT) between optimizer.step() and the step count: the step is
+    # finished first, so the checkpoint is step 3 with step 3's weights and resumes exactly.
+    real_step = torch.optim.AdamW.step
+    steps = {"n": 0}
+
+    def signalled_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        steps["n"] += 1
+        if steps["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    handler = signal.getsignal(signal.SIGINT)
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", signalled_step)
+        d = tiny(folder, tmp_path / "d")
+        assert main(["--config-file", str(write_config(d, tmp_path / "d.json"))]) == 130
+    assert signal.getsignal(signal.SIGINT) is handler  # restored after the loop
+    ckpt = latest_checkpoint(tmp_path / "d" / "run")
+    assert ckpt.name == "step_0000003" and json.loads((ckpt / "state.json").read_text())["reason"] == "interrupted"
+    train(dataclasses.replace(d, resume=True))
+    resumed = losses(tmp_path / "d" / "run")
+    assert list(resumed) == [1, 2, 3, 4]
+    for step in (1, 2, 3, 4):
+        assert resumed[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a, resumed)
+
+    # a second Ctrl-C in the same step stops at once, without a checkpoint of a half-done step
+    def twice_signalled_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", twice_signalled_step)
+        with pytest.raises(KeyboardInterrupt, match="no checkpoint written"):
+            train(tiny(folder, tmp_path / "e", prior=str(run_a / "prior.json")))
+    assert latest_checkpoint(tmp_path / "e" / "run") is None
 
 
 def test_optimizer_state_round_trips_without_pickle():

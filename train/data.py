@@ -20,6 +20,7 @@ import collections
 import logging
 import math
 import re
+import signal
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from colorizer.images import ImageError
+from colorizer.images import ImageError, is_grayscale
 from colorizer.sources import decode_row_image, open_source
 from train.config import TrainConfig
 
@@ -35,7 +36,7 @@ __all__ = [
     "open_rows",
     "train_crops",
     "val_crop",
-    "channel_spread",
+    "usable",
     "PhotoStream",
     "TrainBatches",
     "load_val_images",
@@ -107,18 +108,6 @@ def open_rows(cfg: TrainConfig, part: str = "train"):
 
 
 # ----------------------------------------------------------------------------- crops
-def channel_spread(rgb: np.ndarray) -> float:
-    """Mean over pixels of max(R, G, B) - min(R, G, B) of ``(H, W, 3)`` uint8 (0 for gray)."""
-    return float((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).mean())
-
-
-def _as_rgb(img: Image.Image) -> Image.Image | None:
-    """RGB version of a ``read_image`` result, or None for grayscale modes."""
-    if img.mode in ("L", "LA", "F", "I", "1"):
-        return None
-    return img.convert("RGB") if img.mode != "RGB" else img
-
-
 def train_crops(img: Image.Image, rng: np.random.Generator, cfg: TrainConfig) -> list[np.ndarray]:
     """Random training crops of one RGB photo: ``(crop, crop, 3)`` uint8 arrays.
 
@@ -157,16 +146,18 @@ def val_crop(img: Image.Image, size: int) -> np.ndarray:
 
 
 def usable(img: Image.Image, cfg: TrainConfig, skipped: collections.Counter) -> Image.Image | None:
-    """The photo as RGB if it can be trained on, else None with the reason counted."""
+    """The photo as RGB if it can be trained on, else None with the reason counted:
+    "tiny" (short side under ``min_size``) or "grayscale" (``colorizer.images.is_grayscale``:
+    a gray mode, or a 32x32 thumbnail whose mean channel spread is at most ``gray_threshold``)."""
     if min(img.size) < cfg.min_size:
         skipped["tiny"] += 1
         return None
-    rgb = _as_rgb(img)
-    if rgb is None:
+    if img.mode not in ("RGB", "RGBA") and is_grayscale(img):  # L, LA, F, ...: no colour at all
         skipped["grayscale"] += 1
         return None
+    rgb = img.convert("RGB") if img.mode != "RGB" else img
     thumb = np.asarray(rgb.resize((32, 32), Image.BILINEAR)) if max(rgb.size) > 64 else np.asarray(rgb)
-    if channel_spread(thumb) < cfg.gray_threshold:
+    if is_grayscale(thumb, cfg.gray_threshold):  # a black-and-white photo stored as colour
         skipped["grayscale"] += 1
         return None
     return rgb
@@ -284,12 +275,19 @@ class PhotoStream(torch.utils.data.IterableDataset):
         if rgb is None:
             return []
         rng = np.random.default_rng((cfg.seed, gid, epoch, i))
-        crops = [c for c in train_crops(rgb, rng, cfg) if channel_spread(c) >= cfg.gray_threshold / 2]
-        return crops
+        # a crop of plain background can be colourless in a colour photo: drop it
+        return [c for c in train_crops(rgb, rng, cfg) if not is_grayscale(c, cfg.gray_threshold / 2)]
 
     def _batch(self, batch, gid: int, nxt: Position, skipped: collections.Counter) -> dict:
         rgb = torch.from_numpy(np.stack([c[-1] for c in batch]))  # (B, S, S, 3) uint8
         return {"rgb": rgb, "worker": gid, "position": nxt.as_list(), "skipped": dict(skipped)}
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C: the main process finishes its step, writes a
+    checkpoint and then stops them (a worker killed by the terminal's SIGINT would
+    turn the clean stop into a "worker exited unexpectedly" error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class TrainBatches:
@@ -330,6 +328,7 @@ class TrainBatches:
             pin_memory=pin_memory,
             prefetch_factor=4 if cfg.num_workers > 0 else None,
             persistent_workers=cfg.num_workers > 0,
+            worker_init_fn=_ignore_sigint,
         )
         self.wait_s = 0.0
         self._it: Iterator | None = None

@@ -8,6 +8,17 @@ encoding and the rebalancing itself. ``wait`` in the logs is the share of wall t
 spent waiting for the next batch (on CUDA each step ends with a synchronising
 ``loss.item()``, so that is time the GPU sat idle).
 
+Validation reports the loss, AuC and class-rebalanced AuC of the validation photos
+(centre crops). The rebalanced AuC weights pixels by the *validation set's own*
+empirical prior over the grid-10 ab bins (``colorizer.metrics.evaluation_prior``,
+counted once at the start), the same definition ``colorizer.evaluate`` uses, never
+the model's training prior. Sample grids are rendered the way users get colours
+(``Colorizer.analyze`` then ``Prediction.colorize``).
+
+Ctrl-C finishes the current step, writes a checkpoint and exits with status 130, so
+the checkpoint's weights, optimiser state, step count and data position agree and
+``--resume`` continues exactly; a second Ctrl-C stops at once without a checkpoint.
+
 Learning rate: AdamW (betas 0.9/0.99, weight decay 1e-3 on weights, none on norms
 and biases, as Zhang et al.'s Adam setup), linear warm-up then cosine decay from
 ``--lr`` 3e-4 to ``--min-lr`` 3e-5. Zhang et al. trained ~450k steps at a constant
@@ -26,7 +37,9 @@ import logging
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,15 +49,16 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from colorizer.color import lab_to_rgb, rgb_to_lab
-from colorizer.metrics import AucMeter, rebalanced_pixel_weights
+from colorizer.color import rgb_to_lab
+from colorizer.evaluate import gray_rgb
+from colorizer.metrics import AucMeter, EvaluationPrior, evaluation_prior
 from colorizer.model import Colorizer
 from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, write_parts
 from train.config import TrainConfig, parse_args
 from train.data import TrainBatches, load_val_images, open_rows
 from train.prior import prior_from_config, read_prior, write_prior
 
-__all__ = ["main", "train", "hardware", "get_lr", "to_lab", "evaluate", "sample_grid"]
+__all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "evaluate", "sample_grid"]
 
 logger = logging.getLogger("train")
 
@@ -83,11 +97,29 @@ def to_lab(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
+def validation_prior(val: torch.Tensor, batch_size: int = 64) -> EvaluationPrior:
+    """The validation set's own empirical prior over the grid-10 ab bins
+    (``colorizer.metrics.evaluation_prior``) of ``(N, S, S, 3)`` uint8 photos, counted
+    on the CPU over every pixel of every photo: the prior of the rebalanced AuC."""
+    return evaluation_prior(to_lab(val[i : i + batch_size])[1] for i in range(0, len(val), batch_size))
+
+
+@torch.no_grad()
 def evaluate(
-    model: Colorizer, val: torch.Tensor, device: torch.device, batch_size: int = 16, autocast=None
+    model: Colorizer,
+    val: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 16,
+    autocast=None,
+    prior: EvaluationPrior | None = None,
 ) -> dict[str, float]:
-    """Validation loss, AuC and class-rebalanced AuC (ab at full crop resolution) on
-    ``(N, S, S, 3)`` uint8 photos."""
+    """Validation figures on ``(N, S, S, 3)`` uint8 photos, ab compared at full crop
+    resolution: ``val_loss``, ``val_auc`` and ``val_auc_rebal``, the AuC with pixels
+    weighted by the inverse of the *validation set's own* empirical prior over the
+    grid-10 ab bins (``prior``, from ``validation_prior(val)``; computed here when None),
+    as ``colorizer.evaluate`` defines it -- not by the model's training prior."""
+    if prior is None:
+        prior = validation_prior(val)
     was_training = model.training
     model.eval()
     raw, rebal = AucMeter(), AucMeter()
@@ -100,7 +132,7 @@ def evaluate(
             loss = model.loss(out, ab, mask)
         pred = F.interpolate(model.decode(out.float()), size=ab.shape[-2:], mode="bilinear", align_corners=False)
         raw.update(pred, ab)
-        rebal.update(pred, ab, rebalanced_pixel_weights(ab, model.bin_centers, model.prior))
+        rebal.update(pred, ab, prior.pixel_weights(ab))
         losses += float(loss) * len(rgb)
         n += len(rgb)
     model.train(was_training)
@@ -109,21 +141,56 @@ def evaluate(
 
 @torch.no_grad()
 def sample_grid(model: Colorizer, val: torch.Tensor, device: torch.device, path: Path, n: int = 8) -> Path:
-    """A PNG of ``n`` validation photos, one per row: input L | colorized | truth."""
-    was_training = model.training
-    model.eval()
-    rgb = val[:n].to(device)
-    l, ab, _ = to_lab(rgb)
-    pred = F.interpolate(model.decode(model(l).float()), size=ab.shape[-2:], mode="bilinear", align_corners=False)
-    model.train(was_training)
-    zeros = torch.zeros_like(ab)
-    rows = []
-    for lab in (torch.cat([l, zeros], 1), torch.cat([l, pred], 1), torch.cat([l, ab], 1)):
-        rows.append((lab_to_rgb(lab.float()) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())  # (B, S, S, 3)
-    grid = np.concatenate([np.concatenate(list(r), axis=0) for r in rows], axis=1)  # (B*S, 3*S, 3)
+    """A PNG of ``n`` validation photos, one per row: input (gray) | colorized | truth.
+
+    The colorized column is exactly what users get from the model
+    (``Colorizer.analyze_batch`` then ``Prediction.colorize`` at the model's default
+    temperature: the network at ``input_size``, ab upsampled onto the photo's own L,
+    chroma brought into gamut); ``device`` is where the model already is."""
+    photos = [Image.fromarray(x) for x in val[:n].cpu().numpy()]  # (S, S, 3) uint8 each
+    preds = model.analyze_batch(photos)  # restores the model's train/eval mode
+    columns = [
+        [gray_rgb(p.lightness.l) for p in preds],
+        [np.asarray(p.colorize()) for p in preds],
+        [np.asarray(x) for x in photos],
+    ]
+    grid = np.concatenate([np.concatenate(c, axis=0) for c in columns], axis=1)  # (n*S, 3*S, 3)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(path)
     return path
+
+
+class _DeferredInterrupt:
+    """Ctrl-C (SIGINT) handling for the training loop, as a context manager.
+
+    The first Ctrl-C only sets ``requested``: the loop finishes the step it is in and
+    then stops with a checkpoint whose weights, optimiser state, step count and data
+    position agree. A second Ctrl-C raises ``KeyboardInterrupt`` at once. The previous
+    handler is restored on exit. Outside the main thread (where signal handlers cannot
+    be installed) Ctrl-C behaves as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._installed = False
+        self._previous = None
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt("stopped at once by a second Ctrl-C")
+        self.requested = True
+        tqdm.write("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once, without one)")
+
+    def __exit__(self, *exc) -> bool:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
+        return False
 
 
 def _log_row(path: Path, row: dict) -> None:
@@ -173,6 +240,8 @@ def train(cfg: TrainConfig) -> dict:
         logger.warning("no validation data (give --val-dir, --holdout or --val-split): validation is off")
     elif main_proc:
         logger.info("validation: %d photos at %d px", len(val), cfg.val_size)
+    # the rebalanced AuC's prior: the validation photos' own, counted once
+    val_prior = validation_prior(val) if val is not None and main_proc else None
 
     # ------------------------------------------------------------------ prior
     prior_path = out / "prior.json"
@@ -273,80 +342,96 @@ def train(cfg: TrainConfig) -> dict:
     figures: dict[str, float] = {}
     window_loss, window_n, window_t0, window_wait0 = 0.0, 0, time.perf_counter(), batches.wait_s
     model.train()
+    interrupt = _DeferredInterrupt()
+    mid_step = False  # from taking a batch until the step is counted: no consistent checkpoint then
     try:
-        while step < cfg.max_steps:
-            t_step = time.perf_counter()
-            lr = get_lr(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            rgb = next(batches).to(device, non_blocking=True)  # (B, S, S, 3) uint8
-            l, ab, mask = to_lab(rgb)  # (B, 1, S, S), (B, 2, S, S), (B,)
-            with autocast():
-                output = model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
-                loss = raw.loss(output, ab, mask)
-            accelerator.backward(loss)
-            if cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            loss_value = loss.item()  # synchronises: the wait share below is GPU idle time
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at step {step}; lower --lr or check the data")
-            elapsed += time.perf_counter() - t_step
-            window_loss += loss_value
-            window_n += 1
-            bar.update(1)
+        with interrupt:
+            while step < cfg.max_steps:
+                t_step = time.perf_counter()
+                lr = get_lr(step, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                rgb = next(batches).to(device, non_blocking=True)  # (B, S, S, 3) uint8
+                mid_step = True
+                l, ab, mask = to_lab(rgb)  # (B, 1, S, S), (B, 2, S, S), (B,)
+                with autocast():
+                    output = model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
+                    loss = raw.loss(output, ab, mask)
+                accelerator.backward(loss)
+                if cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                mid_step = False
+                loss_value = loss.item()  # synchronises: the wait share below is GPU idle time
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss is {loss_value} at step {step}; lower --lr or check the data")
+                elapsed += time.perf_counter() - t_step
+                window_loss += loss_value
+                window_n += 1
+                bar.update(1)
 
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                dt = time.perf_counter() - window_t0
-                wait = batches.wait_s - window_wait0
-                row = {
-                    "step": step,
-                    "loss": window_loss / window_n,
-                    "lr": lr,
-                    "img_per_s": window_n * cfg.batch_size * world / dt,
-                    "wait_share": wait / dt,
-                    "elapsed_s": round(elapsed, 2),
-                    **{f"skipped_{k}": v for k, v in batches.skipped_total().items()},
-                }
-                bar.set_postfix(
-                    loss=f"{row['loss']:.3f}", img_s=f"{row['img_per_s']:.1f}", wait=f"{row['wait_share']:.0%}"
-                )
-                if main_proc:
-                    _log_row(
-                        log_path,
-                        {k: row.get(k, "") for k in ("step", "loss", "lr", "img_per_s", "wait_share", "elapsed_s")},
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    dt = time.perf_counter() - window_t0
+                    wait = batches.wait_s - window_wait0
+                    row = {
+                        "step": step,
+                        "loss": window_loss / window_n,
+                        "lr": lr,
+                        "img_per_s": window_n * cfg.batch_size * world / dt,
+                        "wait_share": wait / dt,
+                        "elapsed_s": round(elapsed, 2),
+                        **{f"skipped_{k}": v for k, v in batches.skipped_total().items()},
+                    }
+                    bar.set_postfix(
+                        loss=f"{row['loss']:.3f}", img_s=f"{row['img_per_s']:.1f}", wait=f"{row['wait_share']:.0%}"
                     )
+                    if main_proc:
+                        _log_row(
+                            log_path,
+                            {k: row.get(k, "") for k in ("step", "loss", "lr", "img_per_s", "wait_share", "elapsed_s")},
+                        )
+                        if tb is not None:
+                            for k in ("loss", "lr", "img_per_s", "wait_share"):
+                                tb.add_scalar(f"train/{k}", row[k], step)
+                    window_loss, window_n, window_t0, window_wait0 = 0.0, 0, time.perf_counter(), batches.wait_s
+
+                t_side = time.perf_counter()  # validation and checkpoints stay out of the throughput figures
+                if (
+                    val is not None
+                    and main_proc
+                    and ((cfg.val_every and step % cfg.val_every == 0) or step == cfg.max_steps)
+                ):
+                    figures = evaluate(raw, val, device, cfg.batch_size, autocast, val_prior)
+                    sample_grid(raw, val, device, out / "samples" / f"step_{step:07d}.png", cfg.sample_images)
+                    _log_row(out / "val.csv", {"step": step, **figures})
                     if tb is not None:
-                        for k in ("loss", "lr", "img_per_s", "wait_share"):
-                            tb.add_scalar(f"train/{k}", row[k], step)
-                window_loss, window_n, window_t0, window_wait0 = 0.0, 0, time.perf_counter(), batches.wait_s
+                        for k, v in figures.items():
+                            tb.add_scalar(f"val/{k}", v, step)
+                    skipped = batches.skipped_total()
+                    tqdm.write(
+                        f"step {step}: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+                        + (f"; skipped photos {skipped}" if skipped else "")
+                    )
 
-            t_side = time.perf_counter()  # validation and checkpoints stay out of the throughput figures
-            if (
-                val is not None
-                and main_proc
-                and ((cfg.val_every and step % cfg.val_every == 0) or step == cfg.max_steps)
-            ):
-                figures = evaluate(raw, val, device, cfg.batch_size, autocast)
-                sample_grid(raw, val, device, out / "samples" / f"step_{step:07d}.png", cfg.sample_images)
-                _log_row(out / "val.csv", {"step": step, **figures})
-                if tb is not None:
-                    for k, v in figures.items():
-                        tb.add_scalar(f"val/{k}", v, step)
-                skipped = batches.skipped_total()
-                tqdm.write(
-                    f"step {step}: "
-                    + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
-                    + (f"; skipped photos {skipped}" if skipped else "")
-                )
+                if step % cfg.ckpt_every == 0 and step < cfg.max_steps:
+                    save("periodic")
+                window_t0 += time.perf_counter() - t_side
 
-            if step % cfg.ckpt_every == 0 and step < cfg.max_steps:
-                save("periodic")
-            window_t0 += time.perf_counter() - t_side
+                stop = interrupt.requested
+                if world > 1:  # every process stops after the same step, or the checkpoint's collectives hang
+                    stop = bool(accelerator.reduce(torch.tensor([float(stop)], device=device), "sum").item() > 0)
+                if stop and step < cfg.max_steps:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
+        if mid_step:  # weights may be updated while the step count and data position are not
+            raise KeyboardInterrupt(
+                f"stopped in the middle of step {step + 1}: no checkpoint written; --resume continues "
+                "from the last checkpoint"
+            ) from None
         save("interrupted")
         raise
     bar.close()
@@ -384,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(argv)
         train(cfg)
-    except KeyboardInterrupt:
-        print("interrupted: checkpoint written; continue with --resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted: checkpoint written; continue with --resume",
+              file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]

@@ -25,19 +25,12 @@ from tqdm import tqdm
 
 from colorizer.bins import PriorCounter, gamut_bins, rebalance_weights
 from colorizer.color import rgb_to_lab
+from colorizer.images import resize_short_side
 from colorizer.sources import iter_images
 from train.config import TrainConfig
 from train.data import open_rows, usable
 
 __all__ = ["count_prior", "prior_from_config", "write_prior", "read_prior", "main"]
-
-
-def _resized(img: Image.Image, size: int) -> np.ndarray:
-    w, h = img.size
-    s = min(w, h)
-    if s != size:
-        img = img.resize((max(1, round(w * size / s)), max(1, round(h * size / s))), Image.BILINEAR)
-    return np.asarray(img)
 
 
 def count_prior(
@@ -56,7 +49,8 @@ def count_prior(
     counter = PriorCounter(centres.to(device))
     n = 0
     for img in tqdm(images, total=n_images, desc="prior", unit="img", disable=not progress):
-        rgb = torch.from_numpy(_resized(img, size).copy()).to(device)  # (H, W, 3) uint8
+        img = resize_short_side(img, size, upscale=True, resample=Image.Resampling.BILINEAR)
+        rgb = torch.from_numpy(np.array(img)).to(device)  # (H, W, 3) uint8
         ab = rgb_to_lab(rgb.permute(2, 0, 1)[None])[:, 1:]  # (1, 2, H, W)
         counter.update(ab)
         n += 1

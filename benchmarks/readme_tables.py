@@ -1,0 +1,76 @@
+"""Regenerate the README's results: ``python benchmarks/readme_tables.py``.
+
+Runs, in this order, and splices each output into README.md between its markers
+(``<!-- NAME -->`` ... ``<!-- /NAME -->``):
+
+- RESULTS: ``python -m colorizer.evaluate`` of the shipped default model on the held-out
+  split of ../shared/data/photos (food photos whose number ends in 0, wallpapers Kite
+  and Storm), with the gray, mean-ab and ground-truth rows and a temperature sweep;
+  its contact sheet becomes the README's first picture (docs/holdout.png);
+- SEMANTIC: ``python -m colorizer.semantic`` on the food photos' group letters;
+- BENCH: ``python benchmarks/inference.py``.
+
+Each can be skipped (``--skip bench`` ...). The photos folder is only needed here, by
+the person regenerating the tables; nothing at run time or in the tests reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOLDOUT = ["--include", "food/*0.*", "--include", "wallpapers/Kite.*", "--include", "wallpapers/Storm.*"]
+TEMPERATURES = ["0", "0.1", "0.2", "0.38", "0.6", "1"]
+
+
+def splice(readme: str, name: str, body: str) -> str:
+    """Put ``body`` between ``<!-- name -->`` and ``<!-- /name -->`` (the markers stay)."""
+    pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"readme_tables: README.md has no <!-- {name} --> ... <!-- /{name} --> markers")
+    return pattern.sub(lambda m: m.group(1) + body.strip() + "\n" + m.group(2), readme)
+
+
+def run(cmd: list[str]) -> str:
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
+    p.add_argument("--model", default="default")
+    p.add_argument("--out", type=Path, default=ROOT / "results")
+    p.add_argument("--skip", nargs="*", default=[], choices=["results", "semantic", "bench"])
+    args = p.parse_args()
+    readme_path = ROOT / "README.md"
+    readme = readme_path.read_text()
+    py = sys.executable
+
+    if "results" not in args.skip:
+        out = args.out / "holdout"
+        run([py, "-m", "colorizer.evaluate", str(args.photos), *HOLDOUT, "--model", args.model,
+             "--temperature", *TEMPERATURES, "--sheet", "6", "--out", str(out), "-q"])
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copy(out / "contact_sheet.png", ROOT / "docs" / "holdout.png")
+        shutil.copy(out / "sweep.png", ROOT / "docs" / "sweep.png")
+        readme = splice(readme, "RESULTS", (out / "results.md").read_text())
+    if "semantic" not in args.skip:
+        out = args.out / "semantic"
+        run([py, "-m", "colorizer.semantic", "--data-dir", str(args.photos / "food"), "--model", args.model,
+             "--temperature", "0.38", "--threads", "2", "--out", str(out)])
+        readme = splice(readme, "SEMANTIC", (out / "semantic.md").read_text())
+    if "bench" not in args.skip:
+        table = run([py, "benchmarks/inference.py", "--model", args.model])
+        readme = splice(readme, "BENCH", table)
+    readme_path.write_text(readme)
+    print(f"updated {readme_path}")
+
+
+if __name__ == "__main__":
+    main()

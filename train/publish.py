@@ -1,0 +1,177 @@
+"""Publish a trained run as a model folder with a Hub model card: ``python -m train.publish``.
+
+    python -m train.publish --run runs/default --evaluation results/holdout \
+        --ablation results/ablation --notes train/configs/food-card.md --to colorizer/pretrained/default
+
+Copies the run's model (loaded strictly, saved again as safetensors + config.json) and
+writes README.md, the model card, from what the run and the evaluation recorded: the
+configuration, parameters, the exact command, training time and hardware (from
+``final.json``), the evaluation table with its temperature sweep and contact sheet
+(copied beside the weights), an ablation table, and the recipe's own notes (data
+credits, limitations). Every figure comes from those files; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from colorizer.model import Colorizer
+from train.config import TrainConfig
+
+__all__ = ["main", "publish", "reproduce_command"]
+
+FIGURES = ("sweep.png", "contact_sheet.png")
+_NOT_REPRODUCED = ("out", "resume", "push_to_hub")  # where a rerun writes, not how it trains
+
+
+def _read(path: Path | None) -> str:
+    return path.read_text().strip() if path is not None and path.is_file() else ""
+
+
+def reproduce_command(config: dict, out: str | Path) -> str:
+    """``python -m train`` with every setting of the run's ``config.json`` that differs
+    from ``TrainConfig``'s defaults, so that (with the same code) it trains the same model."""
+    args = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _NOT_REPRODUCED or f.name not in config or config[f.name] == f.default:
+            continue
+        flag, value = "--" + f.name.replace("_", "-"), config[f.name]
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            args.append(f"{flag} {shlex.quote(str(value))}")
+    args.append(f"--out {shlex.quote(str(out))}")
+    return " \\\n    ".join(["python -m train", *args])
+
+
+def _figure(final: dict, key: str, digits: int) -> str:
+    value = final.get(key)
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "not recorded"
+
+
+def _training_section(run: Path, config: dict, final: dict, model: Colorizer) -> str:
+    n_params = sum(p.numel() for p in model.parameters())
+    hours = float(final.get("elapsed_s", 0.0)) / 3600.0
+    lines = [
+        "## Training",
+        "",
+        f"- Architecture: ECCV16 network of Zhang et al. (8 conv blocks, dilated blocks 5-6, batch norm, "
+        f"transposed conv, logits at 1/4 resolution) at width {config.get('width')}x, "
+        f"{n_params:,} parameters, Q = {model.num_bins} ab bins (grid {config.get('grid')}), "
+        f"objective: {config.get('objective')}.",
+        f"- Steps: {final.get('step')} x {config.get('batch_size')} crops of {config.get('crop')} px; "
+        f"training time {hours:.2f} h on {final.get('hardware', 'unrecorded hardware')} "
+        f"(torch {final.get('torch', '?')}).",
+    ]
+    if "val_auc" in final:
+        lines.append(
+            f"- Held-out validation at the end of training: loss {_figure(final, 'val_loss', 3)}, "
+            f"AuC {_figure(final, 'val_auc', 4)}, rebalanced AuC {_figure(final, 'val_auc_rebal', 4)} "
+            "(pixels weighted by the inverse of the validation photos' own colour prior over grid-10 ab bins)."
+        )
+    else:
+        lines.append("- No validation data during training.")
+    lines += [
+        f"- Photos skipped by the data pipeline: {final.get('skipped', {})}.",
+        "",
+        "Reproduce (from the repository root; `config.json` of the run is the complete record):",
+        "",
+        "```bash",
+        reproduce_command(config, run),
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def _evaluation_section(evaluation: Path, to: Path) -> str:
+    settings = {}
+    if (evaluation / "results.json").is_file():
+        settings = json.loads((evaluation / "results.json").read_text()).get("settings", {})
+    size = settings.get("size")
+    scale = (
+        "at full resolution" if size == 0 else f"scaled to a short side of at most {size} px" if size else ""
+    )
+    parts = [
+        f"Measured with `python -m colorizer.evaluate`{' on photos ' + scale if scale else ''} "
+        "(the command is under the table).\n",
+        _read(evaluation / "results.md"),
+    ]
+    for name in FIGURES:
+        if (evaluation / name).is_file():
+            shutil.copy(evaluation / name, to / name)
+    if (evaluation / "sweep.png").is_file():
+        parts.append("\n### Temperature sweep\n\n![AuC and colourfulness against temperature](sweep.png)")
+    if (evaluation / "contact_sheet.png").is_file():
+        parts.append("\n### Samples (gray | this model | truth)\n\n![evaluation samples](contact_sheet.png)")
+    return "\n".join(parts)
+
+
+def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None, notes: Path | None,
+            title: str) -> Path:
+    """Write the model folder ``to`` from run folder ``run``; returns the card's path."""
+    model = Colorizer.from_pretrained(str(run / "model"))
+    config = json.loads((run / "config.json").read_text())
+    final = json.loads((run / "final.json").read_text())
+    to.mkdir(parents=True, exist_ok=True)
+    for stale in ("README.md", "model.safetensors", "config.json", *FIGURES):
+        (to / stale).unlink(missing_ok=True)
+
+    results = _evaluation_section(evaluation, to) if evaluation is not None else None
+    extra = [_training_section(run, config, final, model)]
+    if ablation is not None:
+        extra.append("## Ablations\n\n" + _read(ablation / "ablation.md" if ablation.is_dir() else ablation))
+    if notes is not None:
+        extra.append(_read(notes))
+    model.save_pretrained(
+        to,
+        model_card_kwargs={"title": title, "results": results, "extra": "\n\n".join(extra)},
+    )
+    return to / "README.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: exit 2 with one error line when an input is missing or unreadable."""
+    p = argparse.ArgumentParser(prog="python -m train.publish", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="training run folder (has model/, config.json, final.json)")
+    p.add_argument("--to", type=Path, required=True, help="model folder to write")
+    p.add_argument("--evaluation", type=Path, help="python -m colorizer.evaluate output folder")
+    p.add_argument("--ablation", type=Path, help="Markdown file (or folder with ablation.md) of the ablation table")
+    p.add_argument("--notes", type=Path, help="Markdown appended to the card: data credits, limitations")
+    p.add_argument("--title", default="colorizer default model")
+    args = p.parse_args(argv)
+
+    def error(message: str) -> int:
+        print(f"train.publish: error: {message}", file=sys.stderr)
+        return 2
+
+    for need in ("model/config.json", "model/model.safetensors", "config.json", "final.json"):
+        if not (args.run / need).is_file():
+            return error(f"{args.run / need} not found (is --run a finished run?)")
+    if args.evaluation is not None and not (args.evaluation / "results.md").is_file():
+        return error(f"{args.evaluation / 'results.md'} not found (give a python -m colorizer.evaluate --out folder)")
+    if args.ablation is not None:
+        table = args.ablation / "ablation.md" if args.ablation.is_dir() else args.ablation
+        if not table.is_file():
+            return error(f"{table} not found")
+    if args.notes is not None and not args.notes.is_file():
+        return error(f"{args.notes} not found")
+    if args.to.resolve() == (args.run / "model").resolve():
+        return error("--to must not be the run's own model folder")
+    try:
+        card = publish(args.run, args.to, args.evaluation, args.ablation, args.notes, args.title)
+    except (OSError, ValueError) as e:  # unreadable JSON or weights: one line, not a traceback
+        lines = str(e).strip().splitlines()
+        return error(lines[0] if lines else type(e).__name__)
+    print(card)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
