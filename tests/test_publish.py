@@ -144,3 +144,11 @@ def test_unreadable_final_json_is_one_line(run, tmp_path, capsys):
     assert main(["--run", str(run), "--to", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("train.publish: error:")
+
+
+def test_publish_can_set_the_shipped_temperature(run, tmp_path):
+    out = tmp_path / "shipped"
+    assert main(["--run", str(run), "--to", str(out), "--temperature", "0.5"]) == 0
+    assert json.loads((out / "config.json").read_text())["temperature"] == 0.5
+    assert Colorizer.from_pretrained(out).temperature == 0.5
+    assert "T = 0.5" in (out / "README.md").read_text()

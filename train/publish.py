@@ -120,9 +120,11 @@ def _evaluation_section(evaluation: Path, to: Path) -> str:
 
 
 def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None, notes: Path | None,
-            title: str) -> Path:
-    """Write the model folder ``to`` from run folder ``run``; returns the card's path."""
-    model = Colorizer.from_pretrained(str(run / "model"))
+            title: str, temperature: float | None = None) -> Path:
+    """Write the model folder ``to`` from run folder ``run``; returns the card's path.
+    ``temperature`` replaces the default annealed-mean temperature saved in the config."""
+    overrides = {} if temperature is None else {"temperature": temperature}
+    model = Colorizer.from_pretrained(str(run / "model"), **overrides)
     config = json.loads((run / "config.json").read_text())
     final = json.loads((run / "final.json").read_text())
     to.mkdir(parents=True, exist_ok=True)
@@ -131,6 +133,9 @@ def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None,
 
     results = _evaluation_section(evaluation, to) if evaluation is not None else None
     extra = [_training_section(run, config, final, model)]
+    if temperature is not None:
+        extra.append(f"The default temperature was set to T = {temperature:g} when publishing (trained with "
+                     f"T = {config.get('temperature')}), from the temperature sweep above.")
     if ablation is not None:
         extra.append("## Ablations\n\n" + _read(ablation / "ablation.md" if ablation.is_dir() else ablation))
     if notes is not None:
@@ -151,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ablation", type=Path, help="Markdown file (or folder with ablation.md) of the ablation table")
     p.add_argument("--notes", type=Path, help="Markdown appended to the card: data credits, limitations")
     p.add_argument("--title", default="colorizer default model")
+    p.add_argument("--temperature", type=float, help="default annealed-mean temperature to ship (default: the run's)")
     args = p.parse_args(argv)
 
     def error(message: str) -> int:
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.to.resolve() == (args.run / "model").resolve():
         return error("--to must not be the run's own model folder")
     try:
-        card = publish(args.run, args.to, args.evaluation, args.ablation, args.notes, args.title)
+        card = publish(args.run, args.to, args.evaluation, args.ablation, args.notes, args.title, args.temperature)
     except (OSError, ValueError) as e:  # unreadable JSON or weights: one line, not a traceback
         lines = str(e).strip().splitlines()
         return error(lines[0] if lines else type(e).__name__)
