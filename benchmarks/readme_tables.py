@@ -17,6 +17,7 @@ the person regenerating the tables; nothing at run time or in the tests reads it
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +37,12 @@ def splice(readme: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body.strip() + "\n" + m.group(2), readme)
 
 
+def without_title(markdown: str) -> str:
+    """Drop a report's leading ``# Title`` line: the README section has its own heading."""
+    lines = markdown.splitlines()
+    return "\n".join(lines[1:]).strip() if lines and lines[0].startswith("# ") else markdown
+
+
 def run(cmd: list[str]) -> str:
     print("$", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
@@ -48,6 +55,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument("--skip", nargs="*", default=[], choices=["results", "semantic", "bench"])
     args = p.parse_args()
+    # relative paths, so the commands the reports print work from any checkout
+    args.photos = Path(os.path.relpath(args.photos.resolve(), ROOT))
+    args.out = Path(os.path.relpath(args.out.resolve(), ROOT))
     readme_path = ROOT / "README.md"
     readme = readme_path.read_text()
     py = sys.executable
@@ -59,11 +69,11 @@ def main() -> None:
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copy(out / "contact_sheet.png", ROOT / "docs" / "holdout.png")
         shutil.copy(out / "sweep.png", ROOT / "docs" / "sweep.png")
-        readme = splice(readme, "RESULTS", (out / "results.md").read_text())
+        readme = splice(readme, "RESULTS", without_title((out / "results.md").read_text()))
     if "semantic" not in args.skip:
         out = args.out / "semantic"
         run([py, "-m", "colorizer.semantic", "--data-dir", str(args.photos / "food"), "--model", args.model,
-             "--temperature", "0.38", "--threads", "2", "--out", str(out)])
+             "--threads", "2", "--out", str(out)])  # at the model's own temperature
         readme = splice(readme, "SEMANTIC", (out / "semantic.md").read_text())
     if "bench" not in args.skip:
         table = run([py, "benchmarks/inference.py", "--model", args.model])
