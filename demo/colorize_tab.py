@@ -194,8 +194,9 @@ def build_colorize_tab(
 
     gr.Markdown(
         "Upload a photo (colour or black-and-white). The model sees only its lightness and "
-        "predicts the colours. **Temperature** trades vivid colours (high) for safe, "
-        "desaturated ones (low); the network runs once per photo, so the slider is instant."
+        "predicts the colours. **Temperature**: low values give vivid colours (each pixel's most "
+        "likely colour), high values safe, muted ones (the mean); the network runs once per photo, "
+        "so the slider is instant."
     )
     analysis = gr.State(None, time_to_live=STATE_TTL_S)
     with gr.Row():
