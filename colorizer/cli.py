@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="folder for the colorized PNGs (created)")
     p.add_argument(
         "-t", "--temperature", type=float, default=None,
-        help="annealed-mean temperature in [0, 1]: lower is more saturated (default: the model's, 0.38)",
+        help="annealed-mean temperature in [0, 1]: lower is more saturated (default: the model's own; 1.0 for the shipped default)",
     )
     p.add_argument(
         "-m", "--model", default="default",
