@@ -40,7 +40,7 @@ from colorizer.images import DEFAULT_MAX_PIXELS, ImageInput, Lightness, read_ima
 from colorizer.losses import classification_loss, regression_loss
 from colorizer.networks import ECCV16
 
-__all__ = ["Colorizer", "Prediction", "network_size", "DEFAULT_MODEL", "available_models"]
+__all__ = ["Colorizer", "Prediction", "network_size", "DEFAULT_MODEL", "available_models", "resolve_model", "weights_file"]
 
 DEFAULT_MODEL = "default"
 REPO_URL = "https://github.com/colorizer/colorizer"
@@ -99,6 +99,45 @@ def network_size(height: int, width: int, input_size: int, multiple: int = 8, ma
 
 def _model_dir(name: str) -> Path:
     return Path(str(resources.files("colorizer").joinpath("pretrained", name)))
+
+
+def resolve_model(name: str | Path | None = None) -> str:
+    """What ``Colorizer.from_pretrained(name)`` loads from: the folder of a shipped model
+    for None or a shipped name, otherwise ``name`` itself (a folder or a Hub repo id)."""
+    name = DEFAULT_MODEL if name is None else str(name)
+    if not Path(name).is_dir() and "/" not in name and _model_dir(name).is_dir():
+        return str(_model_dir(name))
+    return name
+
+
+def weights_file(
+    model_id: str | Path | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Path:
+    """The ``model.safetensors`` of a model (shipped name, folder or Hub repo id), downloaded
+    from the Hub when needed. Raises FileNotFoundError for a folder without one."""
+    model_id = resolve_model(model_id)
+    if os.path.isdir(model_id):
+        weights = Path(model_id) / SAFETENSORS_SINGLE_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{model_id}: no {SAFETENSORS_SINGLE_FILE} in this folder")
+        return weights
+    return Path(
+        hf_hub_download(
+            repo_id=model_id,
+            filename=SAFETENSORS_SINGLE_FILE,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            token=token,
+            local_files_only=local_files_only,
+        )
+    )
 
 
 def available_models() -> list[str]:
@@ -304,10 +343,7 @@ class Colorizer(
         ``available_models()``) loads a model shipped in the package; otherwise a
         local folder or a Hub repository id. Loading is strict: a missing or
         unexpected tensor is an error."""
-        name = DEFAULT_MODEL if pretrained_model_name_or_path is None else str(pretrained_model_name_or_path)
-        if not Path(name).is_dir() and "/" not in name and _model_dir(name).is_dir():
-            name = str(_model_dir(name))
-        return super().from_pretrained(name, strict=strict, **kwargs)
+        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), strict=strict, **kwargs)
 
     @classmethod
     def _from_pretrained(
@@ -326,21 +362,15 @@ class Colorizer(
         """Build from the config, then load ``model.safetensors`` from the folder or the
         Hub. Only safetensors is accepted: a pickled checkpoint is never opened."""
         model = cls(**model_kwargs)
-        if os.path.isdir(model_id):
-            weights = os.path.join(model_id, SAFETENSORS_SINGLE_FILE)
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"{model_id}: no {SAFETENSORS_SINGLE_FILE} in this folder")
-        else:
-            weights = hf_hub_download(
-                repo_id=model_id,
-                filename=SAFETENSORS_SINGLE_FILE,
-                revision=revision,
-                cache_dir=cache_dir,
-                force_download=force_download,
-                token=token,
-                local_files_only=local_files_only,
-            )
-        missing, unexpected = safetensors.torch.load_model(model, weights, strict=strict, device=map_location)
+        weights = weights_file(
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=strict, device=map_location)
         if missing or unexpected:  # only reachable with strict=False
             warnings.warn(f"{model_id}: missing tensors {missing}, unexpected tensors {unexpected}")
         return model.to(map_location).eval()

@@ -205,3 +205,15 @@ def test_extreme_shapes(size):
 def test_module_level_colorize_uses_the_default_model():
     out = colorizer.colorize(data.chelsea(), temperature=0.5)
     assert out.size == (451, 300)
+
+
+def test_weights_file_resolves_like_from_pretrained(tmp_path):
+    from colorizer.model import resolve_model, weights_file
+
+    assert weights_file().parent == weights_file("default").parent
+    assert resolve_model() == str(weights_file().parent)
+    tiny().save_pretrained(tmp_path / "m")
+    assert weights_file(tmp_path / "m") == tmp_path / "m" / "model.safetensors"
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        weights_file(tmp_path / "m")

@@ -26,19 +26,18 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from PIL import Image
 from tqdm.auto import tqdm
 
 from colorizer import Colorizer, ImageError
 from colorizer.color import clip_chroma, lab_to_rgb, rgb_to_lab
 from colorizer.images import IMAGE_SUFFIXES, is_grayscale, read_image
+from colorizer.model import weights_file
 from demo.survey.sampling import Pair
 
 __all__ = [
@@ -92,26 +91,10 @@ def _resize(img: Image.Image, size: int) -> Image.Image:
     return rgb
 
 
-def _weights_file(source: str) -> Path:
-    """The ``model.safetensors`` that ``Colorizer.from_pretrained(source)`` loads: in a
-    folder, a model shipped in the package, or a Hub repository (downloaded or cached)."""
-    folder = Path(source)
-    shipped = Path(str(resources.files("colorizer").joinpath("pretrained", source)))
-    if not folder.is_dir() and "/" not in source and shipped.is_dir():
-        folder = shipped
-    if folder.is_dir():
-        weights = folder / SAFETENSORS_SINGLE_FILE
-        if not weights.is_file():
-            raise ValueError(f"model {source}: no {SAFETENSORS_SINGLE_FILE} in {folder}")
-        return weights
-    from huggingface_hub import hf_hub_download
-
-    return Path(hf_hub_download(source, SAFETENSORS_SINGLE_FILE))
-
-
 def weights_digest(source: str) -> str:
-    """First 12 hex digits of the SHA-256 of a model's ``model.safetensors`` (see ``_weights_file``)."""
-    with open(_weights_file(source), "rb") as f:
+    """First 12 hex digits of the SHA-256 of a model's ``model.safetensors`` (shipped name,
+    folder or Hub repo id, found as ``Colorizer.from_pretrained`` finds it)."""
+    with open(weights_file(source), "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:12]
 
 
