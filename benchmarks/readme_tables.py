@@ -25,6 +25,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repository's packages
+
+from train.publish import without_title  # noqa: E402
 HOLDOUT = ["--include", "food/*0.*", "--include", "wallpapers/Kite.*", "--include", "wallpapers/Storm.*"]
 TEMPERATURES = ["0", "0.1", "0.2", "0.38", "0.6", "1"]
 
@@ -35,12 +38,6 @@ def splice(readme: str, name: str, body: str) -> str:
     if not pattern.search(readme):
         raise SystemExit(f"readme_tables: README.md has no <!-- {name} --> ... <!-- /{name} --> markers")
     return pattern.sub(lambda m: m.group(1) + body.strip() + "\n" + m.group(2), readme)
-
-
-def without_title(markdown: str) -> str:
-    """Drop a report's leading ``# Title`` line: the README section has its own heading."""
-    lines = markdown.splitlines()
-    return "\n".join(lines[1:]).strip() if lines and lines[0].startswith("# ") else markdown
 
 
 def run(cmd: list[str]) -> str:

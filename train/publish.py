@@ -31,7 +31,7 @@ FIGURES = ("sweep.png", "contact_sheet.png")
 _NOT_REPRODUCED = ("out", "resume", "push_to_hub")  # where a rerun writes, not how it trains
 
 
-def _without_title(markdown: str) -> str:
+def without_title(markdown: str) -> str:
     """Drop a report's leading ``# Title`` line: the card has its own headings."""
     lines = markdown.splitlines()
     return "\n".join(lines[1:]).strip() if lines and lines[0].startswith("# ") else markdown
@@ -107,7 +107,7 @@ def _evaluation_section(evaluation: Path, to: Path) -> str:
     parts = [
         f"Measured with `python -m colorizer.evaluate`{' on photos ' + scale if scale else ''} "
         "(the command is under the table).\n",
-        _without_title(_read(evaluation / "results.md")),
+        without_title(_read(evaluation / "results.md")),
     ]
     for name in FIGURES:
         if (evaluation / name).is_file():
