@@ -70,7 +70,7 @@ def load(model: str, width: float):
 
     trained = Colorizer.from_pretrained(model)
     if abs(trained.net.head.in_channels - Colorizer(width=width).net.head.in_channels) == 0:
-        return trained, f"weights: {model}"
+        return trained, f"weights: {model}, input {trained.input_size}"
     torch.manual_seed(0)
     return Colorizer(width=width, input_size=256).eval(), "random init"
 

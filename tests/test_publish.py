@@ -152,3 +152,15 @@ def test_publish_can_set_the_shipped_temperature(run, tmp_path):
     assert json.loads((out / "config.json").read_text())["temperature"] == 0.5
     assert Colorizer.from_pretrained(out).temperature == 0.5
     assert "T = 0.5" in (out / "README.md").read_text()
+
+
+def test_publish_can_set_the_shipped_input_size(run, tmp_path, capsys):
+    out = tmp_path / "shipped"
+    assert main(["--run", str(run), "--to", str(out), "--input-size", "384"]) == 0
+    assert json.loads((out / "config.json").read_text())["input_size"] == 384
+    assert Colorizer.from_pretrained(out).input_size == 384
+    assert "384x384" in (out / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["--run", str(run), "--to", str(tmp_path / "bad"), "--input-size", "300"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "input_size must be a multiple of 8" in err

@@ -156,6 +156,25 @@ def test_holdout_splits_by_path(folder, tmp_path):
     assert len(train_paths) == 11 and not set(train_paths) & set(val_paths)
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+def test_large_photos_are_read_again_and_still_resume_exactly(folder, tmp_path, streaming):
+    cfg = tiny(folder, tmp_path, large_repeats=3, streaming=streaming, cache_dir=str(tmp_path / "cache"))
+    names = [os.path.basename(r["image"]["path"]) for r in open_rows(cfg, "train")]
+    assert len(names) == 13 and names.count("large.png") == 3  # 10 small photos once, the large one 3 times
+    assert len(list(open_rows(cfg, "val"))) == 2  # validation rows are never repeated
+    cfg = dataclasses.replace(cfg, num_workers=2)
+    ref = TrainBatches(open_rows(cfg), cfg)
+    first = [next(ref) for _ in range(8)]
+    part = TrainBatches(open_rows(cfg), cfg)
+    for _ in range(5):
+        next(part)
+    resumed = TrainBatches(open_rows(cfg), cfg, state=part.state_dict())
+    for expected in first[5:]:
+        torch.testing.assert_close(next(resumed), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="large-repeats"):
+        dataclasses.replace(cfg, large_repeats=0).validate()
+
+
 def test_batches_are_uint8_and_resume_exactly(folder, tmp_path):
     cfg = tiny(folder, tmp_path)
     ref = TrainBatches(open_rows(cfg), cfg)

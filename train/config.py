@@ -62,6 +62,11 @@ class TrainConfig:
         "photos with a short side of at least this get multi-scale crops: a random square of side between --crop and the short side, resized to --crop",
     )
     large_crops: int = _opt(3, "crops drawn from each large (multi-scale) photo per pass over the data")
+    large_repeats: int = _opt(
+        1,
+        "read each large (multi-scale) photo this many times per pass, at shuffled places in the stream: "
+        "one large photo holds the content of dozens of small ones",
+    )
     flip: bool = _opt(True, "random horizontal flips")
     gray_threshold: float = _opt(
         2.0, "skip photos whose mean channel spread max(R,G,B)-min(R,G,B) is below this (0-255): grayscale photos"
@@ -137,6 +142,8 @@ class TrainConfig:
             raise ValueError(f"--batch-size and --max-steps must be positive, got {self.batch_size}, {self.max_steps}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ValueError(f"--lr must be positive and --min-lr non-negative, got {self.lr}, {self.min_lr}")
+        if self.large_crops < 1 or self.large_repeats < 1:
+            raise ValueError(f"--large-crops and --large-repeats must be >= 1, got {self.large_crops}, {self.large_repeats}")
         if self.num_workers < 0:
             raise ValueError(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.holdout and self.val_dir:

@@ -17,6 +17,7 @@ exact resumption needs: rows before it are skipped without decoding.
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import math
 import re
@@ -24,6 +25,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import datasets
 import numpy as np
 import torch
 from PIL import Image
@@ -104,7 +106,34 @@ def open_rows(cfg: TrainConfig, part: str = "train"):
             return bool(pattern.search(path)) == want
 
         rows = rows.filter(held_out, input_columns=[cfg.image_column])
+    if part == "train" and cfg.large_repeats > 1:
+        # the large photos again, as extra rows: the shuffle buffer scatters them through the
+        # pass, so their crops do not fill whole batches (BatchNorm statistics, gradient noise)
+        def large(image: Any) -> bool:
+            side = _short_side(image)
+            return side is not None and side >= cfg.multiscale_min_side
+
+        again = rows.filter(large, input_columns=[cfg.image_column])
+        rows = datasets.concatenate_datasets([rows] + [again] * (cfg.large_repeats - 1))
     return rows
+
+
+def _short_side(cell: Any) -> int | None:
+    """The short side of a row's image from its header alone (no decoding), or None when
+    it cannot be read (the training loop then counts it as unreadable)."""
+    try:
+        if isinstance(cell, Image.Image):
+            return min(cell.size)
+        if isinstance(cell, dict):
+            cell = cell.get("bytes") or cell.get("path")
+        if isinstance(cell, (bytes, bytearray)):
+            cell = io.BytesIO(cell)
+        if cell is None:
+            return None
+        with Image.open(cell) as img:
+            return min(img.size)
+    except (OSError, ValueError, TypeError, Image.DecompressionBombError):
+        return None
 
 
 # ----------------------------------------------------------------------------- crops

@@ -97,6 +97,7 @@ def prior_from_config(
         "split": cfg.split,
         "classes": cfg.classes,
         "holdout": cfg.holdout,
+        "large_repeats": cfg.large_repeats,
     }
 
 
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         "lam",
         "min_size",
         "gray_threshold",
+        "multiscale_min_side",
+        "large_repeats",
     ):
         default = getattr(TrainConfig, name)
         kind = type(default) if default is not None else str

@@ -120,10 +120,12 @@ def _evaluation_section(evaluation: Path, to: Path) -> str:
 
 
 def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None, notes: Path | None,
-            title: str, temperature: float | None = None) -> Path:
+            title: str, temperature: float | None = None, input_size: int | None = None) -> Path:
     """Write the model folder ``to`` from run folder ``run``; returns the card's path.
-    ``temperature`` replaces the default annealed-mean temperature saved in the config."""
-    overrides = {} if temperature is None else {"temperature": temperature}
+    ``temperature`` and ``input_size`` replace the test-time settings saved in the config
+    (the default annealed-mean temperature, the network's input area)."""
+    overrides = {"temperature": temperature, "input_size": input_size}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     model = Colorizer.from_pretrained(str(run / "model"), **overrides)
     config = json.loads((run / "config.json").read_text())
     final = json.loads((run / "final.json").read_text())
@@ -136,6 +138,10 @@ def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None,
     if temperature is not None:
         extra.append(f"The default temperature was set to T = {temperature:g} when publishing (trained with "
                      f"T = {config.get('temperature')}), from the temperature sweep above.")
+    if input_size is not None:
+        extra.append(f"The network input was set to about {input_size}x{input_size} pixels of area when publishing "
+                     f"(trained on {config.get('crop')} px crops, validated at {config.get('input_size')}), "
+                     "from the evaluation of the run at several input sizes.")
     if ablation is not None:
         extra.append("## Ablations\n\n" + _read(ablation / "ablation.md" if ablation.is_dir() else ablation))
     if notes is not None:
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notes", type=Path, help="Markdown appended to the card: data credits, limitations")
     p.add_argument("--title", default="colorizer default model")
     p.add_argument("--temperature", type=float, help="default annealed-mean temperature to ship (default: the run's)")
+    p.add_argument("--input-size", type=int, help="network input size to ship, a multiple of 8 (default: the run's)")
     args = p.parse_args(argv)
 
     def error(message: str) -> int:
@@ -177,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.to.resolve() == (args.run / "model").resolve():
         return error("--to must not be the run's own model folder")
     try:
-        card = publish(args.run, args.to, args.evaluation, args.ablation, args.notes, args.title, args.temperature)
+        card = publish(args.run, args.to, args.evaluation, args.ablation, args.notes, args.title, args.temperature,
+                       args.input_size)
     except (OSError, ValueError) as e:  # unreadable JSON or weights: one line, not a traceback
         lines = str(e).strip().splitlines()
         return error(lines[0] if lines else type(e).__name__)
