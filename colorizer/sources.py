@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import io
 import logging
 import os
 import re
@@ -30,11 +31,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 from PIL import Image
 
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, read_image
 
-__all__ = ["open_source", "resolve_classes", "iter_images", "label_names_of", "decode_row_image"]
+__all__ = ["open_source", "resolve_classes", "iter_images", "label_names_of", "decode_row_image", "row_image_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -287,19 +289,44 @@ def _wordnet_matches(item: str, label_names: Sequence[str], synonyms: list[set[s
     return hits
 
 
-def decode_row_image(value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode one row's image cell (``{"bytes", "path"}``, bytes, path, PIL image or array)
-    with ``read_image``; raises ``ImageError`` with a one-line message."""
+def _cell_source(value: Any) -> Any:
+    """What to read of one row's image cell (``{"bytes", "path"}``, bytes, path, PIL image
+    or array): its bytes, path, image or array; ``ImageError`` when it holds none."""
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
         if data:
-            return read_image(bytes(data), max_pixels)
+            return bytes(data)
         if path:
-            return read_image(path, max_pixels)
+            return path
         raise ImageError("image cell has neither bytes nor a path")
     if value is None:
         raise ImageError("image cell is empty")
-    return read_image(value, max_pixels)
+    return value
+
+
+def decode_row_image(value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode one row's image cell (``{"bytes", "path"}``, bytes, path, PIL image or array)
+    with ``read_image``; raises ``ImageError`` with a one-line message."""
+    return read_image(_cell_source(value), max_pixels)
+
+
+def row_image_size(value: Any) -> tuple[int, int]:
+    """``(width, height)`` of one row's image cell from the file's header alone, without
+    decoding its pixels (before EXIF rotation); raises ``ImageError`` when it cannot be read."""
+    source = _cell_source(value)
+    if isinstance(source, Image.Image):
+        return source.size
+    if isinstance(source, np.ndarray):
+        return source.shape[1], source.shape[0]
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                return img.size
+    except (OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as e:
+        raise ImageError(f"image cell: unreadable image header ({str(e).strip() or type(e).__name__})") from None
 
 
 def iter_images(

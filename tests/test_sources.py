@@ -10,7 +10,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from colorizer.sources import _wordnet, iter_images, label_names_of, open_source, resolve_classes
+from colorizer.images import ImageError
+from colorizer.sources import _wordnet, iter_images, label_names_of, open_source, resolve_classes, row_image_size
 
 SAMPLES = {"astronaut": skimage.data.astronaut, "coffee": skimage.data.coffee, "chelsea": skimage.data.chelsea}
 
@@ -145,3 +146,18 @@ def test_parquet_data_set_takes_the_same_path(tmp_path):
         )
         out = list(iter_images(ds, image_column="photo", label_column="kind"))
         assert [lbl for _, lbl in out] == [0, 1] and all(img.size == (40, 30) for img, _ in out)
+
+
+def test_row_image_size_reads_only_the_header(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(skimage.data.coffee()).save(buf, "PNG")  # 600 x 400
+    path = tmp_path / "coffee.png"
+    path.write_bytes(buf.getvalue())
+    for cell in ({"bytes": buf.getvalue(), "path": None}, {"bytes": None, "path": str(path)}, str(path),
+                 buf.getvalue(), Image.open(path), skimage.data.coffee()):
+        assert row_image_size(cell) == (600, 400)
+    truncated = buf.getvalue()[: len(buf.getvalue()) // 2]
+    assert row_image_size(truncated) == (600, 400)  # the header is enough: pixels are not decoded
+    for bad in (b"not an image", {"bytes": None, "path": None}, None, str(tmp_path / "missing.png")):
+        with pytest.raises(ImageError):
+            row_image_size(bad)

@@ -17,7 +17,6 @@ exact resumption needs: rows before it are skipped without decoding.
 from __future__ import annotations
 
 import collections
-import io
 import logging
 import math
 import re
@@ -31,7 +30,7 @@ import torch
 from PIL import Image
 
 from colorizer.images import ImageError, is_grayscale
-from colorizer.sources import decode_row_image, open_source
+from colorizer.sources import decode_row_image, open_source, row_image_size
 from train.config import TrainConfig
 
 __all__ = [
@@ -110,30 +109,14 @@ def open_rows(cfg: TrainConfig, part: str = "train"):
         # the large photos again, as extra rows: the shuffle buffer scatters them through the
         # pass, so their crops do not fill whole batches (BatchNorm statistics, gradient noise)
         def large(image: Any) -> bool:
-            side = _short_side(image)
-            return side is not None and side >= cfg.multiscale_min_side
+            try:
+                return min(row_image_size(image)) >= cfg.multiscale_min_side
+            except ImageError:  # not repeated; the training loop counts it as unreadable
+                return False
 
         again = rows.filter(large, input_columns=[cfg.image_column])
         rows = datasets.concatenate_datasets([rows] + [again] * (cfg.large_repeats - 1))
     return rows
-
-
-def _short_side(cell: Any) -> int | None:
-    """The short side of a row's image from its header alone (no decoding), or None when
-    it cannot be read (the training loop then counts it as unreadable)."""
-    try:
-        if isinstance(cell, Image.Image):
-            return min(cell.size)
-        if isinstance(cell, dict):
-            cell = cell.get("bytes") or cell.get("path")
-        if isinstance(cell, (bytes, bytearray)):
-            cell = io.BytesIO(cell)
-        if cell is None:
-            return None
-        with Image.open(cell) as img:
-            return min(img.size)
-    except (OSError, ValueError, TypeError, Image.DecompressionBombError):
-        return None
 
 
 # ----------------------------------------------------------------------------- crops
