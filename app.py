@@ -7,7 +7,8 @@ request shares it.
 from __future__ import annotations
 
 from colorizer import load_model
-from demo import build_app, fail, launch_kwargs, parser, setup_survey
+from colorizer.cli import fail
+from demo import build_app, launch_kwargs, parser, setup_survey
 
 
 def main(argv: list[str] | None = None) -> None:

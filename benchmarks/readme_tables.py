@@ -3,11 +3,11 @@
 Runs, in this order, and splices each output into README.md between its markers
 (``<!-- NAME -->`` ... ``<!-- /NAME -->``):
 
-- RESULTS: ``python -m colorizer.evaluate`` of the shipped default model on the held-out
+- RESULTS: ``python -m evaluation`` of the shipped default model on the held-out
   split of ../shared/data/photos (food photos whose number ends in 0, wallpapers Kite
   and Storm), with the gray, mean-ab and ground-truth rows and a temperature sweep;
   its contact sheet becomes the README's first picture (docs/holdout.png);
-- SEMANTIC: ``python -m colorizer.semantic`` on the food photos' group letters;
+- SEMANTIC: ``python -m evaluation.semantic`` on the food photos' group letters;
 - BENCH: ``python benchmarks/inference.py``.
 
 Each can be skipped (``--skip bench`` ...). The photos folder is only needed here, by
@@ -61,7 +61,7 @@ def main() -> None:
 
     if "results" not in args.skip:
         out = args.out / "holdout"
-        run([py, "-m", "colorizer.evaluate", str(args.photos), *HOLDOUT, "--model", args.model,
+        run([py, "-m", "evaluation.evaluate", str(args.photos), *HOLDOUT, "--model", args.model,
              "--temperature", *TEMPERATURES, "--sheet", "6", "--out", str(out), "-q"])
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copy(out / "contact_sheet.png", ROOT / "docs" / "holdout.png")
@@ -69,7 +69,7 @@ def main() -> None:
         readme = splice(readme, "RESULTS", without_title((out / "results.md").read_text()))
     if "semantic" not in args.skip:
         out = args.out / "semantic"
-        run([py, "-m", "colorizer.semantic", "--data-dir", str(args.photos / "food"), "--model", args.model,
+        run([py, "-m", "evaluation.semantic", "--data-dir", str(args.photos / "food"), "--model", args.model,
              "--threads", "2", "--out", str(out)])  # at the model's own temperature
         readme = splice(readme, "SEMANTIC", (out / "semantic.md").read_text())
     if "bench" not in args.skip:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 from importlib import resources
 from typing import Iterable
 
@@ -39,6 +40,7 @@ __all__ = [
     "PriorCounter",
     "smooth_prior",
     "rebalance_weights",
+    "check_temperature",
     "annealed_mean",
     "entropy",
 ]
@@ -247,6 +249,19 @@ def rebalance_weights(
     return w / (p * w).sum()
 
 
+def check_temperature(temperature: float) -> float:
+    """The one rule for an annealed-mean temperature: a finite number in [0, 1]
+    (0 = the mode, 1 = the mean). Returns it as a float; raises ``ValueError`` naming
+    what was received otherwise. Every entry point (API, CLI, app, survey, evaluation)
+    relies on this check; a UI may only narrow its slider within it."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise ValueError(f"temperature must be a number in [0, 1], got {temperature!r}")
+    t = float(temperature)
+    if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise ValueError(f"temperature must be in [0, 1], got {temperature!r}")
+    return t
+
+
 def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
     """Decode a distribution over bins into ab by the annealed mean (sec. 2.2).
 
@@ -254,14 +269,13 @@ def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: floa
     T = 0 returns the mode exactly. Computed from logits so it stays stable at small T.
 
     Args:
-        logits: ``(B, Q, H, W)``; centres: ``(Q, 2)``; temperature >= 0.
+        logits: ``(B, Q, H, W)``; centres: ``(Q, 2)``; temperature in [0, 1] (``check_temperature``).
     Returns:
         ``(B, 2, H, W)`` ab.
     """
     if logits.dim() != 4 or logits.shape[1] != len(centres):
         raise ValueError(f"annealed_mean: expected logits (B, {len(centres)}, H, W), got {tuple(logits.shape)}")
-    if temperature < 0:
-        raise ValueError(f"annealed_mean: temperature must be >= 0, got {temperature}")
+    temperature = check_temperature(temperature)
     centres = centres.to(device=logits.device, dtype=torch.float32)
     logits = logits.float()
     if temperature == 0:

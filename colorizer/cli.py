@@ -12,14 +12,39 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from colorizer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError
+from colorizer.bins import check_temperature
+from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images
 
-__all__ = ["main", "build_parser", "plan_outputs"]
+__all__ = ["main", "build_parser", "plan_outputs", "error_line", "report_error", "fail"]
+
+
+def error_line(prog: str, error: BaseException | str, context: str | None = None, limit: int = 300) -> str:
+    """``"<prog>: error: [<context>: ]<message>"`` on one line, the format of every
+    entry point (this CLI, ``python -m train``, ``python -m evaluation``, the app and the
+    survey): the message's lines joined, whitespace collapsed, cut at ``limit``
+    characters (a state-dict mismatch lists every tensor)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return f"{prog}: error: {context + ': ' if context else ''}{text}"
+
+
+def report_error(prog: str, error: BaseException | str, context: str | None = None, status: int = 2) -> int:
+    """Print ``error_line`` on stderr and return ``status`` (2: bad arguments or set-up),
+    for ``return report_error(...)`` in a ``main``."""
+    tqdm.write(error_line(prog, error, context), file=sys.stderr)
+    return status
+
+
+def fail(prog: str, error: BaseException | str, context: str | None = None) -> NoReturn:
+    """End a command on a start-up error: one line on stderr, exit status 2."""
+    raise SystemExit(report_error(prog, error, context))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,17 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _expand(paths: list[Path]) -> list[Path]:
-    """Folders become their image files (sorted, not recursive); files stay as given."""
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(p)
-    return files
-
-
 def plan_outputs(inputs: list[Path], out_dir: Path, suffix: str = "") -> list[Path]:
     """One output path per input: ``out_dir/<stem><suffix>.png``, made unique when two
     inputs share a stem (``x.png``, ``x-2.png``, ...)."""
@@ -82,45 +96,43 @@ def _heatmap(u: np.ndarray) -> Image.Image:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "colorizer"
-    if args.temperature is not None and not 0.0 <= args.temperature <= 1.0:
-        print(f"{prog}: error: --temperature must be in [0, 1], got {args.temperature}", file=sys.stderr)
-        return 2
-    inputs = _expand(args.photos)
+    if args.temperature is not None:
+        try:
+            check_temperature(args.temperature)
+        except ValueError as e:
+            return report_error(prog, f"--{e}")
+    inputs = list_images(args.photos, missing="keep")
     if not inputs:
-        print(f"{prog}: error: no image files found in {', '.join(map(str, args.photos))}", file=sys.stderr)
-        return 2
+        return report_error(prog, f"no image files found in {', '.join(map(str, args.photos))}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"{prog}: error: cannot create {args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return report_error(prog, e.strerror or e, f"cannot create {args.out}")
 
-    from colorizer.model import Colorizer  # torch import only after the arguments are fine
+    from colorizer.model import Colorizer
 
     try:
         model = Colorizer.from_pretrained(args.model).to(args.device).eval()
     except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-        print(f"{prog}: error: cannot load model {args.model!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-              file=sys.stderr)
-        return 2
+        return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
 
     input_set = {p.resolve() for p in inputs}
     failures = 0
     bar = tqdm(list(zip(inputs, plan_outputs(inputs, args.out, args.suffix))), unit="photo",
                disable=args.quiet, desc="colorizing")
     for src, dst in bar:
-        def fail(msg: str) -> None:
+        def failed(msg: str) -> None:
             nonlocal failures
             failures += 1
-            tqdm.write(f"{prog}: error: {msg}", file=sys.stderr)
+            report_error(prog, msg)
 
         extra = dst.with_name(dst.stem + ".uncertainty.png")
         targets = [dst, extra] if args.uncertainty else [dst]
         if any(t.resolve() in input_set for t in targets):
-            fail(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
+            failed(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
             continue
         if not args.overwrite and any(t.exists() for t in targets):
-            fail(f"{src}: {dst} exists (use --overwrite to replace it)")
+            failed(f"{src}: {dst} exists (use --overwrite to replace it)")
             continue
         try:
             pred = model.analyze(src, max_pixels=args.max_pixels)
@@ -129,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.uncertainty:
                 _save_atomic(_heatmap(pred.uncertainty()), extra)
         except ImageError as e:
-            fail(str(e))
+            failed(str(e))
         except (OSError, RuntimeError, ValueError) as e:
-            fail(f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            failed(f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     bar.close()
     if failures:
         print(f"{prog}: {failures} of {len(inputs)} photo(s) failed", file=sys.stderr)

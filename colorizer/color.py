@@ -55,6 +55,12 @@ def _as_float_rgb(rgb: torch.Tensor) -> torch.Tensor:
     return rgb
 
 
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB companding undone (IEC 61966-2-1): float sRGB in [0, 1] -> linear RGB; the
+    clamp keeps pow's gradient finite."""
+    return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """Convert sRGB to CIE Lab.
 
@@ -65,12 +71,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """
     _check_channels(rgb, "rgb_to_lab")
     rgb = _as_float_rgb(rgb)
-    # sRGB companding (IEC 61966-2-1); the clamp keeps pow's gradient finite.
-    linear = torch.where(
-        rgb > 0.04045,
-        ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
-        rgb / 12.92,
-    )
+    linear = _srgb_to_linear(rgb)
     xyz = _apply_matrix(_matrix(rgb, inverse=False), linear)  # (*, 3, H, W)
     white = torch.tensor(WHITE_D65, device=rgb.device, dtype=rgb.dtype).view(3, 1, 1)
     t = xyz / white
@@ -120,11 +121,7 @@ def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
     """
     _check_channels(rgb, "rgb_to_l")
     rgb = _as_float_rgb(rgb)
-    linear = torch.where(
-        rgb > 0.04045,
-        ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
-        rgb / 12.92,
-    )
+    linear = _srgb_to_linear(rgb)
     row = _matrix(rgb, inverse=False)[1:2]  # Y only; white Y is 1
     y = _apply_matrix(row, linear)  # (*, 1, H, W)
     fy = torch.where(y > _EPS, y.clamp(min=_EPS) ** (1.0 / 3.0), _KAPPA * y + _T0)

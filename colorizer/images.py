@@ -9,12 +9,13 @@ the alpha channel, if any. Every failure is an ``ImageError`` with a one-line me
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -35,12 +36,67 @@ __all__ = [
     "channel_spread",
     "is_grayscale",
     "resize_short_side",
+    "list_images",
 ]
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 DEFAULT_MAX_PIXELS = 100_000_000  # a 12 MP photo is fine; a decompression bomb is not
 GRAY_SPREAD = 2.0  # mean max(R,G,B) - min(R,G,B), in 8-bit levels, at or below which a photo is gray
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+
+
+def list_images(
+    paths: Sequence[str | os.PathLike],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    missing: str = "error",
+) -> list[Path]:
+    """The image files of files and folders: the one folder-listing rule of every command.
+
+    A folder gives its files with an ``IMAGE_SUFFIXES`` suffix (any case), searched
+    recursively, in sorted order of their path relative to the folder; hidden files
+    and folders (names starting with ".") are left out. A file given directly is kept
+    whatever its suffix (reading it says whether it is an image).
+
+    ``include`` / ``exclude`` are glob patterns (``fnmatch``, case-sensitive) matched
+    against each file's path relative to the folder given, with ``/`` separators
+    (``food/*0.*``), or its bare name for files given directly. A file is kept when it
+    matches some ``include`` pattern (or none are given) and no ``exclude`` pattern.
+
+    Args:
+        missing: "error" raises ``FileNotFoundError`` for a path that does not exist;
+            "keep" keeps it in the list, so that a command reports it with the files
+            it cannot read and goes on with the others.
+    """
+    if missing not in ("error", "keep"):
+        raise ValueError(f"list_images: missing must be 'error' or 'keep', got {missing!r}")
+
+    def keep(rel: str) -> bool:
+        if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
+            return False
+        return not any(fnmatch.fnmatchcase(rel, g) for g in exclude)
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # e.g. a symlink loop: not a folder; reading it will say what it is
+            is_dir = False
+        if is_dir:
+            found: list[tuple[str, Path]] = []
+            for root, dirs, files in os.walk(p):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in files:
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        f = Path(root) / name
+                        found.append((f.relative_to(p).as_posix(), f))
+            out += [f for rel, f in sorted(found) if keep(rel)]
+            continue
+        if missing == "error" and not os.path.lexists(p):
+            raise FileNotFoundError(f"{p}: no such file or folder")
+        if keep(p.name):
+            out.append(p)
+    return out
 
 
 class ImageError(ValueError):

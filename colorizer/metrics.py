@@ -19,7 +19,7 @@ d in [1, 150]) gives (150 - d + 0.5) / 150: acc is 0 below d and 1 from d on.
 
 **Class-rebalanced AuC**: the same with each pixel weighted by 1 / p(q), where q is
 the bin nearest to its *true* ab and p a prior over bins (``rebalanced_pixel_weights``).
-The project's one definition (``evaluation_prior``, used by ``colorizer.evaluate`` and
+The project's one definition (``evaluation_prior``, used by ``evaluation.evaluate`` and
 by training's validation) takes p = the *evaluated set's own* empirical prior over the
 grid-10 in-gamut bins, counted once over all its photos, whatever model is scored: each
 colour bin present then gets the same total weight, so the rebalanced accuracy is the
@@ -64,6 +64,7 @@ __all__ = [
     "psnr",
     "ssim",
     "colorfulness",
+    "colour_cast",
 ]
 
 AUC_MAX_DISTANCE = 150.0
@@ -254,6 +255,16 @@ def ssim(pred_rgb: np.ndarray, true_rgb: np.ndarray) -> float:
         raise ValueError(f"ssim: images must be at least 3x3 pixels, got {pred.shape[:2]}")
     win = min(7, side if side % 2 else side - 1)
     return float(structural_similarity(true, pred, data_range=255, channel_axis=2, win_size=win))
+
+
+def colour_cast(pred_ab: torch.Tensor, true_ab: torch.Tensor) -> float:
+    """The colour cast of a colorization: the distance in ab between its mean colour and
+    the real photo's, ``|| mean(pred_ab) - mean(true_ab) ||`` over the pixels of
+    ``(1, 2, H, W)`` ab. A uniform tint (every photo sepia) shows here even when the
+    per-pixel errors look small; gray's cast is the distance of the photo's mean ab from 0."""
+    _check_ab_pair(pred_ab, true_ab, None)
+    diff = pred_ab.double().mean(dim=(0, 2, 3)) - true_ab.double().mean(dim=(0, 2, 3))  # (2,)
+    return float(torch.linalg.vector_norm(diff))
 
 
 def colorfulness(rgb: np.ndarray, absolute: bool = False) -> float:

@@ -34,15 +34,26 @@ from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from PIL import Image
 from torch import nn
 
-from colorizer.bins import annealed_mean, entropy, gamut_bins, rebalance_weights
+from colorizer.bins import annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights
 from colorizer.color import lab_to_rgb_in_gamut
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import classification_loss, regression_loss
-from colorizer.networks import ECCV16
+from colorizer.networks import ECCV16, GlobalLocal
 
-__all__ = ["Colorizer", "Prediction", "network_size", "DEFAULT_MODEL", "available_models", "resolve_model", "weights_file"]
+__all__ = [
+    "Colorizer",
+    "Prediction",
+    "network_size",
+    "compose",
+    "gray_rgb",
+    "DEFAULT_MODEL",
+    "available_models",
+    "resolve_model",
+    "weights_file",
+]
 
 DEFAULT_MODEL = "default"
+NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal}  # config "network" -> class
 REPO_URL = "https://github.com/colorizer/colorizer"
 PAPER_URL = "https://arxiv.org/abs/1603.08511"
 _STRIP_ROWS = 512  # rows composed at a time: bounds the memory of 12 MP photos
@@ -164,7 +175,10 @@ class Colorizer(
     Args:
         objective: "classification" (Q logits per pixel, the paper) or "regression"
             (ab directly, the baseline).
-        width: channel multiplier of the ECCV16 network (1.0 = the paper's).
+        width: channel multiplier of the network (1.0 = the paper's).
+        network: "eccv16" (Zhang et al.'s network) or "global_local" (the same with
+            Iizuka et al.'s global branch fused into the mid-level features: one
+            reading of the whole scene for every pixel).
         grid: side of an ab bin (10 in the paper); ab_range: extent of the ab grid.
         k, sigma: soft-encoding neighbours and Gaussian width (ab units).
         prior: empirical prior over the Q bins (None: uniform); lam, prior_sigma: the
@@ -194,6 +208,7 @@ class Colorizer(
         temperature: float = 0.38,
         input_size: int = 256,
         regression_loss: str = "l2",
+        network: str = "eccv16",
         l_cent: float = 50.0,
         l_norm: float = 100.0,
         ab_norm: float = 110.0,
@@ -201,12 +216,13 @@ class Colorizer(
         super().__init__()
         if objective not in ("classification", "regression"):
             raise ValueError(f"objective must be 'classification' or 'regression', got {objective!r}")
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
         if regression_loss not in ("l2", "smooth_l1"):
             raise ValueError(f"regression_loss must be 'l2' or 'smooth_l1', got {regression_loss!r}")
         if input_size < 16 or input_size % 8:
             raise ValueError(f"input_size must be a multiple of 8 and at least 16, got {input_size}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        temperature = check_temperature(temperature)
         self.objective = objective
         self.k, self.sigma = k, sigma
         self.temperature = temperature
@@ -227,7 +243,8 @@ class Colorizer(
         self.register_buffer("bin_centers", centres)
         self.register_buffer("prior", p.float())
         self.register_buffer("class_weights", rebalance_weights(p, centres, lam, prior_sigma).float())
-        self.net = ECCV16(q if objective == "classification" else 2, width)
+        self.network = network
+        self.net = NETWORKS[network](q if objective == "classification" else 2, width)
 
     @property
     def num_bins(self) -> int:
@@ -249,9 +266,9 @@ class Colorizer(
     def decode(self, output: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Network output -> ``(B, 2, h, w)`` ab: the annealed mean at ``temperature``
         (default: the model's) for classification, the output itself for regression."""
+        t = self.temperature if temperature is None else check_temperature(temperature)
         if self.objective == "regression":
             return output.float()
-        t = self.temperature if temperature is None else temperature
         return annealed_mean(output, self.bin_centers, t)
 
     def loss(self, output: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -428,6 +445,16 @@ class Prediction:
         ent = entropy(self.output)  # (1, 1, h', w')
         ent = F.interpolate(ent, size=(h, w), mode="bilinear", align_corners=False)
         return ent[0, 0].clamp(0, 1).cpu().numpy()
+
+
+def gray_rgb(lightness: torch.Tensor) -> np.ndarray:
+    """The gray version of a photo: L ``(1, 1, H, W)`` in [0, 100] with a = b = 0, as
+    ``(H, W, 3)`` uint8 sRGB with R = G = B: the colorizer's input seen as a photo, and
+    the "gray" baseline of the evaluation."""
+    rgb = compose(lightness, torch.zeros(1, 2, 1, 1))  # (H, W, 3)
+    # a = b = 0 is neutral gray; averaging removes the +-1 rounding differences
+    # between channels so that the photo is exactly gray.
+    return np.repeat(np.round(rgb.mean(axis=2, keepdims=True)).astype(np.uint8), 3, axis=2)
 
 
 def compose(lightness: torch.Tensor, ab: torch.Tensor) -> np.ndarray:

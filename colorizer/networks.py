@@ -1,14 +1,23 @@
-"""The ECCV16 colorization network of Zhang et al. (2016), with a width multiplier.
+"""Colorization networks: ECCV16 (Zhang et al. 2016) and a global-local variant, with a width multiplier.
 
-Eight convolutional blocks: blocks 1-3 halve the resolution with strided
-convolutions, blocks 4-7 keep it at 1/8 (5 and 6 dilated by 2 to widen the
-receptive field), each block ends in batch norm; block 8 upsamples with a
+``ECCV16`` has eight convolutional blocks: blocks 1-3 halve the resolution with
+strided convolutions, blocks 4-7 keep it at 1/8 (5 and 6 dilated by 2 to widen
+the receptive field), each block ends in batch norm; block 8 upsamples with a
 transposed convolution to 1/4 resolution and a 1x1 head gives ``out_channels``
 per pixel: Q logits for the classification model, 2 (a, b) for the regression
 baseline. ``width`` scales every channel count (1.0 is the paper's network).
 
-Input: normalised lightness ``(B, 1, H, W)``; H and W should be multiples of 8.
-Output: ``(B, out_channels, H/4, W/4)``.
+``GlobalLocal`` adds the joint global and local idea of Iizuka, Simo-Serra and
+Ishikawa, "Let there be Color!" (SIGGRAPH 2016) to the same trunk: a global
+branch turns the 1/8 features of blocks 1-3 into one vector per photo (strided
+convolutions, global average pooling, linear layers), and a fusion layer
+broadcasts that vector to every location of block 4's mid-level features before
+blocks 5-8 and the head. Global features can be taken from another photo
+("global feature transfer"): ``net(x_a, net.global_features(x_b))``.
+
+Input of both: normalised lightness ``(B, 1, H, W)``; H and W should be
+multiples of 8 (other sizes run, giving ``2 * ceil(H/8)`` rows).
+Output of both: ``(B, out_channels, H/4, W/4)``.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ECCV16", "scaled"]
+__all__ = ["ECCV16", "GlobalLocal", "scaled"]
 
 
 def scaled(channels: int, width: float) -> int:
@@ -35,6 +44,28 @@ def _convs(c_in: int, c_out: int, n: int, stride_last: int = 1, dilation: int = 
     return layers
 
 
+def _eccv16_blocks(width: float) -> nn.Sequential:
+    """The eight ECCV16 blocks, ``(B, 1, H, W)`` -> ``(B, scaled(256, width), H/4, W/4)``.
+
+    Both networks hold them as ``blocks``, so their shared weights have the same names.
+    """
+    c1, c2, c3, c4 = (scaled(c, width) for c in (64, 128, 256, 512))
+    return nn.Sequential(
+        nn.Sequential(*_convs(1, c1, 2, stride_last=2), nn.BatchNorm2d(c1)),  # 1/2
+        nn.Sequential(*_convs(c1, c2, 2, stride_last=2), nn.BatchNorm2d(c2)),  # 1/4
+        nn.Sequential(*_convs(c2, c3, 3, stride_last=2), nn.BatchNorm2d(c3)),  # 1/8
+        nn.Sequential(*_convs(c3, c4, 3), nn.BatchNorm2d(c4)),
+        nn.Sequential(*_convs(c4, c4, 3, dilation=2), nn.BatchNorm2d(c4)),
+        nn.Sequential(*_convs(c4, c4, 3, dilation=2), nn.BatchNorm2d(c4)),
+        nn.Sequential(*_convs(c4, c4, 3), nn.BatchNorm2d(c4)),
+        nn.Sequential(
+            nn.ConvTranspose2d(c4, c3, 4, stride=2, padding=1),  # back to 1/4
+            nn.ReLU(inplace=True),
+            *_convs(c3, c3, 2),
+        ),
+    )
+
+
 class ECCV16(nn.Module):
     """The ECCV16 trunk and head.
 
@@ -45,23 +76,92 @@ class ECCV16(nn.Module):
 
     def __init__(self, out_channels: int, width: float = 1.0):
         super().__init__()
-        c1, c2, c3, c4 = (scaled(c, width) for c in (64, 128, 256, 512))
-        self.blocks = nn.Sequential(
-            nn.Sequential(*_convs(1, c1, 2, stride_last=2), nn.BatchNorm2d(c1)),  # 1/2
-            nn.Sequential(*_convs(c1, c2, 2, stride_last=2), nn.BatchNorm2d(c2)),  # 1/4
-            nn.Sequential(*_convs(c2, c3, 3, stride_last=2), nn.BatchNorm2d(c3)),  # 1/8
-            nn.Sequential(*_convs(c3, c4, 3), nn.BatchNorm2d(c4)),
-            nn.Sequential(*_convs(c4, c4, 3, dilation=2), nn.BatchNorm2d(c4)),
-            nn.Sequential(*_convs(c4, c4, 3, dilation=2), nn.BatchNorm2d(c4)),
-            nn.Sequential(*_convs(c4, c4, 3), nn.BatchNorm2d(c4)),
-            nn.Sequential(
-                nn.ConvTranspose2d(c4, c3, 4, stride=2, padding=1),  # back to 1/4
-                nn.ReLU(inplace=True),
-                *_convs(c3, c3, 2),
-            ),
-        )
-        self.head = nn.Conv2d(c3, out_channels, 1)
+        self.blocks = _eccv16_blocks(width)
+        self.head = nn.Conv2d(scaled(256, width), out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``."""
         return self.head(self.blocks(x))
+
+
+class GlobalLocal(nn.Module):
+    """ECCV16 with a global branch and a fusion layer after Iizuka et al. (2016).
+
+    Local path: ECCV16 blocks 1-3 (low-level features, 1/8 resolution) and block 4
+    (mid-level). Global path, from the low-level features: two stride-2 3x3 convs
+    (conv, batch norm, ReLU; to 1/16 then 1/32), global average pooling, so any
+    photo size and aspect ratio works, then ``Linear(c4, c4)``, ReLU and
+    ``Linear(c4, G)`` with ``G = scaled(256, width)``. Fusion: the global vector is
+    broadcast to every location of block 4's convolution output, concatenated to
+    it, and a 1x1 conv + ReLU brings the ``c4 + G`` channels back to ``c4``; block
+    4's batch norm follows, then ECCV16 blocks 5-8 and the 1x1 head.
+    ``c4 = scaled(512, width)``.
+
+    Initialisation: the fusion conv starts as the identity on the local channels
+    (weight ``I``, bias 0) and with small random weights on the global ones
+    (normal, std ``0.01 / sqrt(G)``). Block 4's convolution output is already
+    ReLU'd, so at init the fused features are the local features plus a small
+    global term, and the network starts as ECCV16 while the global branch still
+    receives gradients from the first step. ``blocks`` and ``head`` have the names
+    and shapes of ECCV16's, so a trained ECCV16 warm-starts this network:
+    ``load_state_dict(eccv16.state_dict(), strict=False)`` leaves only
+    ``global_branch.*`` and ``fusion.*`` missing.
+
+    Args:
+        out_channels: channels of the 1x1 head (Q logits, or 2 for regression).
+        width: channel multiplier; 1.0 gives the paper-sized ECCV16 trunk.
+    """
+
+    def __init__(self, out_channels: int, width: float = 1.0):
+        super().__init__()
+        c3, c4 = scaled(256, width), scaled(512, width)
+        self.global_dim = scaled(256, width)
+        self.blocks = _eccv16_blocks(width)
+        self.global_branch = nn.Sequential(
+            nn.Conv2d(c3, c4, 3, stride=2, padding=1, bias=False),  # 1/16
+            nn.BatchNorm2d(c4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c4, c4, 3, stride=2, padding=1, bias=False),  # 1/32
+            nn.BatchNorm2d(c4),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c4, c4),
+            nn.ReLU(inplace=True),
+            nn.Linear(c4, self.global_dim),
+        )
+        self.fusion = nn.Sequential(nn.Conv2d(c4 + self.global_dim, c4, 1), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(c3, out_channels, 1)
+        with torch.no_grad():
+            weight = self.fusion[0].weight  # (c4, c4 + G, 1, 1)
+            weight.zero_()
+            weight[:, :c4, 0, 0] = torch.eye(c4)
+            weight[:, c4:].normal_(0.0, 0.01 / self.global_dim**0.5)
+            self.fusion[0].bias.zero_()
+
+    def global_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` normalised L -> global feature vectors ``(B, G)``, ``G = global_dim``."""
+        return self.global_branch(self.blocks[:3](x))
+
+    def forward(self, x: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``.
+
+        Args:
+            x: normalised lightness ``(B, 1, H, W)``.
+            global_features: ``(B, G)`` from ``global_features`` of other photos (any
+                size) to colorize ``x`` with; None uses those of ``x`` itself.
+
+        Raises:
+            ValueError: ``global_features`` is not ``(B, G)``.
+        """
+        if global_features is not None:
+            expected = (x.shape[0], self.global_dim)
+            if global_features.shape != expected:
+                raise ValueError(f"global_features: expected {expected}, got {tuple(global_features.shape)}")
+        low = self.blocks[:3](x)  # (B, c3, H/8, W/8)
+        g = self.global_branch(low) if global_features is None else global_features  # (B, G)
+        mid = self.blocks[3][:-1](low)  # (B, c4, H/8, W/8), block 4 before its batch norm
+        g_map = g[:, :, None, None].expand(-1, -1, *mid.shape[2:])  # (B, G, H/8, W/8)
+        fused = self.fusion(torch.cat([mid, g_map], dim=1))  # (B, c4, H/8, W/8)
+        h = self.blocks[4:](self.blocks[3][-1](fused))  # (B, c3, H/4, W/4)
+        return self.head(h)  # (B, out_channels, H/4, W/4)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # gradio and torch load only when the app is built: `demo.survey.stats` stays light
     import gradio as gr
@@ -21,7 +20,7 @@ if TYPE_CHECKING:  # gradio and torch load only when the app is built: `demo.sur
     from colorizer import Colorizer
     from demo.survey.session import SurveyRunner
 
-__all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "launch_kwargs", "error_line", "fail"]
+__all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "launch_kwargs"]
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpg"))
 TITLE = "Colorizer: automatic colorization"
@@ -30,21 +29,6 @@ TITLE = "Colorizer: automatic colorization"
 def _env(name: str, default=None):
     value = os.environ.get(name)
     return default if value in (None, "") else value
-
-
-def error_line(prog: str, error: BaseException, context: str | None = None, limit: int = 300) -> str:
-    """``"<prog>: error: [<context>: ]<message>"`` on one line: the message's lines joined,
-    whitespace collapsed, cut at ``limit`` characters (a state-dict mismatch lists every tensor)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    if len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return f"{prog}: error: {context + ': ' if context else ''}{text}"
-
-
-def fail(prog: str, error: BaseException, context: str | None = None) -> NoReturn:
-    """End a command line program on a start-up error: one line on stderr, exit status 2."""
-    print(error_line(prog, error, context), file=sys.stderr)
-    raise SystemExit(2)
 
 
 def parser() -> argparse.ArgumentParser:

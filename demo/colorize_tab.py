@@ -24,14 +24,14 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
 from colorizer import Colorizer, ImageError, Prediction
 from colorizer.images import Lightness, read_image, split_lightness
-from colorizer.model import compose
+from colorizer.bins import check_temperature
+from colorizer.model import gray_rgb
 
 __all__ = [
     "Analysis",
@@ -125,7 +125,7 @@ def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_
     """
     full = model.analyze(path, max_pixels=max_pixels)
     preview = _preview(full, preview_side)
-    gray = Image.fromarray(compose(preview.lightness.l, torch.zeros(1, 2, 1, 1)))  # L with a = b = 0
+    gray = Image.fromarray(gray_rgb(preview.lightness.l))
     return Analysis(Path(path).stem, Path(path), full.size, max_pixels, preview, gray, heat_map(preview.uncertainty()))
 
 
@@ -150,9 +150,12 @@ def render_preview(analysis: Analysis, temperature: float) -> tuple[Image.Image,
 
 
 def _check_temperature(t: float) -> float:
-    if t is None or not (T_MIN <= float(t) <= T_MAX):
-        raise gr.Error(f"temperature must lie in [{T_MIN}, {T_MAX}], got {t}")
-    return float(t)
+    """The model's rule (``check_temperature``) as a message in the page; the slider
+    itself only narrows the range to [T_MIN, T_MAX]."""
+    try:
+        return check_temperature(t)
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
 
 
 def _prune(root: Path, ttl_s: float) -> None:

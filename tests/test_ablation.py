@@ -1,6 +1,6 @@
 import json
 
-from train.ablation import differences, main
+from evaluation.ablation import differences, main
 
 
 def _run(root, name, **changes):

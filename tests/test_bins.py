@@ -167,3 +167,28 @@ def test_entropy_bounds(centres):
     certain[0, 5] = 0
     assert entropy(uniform).item() == pytest.approx(1.0)
     assert entropy(certain).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.01, 1.01, 2, "0.3", None, True])
+def test_one_temperature_rule_refuses_what_is_not_a_finite_number_in_0_1(bad):
+    from colorizer.bins import check_temperature
+
+    with pytest.raises(ValueError, match=r"temperature must be"):
+        check_temperature(bad)
+
+
+def test_temperature_rule_is_the_models_everywhere():
+    import numpy as np
+
+    from colorizer import Colorizer
+    from colorizer.bins import check_temperature
+
+    assert check_temperature(0) == 0.0 and check_temperature(np.float32(0.5)) == 0.5 and check_temperature(1) == 1.0
+    photo = np.full((16, 16, 3), 100, np.uint8)
+    for objective in ("classification", "regression"):
+        model = Colorizer(objective=objective, width=0.125, input_size=32).eval()
+        for bad in (float("nan"), 2.0):
+            with pytest.raises(ValueError, match="temperature must be"):
+                model.colorize(photo, temperature=bad)
+    with pytest.raises(ValueError, match="temperature must be"):
+        Colorizer(width=0.125, temperature=float("nan"))

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from colorizer import evaluate as ev
+from evaluation import evaluate as ev
 from colorizer.color import rgb_to_lab
-from colorizer.evaluate import MEAN_AB_ROW, Photo, evaluate, list_images, load_photos, main, write_report
+from colorizer.images import list_images
+from evaluation.evaluate import MEAN_AB_ROW, Photo, evaluate, load_photos, main, write_report
 from colorizer.metrics import auc, colorfulness, evaluation_prior
 from colorizer.model import Colorizer
 
@@ -33,22 +34,6 @@ def photos():
 
 
 # ---------------------------------------------------------------- inputs
-def test_list_images_recursive_with_include_and_exclude(tmp_path):
-    for rel in ["food/A010.jpeg", "food/A011.jpeg", "food/B020.png", "wallpapers/Kite.jpg",
-                "wallpapers/Storm.jpg", "wallpapers/Aqua.jpg", "notes.txt"]:
-        (tmp_path / rel).parent.mkdir(exist_ok=True)
-        (tmp_path / rel).write_bytes(b"x")
-    everything = list_images([tmp_path])
-    assert [p.name for p in everything] == ["A010.jpeg", "A011.jpeg", "B020.png", "Aqua.jpg", "Kite.jpg", "Storm.jpg"]
-    held_out = list_images([tmp_path], include=["food/*0.*", "wallpapers/Kite.*", "wallpapers/Storm.*"])
-    assert [p.name for p in held_out] == ["A010.jpeg", "B020.png", "Kite.jpg", "Storm.jpg"]
-    training = list_images([tmp_path], exclude=["food/*0.*", "wallpapers/Kite.*", "wallpapers/Storm.*"])
-    assert [p.name for p in training] == ["A011.jpeg", "Aqua.jpg"]
-    assert [p.name for p in list_images([tmp_path / "food" / "A011.jpeg"], include=["A01*"])] == ["A011.jpeg"]
-    with pytest.raises(FileNotFoundError, match="missing"):
-        list_images([tmp_path / "missing"])
-
-
 def test_load_photos_skips_unreadable_and_gray_and_limits(tmp_path):
     Image.fromarray(data.astronaut()).save(tmp_path / "a.png")
     Image.fromarray(data.coffee()).save(tmp_path / "b.jpg")
@@ -166,14 +151,14 @@ def test_models_default_to_their_own_temperature(photos):
 # ---------------------------------------------------------------- report files
 def test_write_report_files(photos, tmp_path):
     report = evaluate(photos, {"tiny": tiny_model()}, [0.2, 0.38])
-    paths = write_report(report, tmp_path / "out", command="python -m colorizer.evaluate x")
+    paths = write_report(report, tmp_path / "out", command="python -m evaluation x")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "results.md", "results.json", "sweep.png", "contact_sheet.png"}
     md = paths["markdown"].read_text()
     for row in report.rows:
         assert f"| {row.name} |" in md
     assert "| ground truth | 1.000 | 1.000 | 1.000 | inf |" in md
-    assert "Command: `python -m colorizer.evaluate x`" in md
+    assert "Command: `python -m evaluation x`" in md
     assert "oracle constant" in md and "| mean ab (of this set) |" in md
     saved = json.loads(paths["json"].read_text())
     assert [r["name"] for r in saved["table"]] == [r.name for r in report.rows]
@@ -235,7 +220,7 @@ def test_main_errors_are_one_line(photo_dir, tmp_path, capsys, args, message):
     argv = [a.format(photos=photo_dir, tmp=tmp_path) for a in args] + ["-o", str(tmp_path / "o"), "-q"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and err.startswith("colorizer.evaluate: error:")
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("evaluation: error:")
 
 
 def test_main_reads_a_local_dataset(tmp_path):
@@ -265,3 +250,65 @@ def test_dataset_photos_limit(tmp_path):
     assert len(photos) == 3 and photos[0].name == "train-0"
     photos, skipped = ev.dataset_photos("imagefolder", data_dir=str(tmp_path / "ds"), split="train")
     assert len(photos) == 4 and skipped == {"unreadable": 0, "grayscale": 1}
+
+
+# ---------------------------------------------------------------- groups and colour cast
+def test_colour_cast_is_the_distance_between_mean_colours():
+    from colorizer.metrics import colour_cast
+
+    truth = torch.zeros(1, 2, 4, 4)
+    truth[:, 0] = 10.0  # a = 10 everywhere
+    tinted = truth.clone()
+    tinted[:, 1] += 5.0  # b shifted by 5: a cast of 5
+    assert colour_cast(tinted, truth) == pytest.approx(5.0)
+    assert colour_cast(torch.zeros_like(truth), truth) == pytest.approx(10.0)  # gray: the truth's own mean colour
+    noisy = truth.clone()
+    noisy[:, 0, :2] += 7.0
+    noisy[:, 0, 2:] -= 7.0  # per-pixel errors that cancel in the mean: no cast
+    assert colour_cast(noisy, truth) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_groups_get_their_own_tables_priors_and_sheets(tmp_path):
+    rng = np.random.default_rng(0)
+    photos = [Photo(f"food/{i}.png", solid((200, 120 + 10 * i, 40)), "food") for i in range(3)]
+    photos += [Photo(f"sky/{i}.png", solid((60, 120, 220 - 10 * i)), "scenes") for i in range(2)]
+    photos[0].rgb = np.clip(photos[0].rgb.astype(int) + rng.integers(-30, 30, photos[0].rgb.shape), 0, 255).astype(np.uint8)
+    report = evaluate(photos, sheet_size=1)
+    assert list(report.groups) == ["food", "scenes"] and report.settings["groups"] == {"food": 3, "scenes": 2}
+    gray = "gray (ab = 0)"
+    # each group's figures are those of an evaluation of its photos alone (its own prior)
+    alone = evaluate([p for p in photos if p.group == "scenes"], sheet_size=0)
+    for key in ("auc", "auc_rebalanced", "psnr", "cast"):
+        assert report.groups["scenes"][gray][key] == pytest.approx(alone.summary[gray][key], abs=1e-9), key
+    # gray's cast is how far each photo's mean colour is from neutral; the truth has none
+    casts = [im["rows"][gray]["cast"] for im in report.images if im["group"] == "scenes"]
+    assert report.groups["scenes"][gray]["cast"] == pytest.approx(np.median(casts)) and min(casts) > 20
+    assert report.summary["ground truth"]["cast"] == pytest.approx(0.0, abs=1e-6)
+    assert sorted(report.sheet) == ["food/0.png", "sky/0.png"]  # one photo per group
+    paths = write_report(report, tmp_path / "out")
+    assert {p.name for p in paths.values()} >= {"contact_sheet_food.png", "contact_sheet_scenes.png"}
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert md.index("**food** (3 photos)") < md.index("**scenes** (2 photos)") < md.index("**all** (5 photos)")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["name"] for r in saved["groups"]["food"]] == [r.name for r in report.rows]
+
+
+def test_main_groups_by_rule_or_folder_and_reads_a_list_of_photos(tmp_path, capsys):
+    root = tmp_path / "photos"
+    for rel, img in [("food/A010.png", data.coffee()), ("food/A011.png", data.chelsea()),
+                     ("sky/x.png", data.astronaut()), ("sky/y.png", data.rocket())]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).resize((40, 30)).save(root / rel)
+    listed = tmp_path / "VALIDATION.txt"
+    listed.write_text("# held out\nfood/A010.png\nsky/y.png\n")
+    out = tmp_path / "r"
+    assert main([str(root), "--files-from", str(listed), "--group", "food=food/*", "--other-group", "non-food",
+                 "--baselines-only", "-o", str(out), "-q"]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert [(im["name"], im["group"]) for im in saved["images"]] == [("food/A010.png", "food"), ("sky/y.png", "non-food")]
+    assert "**non-food** (1 photos)" in capsys.readouterr().out
+    assert main([str(root), "--group-by-folder", "--baselines-only", "-o", str(out), "-q"]) == 0
+    assert json.loads((out / "results.json").read_text())["settings"]["groups"] == {"food": 2, "sky": 2}
+    for bad, message in [(["--group", "food"], "NAME=GLOB"), (["--files-from", str(tmp_path / "no.txt")], "--files-from")]:
+        assert main([str(root), "--baselines-only", "-o", str(out), "-q", *bad]) == 2
+        assert message in capsys.readouterr().err

@@ -8,7 +8,7 @@ from skimage import color as skcolor
 from skimage import data
 
 from colorizer import Colorizer
-from colorizer.images import ImageError, ImageTooLargeError, read_image, split_lightness
+from colorizer.images import ImageError, ImageTooLargeError, list_images, read_image, split_lightness
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +178,31 @@ def test_grayscale_detection_and_short_side_resize():
     assert resize_short_side(img, 200).size == (300, 200)
     assert resize_short_side(img, 800).size == (600, 400)
     assert resize_short_side(img, 800, upscale=True).size == (1200, 800)
+
+
+# ---------------------------------------------------------------- listing folders
+def test_list_images_recursive_with_include_and_exclude(tmp_path):
+    for rel in ["food/A010.jpeg", "food/A011.jpeg", "food/B020.png", "wallpapers/Kite.jpg",
+                "wallpapers/Storm.jpg", "wallpapers/Aqua.jpg", "notes.txt"]:
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    everything = list_images([tmp_path])
+    assert [p.name for p in everything] == ["A010.jpeg", "A011.jpeg", "B020.png", "Aqua.jpg", "Kite.jpg", "Storm.jpg"]
+    held_out = list_images([tmp_path], include=["food/*0.*", "wallpapers/Kite.*", "wallpapers/Storm.*"])
+    assert [p.name for p in held_out] == ["A010.jpeg", "B020.png", "Kite.jpg", "Storm.jpg"]
+    training = list_images([tmp_path], exclude=["food/*0.*", "wallpapers/Kite.*", "wallpapers/Storm.*"])
+    assert [p.name for p in training] == ["A011.jpeg", "Aqua.jpg"]
+    assert [p.name for p in list_images([tmp_path / "food" / "A011.jpeg"], include=["A01*"])] == ["A011.jpeg"]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        list_images([tmp_path / "missing"])
+    assert [p.name for p in list_images([tmp_path / "missing", tmp_path / "food"], missing="keep")] == [
+        "missing", "A010.jpeg", "A011.jpeg", "B020.png"]
+
+
+def test_list_images_skips_hidden_files_and_folders_and_matches_suffixes_in_any_case(tmp_path):
+    for rel in ["a/.hidden/x.jpg", "a/.y.png", "a/b/Z.JPG", "a/c.Tif", "a/d.jpg.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images([tmp_path / "a"])] == ["a/b/Z.JPG", "a/c.Tif"]
+    with pytest.raises(ValueError, match="missing"):
+        list_images([tmp_path], missing="ignore")

@@ -217,3 +217,20 @@ def test_weights_file_resolves_like_from_pretrained(tmp_path):
     (tmp_path / "m" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         weights_file(tmp_path / "m")
+
+
+def test_global_local_network_option_round_trips_and_colorizes_any_shape(tmp_path):
+    torch.manual_seed(0)
+    model = Colorizer(width=0.125, grid=20.0, input_size=64, network="global_local").eval()
+    assert type(model.net).__name__ == "GlobalLocal"
+    for h, w in [(40, 120), (90, 30)]:
+        out = model.colorize(np.full((h, w, 3), 90, np.uint8))
+        assert out.size == (w, h)
+    model.save_pretrained(tmp_path / "gl")
+    assert json.loads((tmp_path / "gl" / "config.json").read_text())["network"] == "global_local"
+    again = Colorizer.from_pretrained(str(tmp_path / "gl")).eval()
+    x = torch.rand(1, 1, 64, 96) * 100
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
+    with pytest.raises(ValueError, match="network must be one of"):
+        Colorizer(network="vgg")

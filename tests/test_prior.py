@@ -99,4 +99,4 @@ def test_prior_from_config_counts_the_same_as_the_cli(folder, tmp_path):
 def test_prior_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:")
+    assert len(err) == 1 and err[0].startswith("train.prior: error:")

@@ -49,11 +49,11 @@ def run(tmp_path):
 
 @pytest.fixture
 def evaluation(tmp_path):
-    """An evaluation folder as ``python -m colorizer.evaluate --out`` leaves it."""
+    """An evaluation folder as ``python -m evaluation --out`` leaves it."""
     folder = tmp_path / "results"
     folder.mkdir()
     (folder / "results.md").write_text(
-        f"# Colorization evaluation\n\n3 photos.\n\n{TABLE}\n\nCommand: `python -m colorizer.evaluate x`\n"
+        f"# Colorization evaluation\n\n3 photos.\n\n{TABLE}\n\nCommand: `python -m evaluation x`\n"
     )
     (folder / "results.json").write_text(json.dumps({"settings": {"size": 256}}))
     for name, colour in (("sweep.png", (200, 30, 30)), ("contact_sheet.png", (30, 30, 200))):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from colorizer.color import lab_to_rgb, rgb_to_lab
 from colorizer.model import Colorizer
-from colorizer.semantic import (
+from evaluation.semantic import (
     accuracy,
     labelled_folder,
     main,

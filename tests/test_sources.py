@@ -1,4 +1,4 @@
-"""colorizer.sources: local data sets through Hugging Face datasets, class filters, bad images."""
+"""train.sources: local data sets through Hugging Face datasets, class filters, bad images."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import skimage.data
 from PIL import Image
 
 from colorizer.images import ImageError
-from colorizer.sources import _wordnet, iter_images, label_names_of, open_source, resolve_classes, row_image_size
+from train.sources import _wordnet, iter_images, label_names_of, open_source, resolve_classes, row_image_size
 
 SAMPLES = {"astronaut": skimage.data.astronaut, "coffee": skimage.data.coffee, "chelsea": skimage.data.chelsea}
 

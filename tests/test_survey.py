@@ -225,8 +225,11 @@ def test_attention_images_are_obviously_wrong():
 def test_prepare_and_load_errors(tmp_path, photo_dir):
     with pytest.raises(ValueError, match="not a folder"):
         prepare_survey(tmp_path / "nope", tmp_path / "out")
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        prepare_survey(photo_dir, tmp_path / "out", temperatures=[0])
+    for bad in (1.5, float("nan"), "0.3"):  # the model's one rule: a finite number in [0, 1]
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            prepare_survey(photo_dir, tmp_path / "out", temperatures=[bad])
+    with pytest.raises(ValueError, match="at least one"):
+        prepare_survey(photo_dir, tmp_path / "out", temperatures=[])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         prepare_survey(tmp_path / "empty", tmp_path / "out")

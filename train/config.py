@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TrainConfig", "parse_args", "load_config_file"]
+__all__ = ["TrainConfig", "parse_args", "load_config_file", "parse_repeat"]
 
 
 def _opt(default, help: str, **kw):
@@ -41,6 +42,17 @@ class TrainConfig:
     holdout: str | None = _opt(
         None,
         "regular expression on image paths: matching photos are held out for validation and never trained on (instead of --val-dir)",
+    )
+    holdout_file: str | None = _opt(
+        None,
+        "text file of held-out image paths, one per line, relative to --data-dir (e.g. ../shared/data/VALIDATION.txt): "
+        "those photos are held out for validation and never trained on (with or instead of --holdout)",
+    )
+    repeat: str | None = _opt(
+        None,
+        "sampling weights: 'REGEX=N[;REGEX=N...]': photos whose path matches REGEX are read N times per pass "
+        "(the largest N of the rules that match; multiplied by --large-repeats for large photos), "
+        "e.g. '^(?!.*/food/)=2' counts every photo outside food/ twice",
     )
     image_column: str = _opt("image", "image column")
     label_column: str = _opt("label", "label column (needed by --classes)")
@@ -81,7 +93,12 @@ class TrainConfig:
         "classification (rebalanced cross-entropy over ab bins) or regression (ab L2)",
         choices=["classification", "regression"],
     )
-    width: float = _opt(1.0, "channel multiplier of the ECCV16 network (1.0 = the paper's)")
+    network: str = _opt(
+        "eccv16",
+        "eccv16 (Zhang et al.) or global_local (with Iizuka et al.'s global branch fused into the mid-level features)",
+        choices=["eccv16", "global_local"],
+    )
+    width: float = _opt(1.0, "channel multiplier of the network (1.0 = the paper's)")
     grid: float = _opt(10.0, "side of an ab bin (10: Q=261 bins)")
     k: int = _opt(5, "soft-encoding neighbours")
     sigma: float = _opt(5.0, "soft-encoding Gaussian width (ab units)")
@@ -95,6 +112,11 @@ class TrainConfig:
         "ab prior: a JSON file from python -m train.prior, 'uniform', or empty to compute it from --prior-images training photos at start",
     )
     prior_images: int = _opt(500, "training photos counted for the prior when --prior is not given")
+    init_from: str | None = _opt(
+        None,
+        "start from this model's weights (a shipped name, a model folder or a Hub id) instead of random ones: "
+        "fine-tuning; its network (width, grid, objective) must match this run's; the prior is this run's",
+    )
 
     # ---------------------------------------------------------------- optimisation
     max_steps: int = _opt(5000, "optimiser steps")
@@ -122,6 +144,12 @@ class TrainConfig:
     log_every: int = _opt(10, "log the training loss every N steps")
     val_every: int = _opt(250, "validate every N steps (0: only at the end)")
     ckpt_every: int = _opt(250, "checkpoint every N steps")
+    ckpt_minutes: float = _opt(0.0, "also checkpoint when this many minutes of training passed since the last one (0: off)")
+    ema: float = _opt(
+        0.0,
+        "keep an exponential moving average of the weights with this decay per step (e.g. 0.999; 0: off); "
+        "validation, samples and the final model use the averaged weights",
+    )
     keep_checkpoints: int = _opt(2, "checkpoints kept in --out/checkpoints")
     sample_images: int = _opt(8, "validation photos in the PNG grid of sample colorizations")
     push_to_hub: str | None = _opt(None, "push the final model to this Hub repository")
@@ -146,12 +174,43 @@ class TrainConfig:
             raise ValueError(f"--large-crops and --large-repeats must be >= 1, got {self.large_crops}, {self.large_repeats}")
         if self.num_workers < 0:
             raise ValueError(f"--num-workers must be >= 0, got {self.num_workers}")
-        if self.holdout and self.val_dir:
-            raise ValueError("give either --holdout or --val-dir, not both")
+        if (self.holdout or self.holdout_file) and self.val_dir:
+            raise ValueError("give either --holdout/--holdout-file or --val-dir, not both")
+        if self.holdout_file and not Path(self.holdout_file).is_file():
+            raise ValueError(f"--holdout-file {self.holdout_file!r}: no such file")
+        if self.repeat:
+            parse_repeat(self.repeat)
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.ckpt_minutes < 0:
+            raise ValueError(f"--ckpt-minutes must be >= 0, got {self.ckpt_minutes}")
         if self.prior not in (None, "", "uniform") and not Path(self.prior).is_file():
             raise ValueError(
                 f"--prior {self.prior!r}: no such file (give a JSON from python -m train.prior, or 'uniform')"
             )
+
+
+def parse_repeat(spec: str) -> list[tuple["re.Pattern", int]]:
+    """``--repeat``'s 'REGEX=N;REGEX=N' as compiled (pattern, count) rules."""
+    rules = []
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        pattern, sep, count = part.strip().rpartition("=")
+        if not sep or not pattern:
+            raise ValueError(f"--repeat {spec!r}: each rule is REGEX=N, got {part.strip()!r}")
+        try:
+            n = int(count)
+            rules.append((re.compile(pattern), n))
+        except ValueError:
+            raise ValueError(f"--repeat {spec!r}: {count!r} is not a whole number of reads") from None
+        except re.error as e:
+            raise ValueError(f"--repeat {spec!r}: bad regular expression {pattern!r} ({e})") from None
+        if n < 1:
+            raise ValueError(f"--repeat {spec!r}: counts must be >= 1, got {n}")
+    if not rules:
+        raise ValueError(f"--repeat {spec!r}: no rule (REGEX=N)")
+    return rules
 
 
 def _fields() -> list[dataclasses.Field]:

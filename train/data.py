@@ -1,6 +1,6 @@
 """The training data pipeline: rows -> decoded, cropped uint8 batches, on CPU workers.
 
-Rows come from ``colorizer.sources.open_source`` (a Hub or local data set, streamed).
+Rows come from ``train.sources.open_source`` (a Hub or local data set, streamed).
 Each DataLoader worker reads its own share of the rows (whole shards when the data set
 has enough of them, every n-th row otherwise), decodes with ``read_image``, skips what
 cannot be trained on (unreadable, tiny, grayscale; counted), crops and flips, and
@@ -22,7 +22,7 @@ import math
 import re
 import signal
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import datasets
 import numpy as np
@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from colorizer.images import ImageError, is_grayscale
-from colorizer.sources import decode_row_image, open_source, row_image_size
-from train.config import TrainConfig
+from train.sources import decode_row_image, open_source, row_image_size
+from train.config import TrainConfig, parse_repeat
 
 __all__ = [
     "open_rows",
@@ -42,6 +42,7 @@ __all__ = [
     "TrainBatches",
     "load_val_images",
     "read_classes",
+    "holdout_rule",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def open_rows(cfg: TrainConfig, part: str = "train"):
             dataset, data_dir, split = cfg.val_dataset or "imagefolder", cfg.val_dir, cfg.val_split or "train"
         elif cfg.val_dataset:
             dataset, data_dir, split = cfg.val_dataset, None, cfg.val_split or "validation"
-        elif cfg.holdout:
+        elif cfg.holdout or cfg.holdout_file:
             pass  # the held-out photos of the training data
         elif cfg.val_split:
             split = cfg.val_split
@@ -94,29 +95,73 @@ def open_rows(cfg: TrainConfig, part: str = "train"):
     )
     if not cfg.streaming:  # same downstream code path: an IterableDataset with real shards
         rows = rows.to_iterable_dataset(num_shards=max(1, min(len(rows), 64)))
-    if cfg.holdout and not (part == "val" and cfg.val_dir):
-        pattern = re.compile(cfg.holdout)
+    held_out = holdout_rule(cfg)
+    if held_out is not None and not (part == "val" and cfg.val_dir):
         want = part == "val"
 
-        def held_out(image: Any) -> bool:
+        def keep(image: Any) -> bool:
             path = image.get("path") if isinstance(image, dict) else None
             if not path:
-                raise ValueError("--holdout needs image paths, but this data set's rows have none; use --val-split")
-            return bool(pattern.search(path)) == want
+                raise ValueError(
+                    "--holdout/--holdout-file need image paths, but this data set's rows have none; use --val-split"
+                )
+            return held_out(path) == want
 
-        rows = rows.filter(held_out, input_columns=[cfg.image_column])
-    if part == "train" and cfg.large_repeats > 1:
-        # the large photos again, as extra rows: the shuffle buffer scatters them through the
-        # pass, so their crops do not fill whole batches (BatchNorm statistics, gradient noise)
-        def large(image: Any) -> bool:
-            try:
-                return min(row_image_size(image)) >= cfg.multiscale_min_side
-            except ImageError:  # not repeated; the training loop counts it as unreadable
-                return False
-
-        again = rows.filter(large, input_columns=[cfg.image_column])
-        rows = datasets.concatenate_datasets([rows] + [again] * (cfg.large_repeats - 1))
+        rows = rows.filter(keep, input_columns=[cfg.image_column])
+    if part == "train":
+        rows = _repeated(rows, cfg)
     return rows
+
+
+def holdout_rule(cfg: TrainConfig) -> Callable[[str], bool] | None:
+    """Whether an image path is held out, from ``--holdout`` (a regular expression searched
+    in the path) and ``--holdout-file`` (paths relative to the data folder, one per line,
+    matched as the path's last components); None when neither is given."""
+    pattern = re.compile(cfg.holdout) if cfg.holdout else None
+    listed: set[str] = set()
+    if cfg.holdout_file:
+        with open(cfg.holdout_file) as f:
+            listed = {line.strip().strip("/") for line in f if line.strip() and not line.startswith("#")}
+    if pattern is None and not listed:
+        return None
+    depth = max((name.count("/") + 1 for name in listed), default=0)
+
+    def rule(path: str) -> bool:
+        if pattern is not None and pattern.search(path):
+            return True
+        parts = path.replace("\\", "/").split("/")
+        return any("/".join(parts[-k:]) in listed for k in range(1, min(depth, len(parts)) + 1))
+
+    return rule
+
+
+def _repeated(rows, cfg: TrainConfig):
+    """The rows with each photo read ``row_repeats`` times per pass: the extra reads are
+    appended as filtered copies of the rows, and the shuffle buffer scatters them through
+    the pass, so that repeated photos do not fill whole batches (BatchNorm statistics,
+    gradient noise)."""
+    rules = parse_repeat(cfg.repeat) if cfg.repeat else []
+    most = max((n for _, n in rules), default=1) * cfg.large_repeats
+    if most <= 1:
+        return rows
+
+    def reads(image: Any) -> int:
+        n = 1
+        if rules:
+            path = image.get("path") if isinstance(image, dict) else None
+            if not path:
+                raise ValueError("--repeat needs image paths, but this data set's rows have none")
+            n = max((count for pattern, count in rules if pattern.search(path)), default=1)
+        if cfg.large_repeats > 1:
+            try:  # header only: no decoding
+                if min(row_image_size(image)) >= cfg.multiscale_min_side:
+                    n *= cfg.large_repeats
+            except ImageError:  # not repeated; the training loop counts it as unreadable
+                pass
+        return n
+
+    extra = [rows.filter(lambda image, k=k: reads(image) > k, input_columns=[cfg.image_column]) for k in range(1, most)]
+    return datasets.concatenate_datasets([rows, *extra])
 
 
 # ----------------------------------------------------------------------------- crops
@@ -379,7 +424,7 @@ class TrainBatches:
 
 def load_val_images(rows, cfg: TrainConfig, skipped: collections.Counter | None = None) -> torch.Tensor:
     """The first ``val_images`` usable validation photos as ``(N, S, S, 3)`` uint8 centre crops."""
-    from colorizer.sources import iter_images
+    from train.sources import iter_images
 
     counts = skipped if skipped is not None else collections.Counter()
     crops = []

@@ -11,7 +11,7 @@ spent waiting for the next batch (on CUDA each step ends with a synchronising
 Validation reports the loss, AuC and class-rebalanced AuC of the validation photos
 (centre crops). The rebalanced AuC weights pixels by the *validation set's own*
 empirical prior over the grid-10 ab bins (``colorizer.metrics.evaluation_prior``,
-counted once at the start), the same definition ``colorizer.evaluate`` uses, never
+counted once at the start), the same definition ``evaluation.evaluate`` uses, never
 the model's training prior. Sample grids are rendered the way users get colours
 (``Colorizer.analyze`` then ``Prediction.colorize``).
 
@@ -41,19 +41,23 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from colorizer.cli import report_error
 from colorizer.color import rgb_to_lab
-from colorizer.evaluate import gray_rgb
 from colorizer.metrics import AucMeter, EvaluationPrior, evaluation_prior
-from colorizer.model import Colorizer
-from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, write_parts
+from colorizer.model import Colorizer, gray_rgb
+
+from train.checkpoint import latest_checkpoint, load_checkpoint, load_data_position, prune_checkpoints, save_checkpoint
 from train.config import TrainConfig, parse_args
 from train.data import TrainBatches, load_val_images, open_rows
 from train.prior import prior_from_config, read_prior, write_prior
@@ -61,6 +65,7 @@ from train.prior import prior_from_config, read_prior, write_prior
 __all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "evaluate", "sample_grid"]
 
 logger = logging.getLogger("train")
+clock = time.monotonic  # seconds, for --ckpt-minutes (a name of its own so tests can move it)
 
 
 def hardware(device: torch.device, processes: int = 1) -> str:
@@ -117,7 +122,7 @@ def evaluate(
     resolution: ``val_loss``, ``val_auc`` and ``val_auc_rebal``, the AuC with pixels
     weighted by the inverse of the *validation set's own* empirical prior over the
     grid-10 ab bins (``prior``, from ``validation_prior(val)``; computed here when None),
-    as ``colorizer.evaluate`` defines it -- not by the model's training prior."""
+    as ``evaluation.evaluate`` defines it -- not by the model's training prior."""
     if prior is None:
         prior = validation_prior(val)
     was_training = model.training
@@ -193,6 +198,28 @@ class _DeferredInterrupt:
         return False
 
 
+def init_weights(model: Colorizer, source: str) -> None:
+    """Copy the weights of the model ``source`` (a shipped name, folder or Hub id) into
+    ``model`` for fine-tuning. The networks must match (width, grid, objective), except
+    that an eccv16 model may seed a global_local one (whose global branch and fusion
+    then start as fresh, the fusion passing the local features through); the prior and
+    rebalancing weights stay ``model``'s own (this run's data)."""
+    start = Colorizer.from_pretrained(source)
+    theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
+    for key in ("objective", "width", "grid"):
+        if theirs.get(key) != ours.get(key):
+            raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key)!r}, this run's is {ours.get(key)!r}")
+    if start.network != model.network and (start.network, model.network) != ("eccv16", "global_local"):
+        raise ValueError(f"--init-from {source!r}: a {start.network} network cannot seed a {model.network} one")
+    own = {"prior", "class_weights"}
+    fresh = ("net.global_branch.", "net.fusion.") if start.network != model.network else ()
+    weights = {k: v for k, v in start.state_dict().items() if k not in own}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    left = sorted(k for k in missing if k not in own and not k.startswith(fresh))
+    if unexpected or left:
+        raise ValueError(f"--init-from {source!r}: weights do not fit this network ({(left + sorted(unexpected))[:4]})")
+
+
 def _log_row(path: Path, row: dict) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as f:
@@ -202,17 +229,60 @@ def _log_row(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training as ``cfg`` says; returns the final validation figures."""
+@dataclass
+class Run:
+    """Everything a training run holds while it trains (built by ``setup``)."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    out: Path
+    model: torch.nn.Module  # what the step calls: prepared (and compiled) by accelerate
+    raw: Colorizer  # the model itself, for its loss, saving and checkpoints
+    shown: Colorizer  # the weights validated, sampled and saved: ``raw``, or its moving average
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    batches: TrainBatches
+    val: torch.Tensor | None
+    val_prior: EvaluationPrior | None
+    step: int = 0
+    elapsed: float = 0.0  # seconds spent in training steps (validation and checkpoints excluded)
+    tensorboard: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def _prior(cfg: TrainConfig, out: Path, accelerator) -> list[float] | None:
+    """The ab prior of the rebalancing: uniform, a given file, or counted at the start
+    from ``prior_images`` training photos (saved as ``out/prior.json`` for resuming)."""
+    if cfg.prior == "uniform":
+        return None
+    if cfg.prior:
+        return read_prior(cfg.prior, cfg.grid)
+    path = out / "prior.json"
+    if not path.is_file():
+        if accelerator.is_main_process:
+            record = prior_from_config(cfg, cfg.prior_images, progress=True)
+            write_prior(record, path)
+            logger.info("prior: %d photos, %d pixels -> %s", record["images"], record["pixels"], path)
+        accelerator.wait_for_everyone()
+    return read_prior(path, cfg.grid)
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Devices, data, prior, model, optimiser and (with ``--resume``) the checkpoint's
+    state: a ``Run`` ready for its first step. Bad settings and data fail here."""
     from accelerate import Accelerator
 
-    # ------------------------------------------------------------------ devices
     cuda = torch.cuda.is_available() and not cfg.cpu
     precision = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
     accelerator = Accelerator(cpu=not cuda, mixed_precision=precision)
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    main_proc = accelerator.is_main_process
-    torch.manual_seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed + accelerator.process_index)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if cuda:
@@ -227,54 +297,41 @@ def train(cfg: TrainConfig) -> dict:
         )
     if cfg.resume and ckpt is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", out)
-    if main_proc:
+    if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
     accelerator.wait_for_everyone()
 
-    # ------------------------------------------------------------------ data (errors surface here, before training)
+    # data first: errors surface before any training
     rows = open_rows(cfg, "train")
     val_rows = open_rows(cfg, "val")
     val = load_val_images(val_rows, cfg) if val_rows is not None else None
     if val is None:
         logger.warning("no validation data (give --val-dir, --holdout or --val-split): validation is off")
-    elif main_proc:
+    elif accelerator.is_main_process:
         logger.info("validation: %d photos at %d px", len(val), cfg.val_size)
     # the rebalanced AuC's prior: the validation photos' own, counted once
-    val_prior = validation_prior(val) if val is not None and main_proc else None
+    val_prior = validation_prior(val) if val is not None and accelerator.is_main_process else None
 
-    # ------------------------------------------------------------------ prior
-    prior_path = out / "prior.json"
-    if cfg.prior == "uniform":
-        prior = None
-    elif cfg.prior:
-        prior = read_prior(cfg.prior, cfg.grid)
-    elif prior_path.is_file():  # computed at the start of this run (resume)
-        prior = read_prior(prior_path, cfg.grid)
-    else:
-        if main_proc:
-            record = prior_from_config(cfg, cfg.prior_images, progress=True)
-            write_prior(record, prior_path)
-            logger.info("prior: %d photos, %d pixels -> %s", record["images"], record["pixels"], prior_path)
-        accelerator.wait_for_everyone()
-        prior = read_prior(prior_path, cfg.grid)
-
-    # ------------------------------------------------------------------ model and optimiser
     model = Colorizer(
         objective=cfg.objective,
         width=cfg.width,
         grid=cfg.grid,
         k=cfg.k,
         sigma=cfg.sigma,
-        prior=prior,
+        prior=_prior(cfg, out, accelerator),
         lam=cfg.lam,
         rebalance=cfg.rebalance,
         temperature=cfg.temperature,
         input_size=cfg.input_size,
         regression_loss=cfg.regression_loss,
+        network=cfg.network,
     )
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    if cfg.init_from and ckpt is None:
+        init_weights(model, cfg.init_from)
+        logger.info("initial weights: %s", cfg.init_from)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
@@ -283,180 +340,208 @@ def train(cfg: TrainConfig) -> dict:
     )
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw = accelerator.unwrap_model(model)
-    step, data_state, elapsed = 0, None, 0.0
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(prepared)
+    ema = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    step, elapsed, data_state = 0, 0.0, None
     if cfg.resume and ckpt is not None:  # after prepare: the optimiser state lands on the parameters' device
-        state = load_checkpoint(ckpt, raw, getattr(optimizer, "optimizer", optimizer))
+        state = load_checkpoint(ckpt, raw, getattr(optimizer, "optimizer", optimizer), ema=ema)
         step, elapsed = state["step"], state.get("elapsed_s", 0.0)
-        data_file = ckpt / f"data_rank{rank}.json"
-        if not data_file.is_file():
-            raise ValueError(
-                f"{ckpt} has no data position for process {rank}: resume with as many processes as it was made with"
-            )
-        data_state = json.loads(data_file.read_text())
-        if main_proc:
-            logger.info("resumed from %s (step %d)", ckpt, step)
+        data_state = load_data_position(ckpt, accelerator.process_index)
+        logger.info("resumed from %s (step %d)", ckpt, step)
     if cfg.compile:
-        model = torch.compile(model)
-    batches = TrainBatches(rows, cfg, rank, world, pin_memory=cuda, state=data_state)
-
-    def save(tag: str) -> None:
-        """Checkpoint: every process writes its data position, the main one the rest."""
-        folder = out / "checkpoints" / f"step_{step:07d}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        if main_proc:
-            tmp.mkdir(parents=True, exist_ok=True)
-        accelerator.wait_for_everyone()
-        (tmp / f"data_rank{rank}.json").write_text(json.dumps(batches.state_dict()))
-        accelerator.wait_for_everyone()
-        if main_proc:
-            state = {
-                "step": step,
-                "elapsed_s": elapsed,
-                "world_size": world,
-                "reason": tag,
-                "config": dataclasses.asdict(cfg),
-            }
-            write_parts(tmp, raw, optimizer, state)
-            if folder.exists():
-                import shutil
-
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-            prune_checkpoints(out, cfg.keep_checkpoints)
-            tqdm.write(f"checkpoint {folder} ({tag})")
-        accelerator.wait_for_everyone()
-
-    # ------------------------------------------------------------------ loop
-    log_path, tb = out / "log.csv", None
-    if main_proc:
+        prepared = torch.compile(prepared)
+    batches = TrainBatches(
+        rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda, state=data_state
+    )
+    tensorboard = None
+    if accelerator.is_main_process:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            tb = SummaryWriter(str(out / "tensorboard"))
+            tensorboard = SummaryWriter(str(out / "tensorboard"))
         except ImportError:
             pass
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", disable=not main_proc, dynamic_ncols=True)
-    autocast = accelerator.autocast
+    shown = ema.module if ema is not None else raw
+    return Run(cfg, accelerator, out, prepared, raw, shown, ema, optimizer, batches, val, val_prior, step, elapsed,
+               tensorboard)
+
+
+def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
+    """One optimiser step on a ``(B, S, S, 3)`` uint8 batch at learning rate ``lr``; returns the loss."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    rgb = batch.to(run.device, non_blocking=True)  # (B, S, S, 3) uint8
+    l, ab, mask = to_lab(rgb)  # (B, 1, S, S), (B, 2, S, S), (B,)
+    with run.accelerator.autocast():
+        output = run.model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
+        loss = run.raw.loss(output, ab, mask)
+    run.accelerator.backward(loss)
+    if run.cfg.grad_clip > 0:
+        run.accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        run.ema.update_parameters(run.raw)
+    value = loss.item()  # synchronises: the wait share in the log is GPU idle time
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss is {value} at step {run.step + 1}; lower --lr or check the data")
+    return value
+
+
+def log_training(run: Run, row: dict) -> None:
+    """Append the training figures of the last ``log_every`` steps to ``log.csv`` (and TensorBoard)."""
+    if not run.main_process:
+        return
+    _log_row(run.out / "log.csv", {k: row.get(k, "") for k in ("step", "loss", "lr", "img_per_s", "wait_share", "elapsed_s")})
+    if run.tensorboard is not None:
+        for k in ("loss", "lr", "img_per_s", "wait_share"):
+            run.tensorboard.add_scalar(f"train/{k}", row[k], run.step)
+
+
+def validate(run: Run) -> dict[str, float]:
+    """Validation figures of the shown weights (``evaluate``), a sample grid, and a row of
+    ``val.csv``; main process only."""
+    figures = evaluate(run.shown, run.val, run.device, run.cfg.batch_size, run.accelerator.autocast, run.val_prior)
+    sample_grid(run.shown, run.val, run.device, run.out / "samples" / f"step_{run.step:07d}.png", run.cfg.sample_images)
+    _log_row(run.out / "val.csv", {"step": run.step, **figures})
+    if run.tensorboard is not None:
+        for k, v in figures.items():
+            run.tensorboard.add_scalar(f"val/{k}", v, run.step)
+    skipped = run.batches.skipped_total()
+    tqdm.write(
+        f"step {run.step}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+        + (f"; skipped photos {skipped}" if skipped else "")
+    )
+    return figures
+
+
+def save(run: Run, reason: str) -> None:
+    """A checkpoint of this step: every process's data position gathered to the main one,
+    which writes the folder (``train.checkpoint.save_checkpoint``) and prunes old ones."""
+    from accelerate.utils import gather_object
+
+    positions = gather_object([run.batches.state_dict()])  # one per process, in rank order
+    if run.main_process:
+        state = {
+            "step": run.step,
+            "elapsed_s": run.elapsed,
+            "world_size": run.accelerator.num_processes,
+            "reason": reason,
+            "config": dataclasses.asdict(run.cfg),
+        }
+        folder = run.out / "checkpoints" / f"step_{run.step:07d}"
+        save_checkpoint(folder, run.raw, run.optimizer, state, positions, run.ema)
+        prune_checkpoints(run.out, run.cfg.keep_checkpoints)
+        tqdm.write(f"checkpoint {folder} ({reason})")
+    run.accelerator.wait_for_everyone()
+
+
+def _agree(run: Run, *flags: bool) -> list[bool]:
+    """Flags true in any process, so that every process saves and stops after the same
+    step (or the checkpoint's collectives hang)."""
+    if run.accelerator.num_processes == 1:
+        return list(flags)
+    total = run.accelerator.reduce(torch.tensor([float(f) for f in flags], device=run.device), "sum")
+    return [bool(x > 0) for x in total.tolist()]
+
+
+def finish(run: Run, figures: dict[str, float]) -> None:
+    """The final checkpoint, the model folder (``Colorizer.from_pretrained(out/model)``),
+    ``final.json``, and the Hub upload when asked for."""
+    save(run, "final")
+    if run.main_process:
+        run.shown.eval()
+        model_dir = run.out / "model"
+        run.shown.save_pretrained(str(model_dir))
+        final = {
+            "step": run.step,
+            "elapsed_s": run.elapsed,
+            **figures,
+            "skipped": run.batches.skipped_total(),
+            "hardware": hardware(run.device, run.accelerator.num_processes),
+            "torch": torch.__version__,
+        }
+        (run.out / "final.json").write_text(json.dumps(final, indent=1) + "\n")
+        tqdm.write(f"saved {model_dir}")
+        if run.cfg.push_to_hub:
+            run.shown.push_to_hub(run.cfg.push_to_hub)
+            tqdm.write(f"pushed to https://huggingface.co/{run.cfg.push_to_hub}")
+        if run.tensorboard is not None:
+            run.tensorboard.close()
+    run.accelerator.end_training()
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training as ``cfg`` says; returns the final validation figures.
+
+    The loop: learning rate, step, log every ``log_every`` steps, validate every
+    ``val_every``, checkpoint every ``ckpt_every`` steps or ``ckpt_minutes``, stop on Ctrl-C
+    at a step boundary with a checkpoint."""
+    run = setup(cfg)
+    bar = tqdm(total=cfg.max_steps, initial=run.step, desc="train", unit="step", disable=not run.main_process,
+               dynamic_ncols=True)
     figures: dict[str, float] = {}
-    window_loss, window_n, window_t0, window_wait0 = 0.0, 0, time.perf_counter(), batches.wait_s
-    model.train()
+    window = {"loss": 0.0, "steps": 0, "t0": time.perf_counter(), "wait0": run.batches.wait_s}
+    last_save = clock()
+    run.model.train()
     interrupt = _DeferredInterrupt()
     mid_step = False  # from taking a batch until the step is counted: no consistent checkpoint then
     try:
         with interrupt:
-            while step < cfg.max_steps:
+            while run.step < cfg.max_steps:
                 t_step = time.perf_counter()
-                lr = get_lr(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                rgb = next(batches).to(device, non_blocking=True)  # (B, S, S, 3) uint8
+                lr = get_lr(run.step, cfg)
+                batch = next(run.batches)
                 mid_step = True
-                l, ab, mask = to_lab(rgb)  # (B, 1, S, S), (B, 2, S, S), (B,)
-                with autocast():
-                    output = model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
-                    loss = raw.loss(output, ab, mask)
-                accelerator.backward(loss)
-                if cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
+                loss = train_step(run, batch, lr)
+                run.step += 1
                 mid_step = False
-                loss_value = loss.item()  # synchronises: the wait share below is GPU idle time
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss is {loss_value} at step {step}; lower --lr or check the data")
-                elapsed += time.perf_counter() - t_step
-                window_loss += loss_value
-                window_n += 1
+                run.elapsed += time.perf_counter() - t_step
+                window["loss"] += loss
+                window["steps"] += 1
                 bar.update(1)
 
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    dt = time.perf_counter() - window_t0
-                    wait = batches.wait_s - window_wait0
+                if run.step % cfg.log_every == 0 or run.step == cfg.max_steps:
+                    dt = time.perf_counter() - window["t0"]
                     row = {
-                        "step": step,
-                        "loss": window_loss / window_n,
+                        "step": run.step,
+                        "loss": window["loss"] / window["steps"],
                         "lr": lr,
-                        "img_per_s": window_n * cfg.batch_size * world / dt,
-                        "wait_share": wait / dt,
-                        "elapsed_s": round(elapsed, 2),
-                        **{f"skipped_{k}": v for k, v in batches.skipped_total().items()},
+                        "img_per_s": window["steps"] * cfg.batch_size * run.accelerator.num_processes / dt,
+                        "wait_share": (run.batches.wait_s - window["wait0"]) / dt,
+                        "elapsed_s": round(run.elapsed, 2),
                     }
                     bar.set_postfix(
                         loss=f"{row['loss']:.3f}", img_s=f"{row['img_per_s']:.1f}", wait=f"{row['wait_share']:.0%}"
                     )
-                    if main_proc:
-                        _log_row(
-                            log_path,
-                            {k: row.get(k, "") for k in ("step", "loss", "lr", "img_per_s", "wait_share", "elapsed_s")},
-                        )
-                        if tb is not None:
-                            for k in ("loss", "lr", "img_per_s", "wait_share"):
-                                tb.add_scalar(f"train/{k}", row[k], step)
-                    window_loss, window_n, window_t0, window_wait0 = 0.0, 0, time.perf_counter(), batches.wait_s
+                    log_training(run, row)
+                    window = {"loss": 0.0, "steps": 0, "t0": time.perf_counter(), "wait0": run.batches.wait_s}
 
                 t_side = time.perf_counter()  # validation and checkpoints stay out of the throughput figures
-                if (
-                    val is not None
-                    and main_proc
-                    and ((cfg.val_every and step % cfg.val_every == 0) or step == cfg.max_steps)
-                ):
-                    figures = evaluate(raw, val, device, cfg.batch_size, autocast, val_prior)
-                    sample_grid(raw, val, device, out / "samples" / f"step_{step:07d}.png", cfg.sample_images)
-                    _log_row(out / "val.csv", {"step": step, **figures})
-                    if tb is not None:
-                        for k, v in figures.items():
-                            tb.add_scalar(f"val/{k}", v, step)
-                    skipped = batches.skipped_total()
-                    tqdm.write(
-                        f"step {step}: "
-                        + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
-                        + (f"; skipped photos {skipped}" if skipped else "")
-                    )
-
-                if step % cfg.ckpt_every == 0 and step < cfg.max_steps:
-                    save("periodic")
-                window_t0 += time.perf_counter() - t_side
-
-                stop = interrupt.requested
-                if world > 1:  # every process stops after the same step, or the checkpoint's collectives hang
-                    stop = bool(accelerator.reduce(torch.tensor([float(stop)], device=device), "sum").item() > 0)
-                if stop and step < cfg.max_steps:
+                due = (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.max_steps
+                if run.val is not None and run.main_process and due:
+                    figures = validate(run)
+                timed = bool(cfg.ckpt_minutes) and clock() - last_save >= 60.0 * cfg.ckpt_minutes
+                stop, timed = _agree(run, interrupt.requested, timed)
+                if (run.step % cfg.ckpt_every == 0 or timed) and run.step < cfg.max_steps:
+                    save(run, "periodic")
+                    last_save = clock()
+                window["t0"] += time.perf_counter() - t_side
+                if stop and run.step < cfg.max_steps:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
         if mid_step:  # weights may be updated while the step count and data position are not
             raise KeyboardInterrupt(
-                f"stopped in the middle of step {step + 1}: no checkpoint written; --resume continues "
+                f"stopped in the middle of step {run.step + 1}: no checkpoint written; --resume continues "
                 "from the last checkpoint"
             ) from None
-        save("interrupted")
+        save(run, "interrupted")
         raise
     bar.close()
-
-    # ------------------------------------------------------------------ final model
-    save("final")
-    if main_proc:
-        raw.eval()
-        model_dir = out / "model"
-        raw.save_pretrained(str(model_dir))
-        (out / "final.json").write_text(
-            json.dumps(
-                {"step": step, "elapsed_s": elapsed, **figures, "skipped": batches.skipped_total(),
-                 "hardware": hardware(accelerator.device, accelerator.num_processes), "torch": torch.__version__},
-                indent=1,
-            )
-            + "\n"
-        )
-        tqdm.write(f"saved {model_dir}")
-        if cfg.push_to_hub:
-            raw.push_to_hub(cfg.push_to_hub)
-            tqdm.write(f"pushed to https://huggingface.co/{cfg.push_to_hub}")
-        if tb is not None:
-            tb.close()
-    accelerator.end_training()
+    finish(run, figures)
     return figures
 
 
@@ -477,6 +562,5 @@ def main(argv: list[str] | None = None) -> int:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         # a DataLoader worker's error arrives with the worker's traceback; its last line is the message
         message = lines[-1] if len(lines) > 1 and "Traceback" in str(e) else " ".join(lines)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_error("train", message)
     return 0

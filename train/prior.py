@@ -24,9 +24,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorizer.bins import PriorCounter, gamut_bins, rebalance_weights
+from colorizer.cli import report_error
 from colorizer.color import rgb_to_lab
 from colorizer.images import resize_short_side
-from colorizer.sources import iter_images
+from train.sources import iter_images
 from train.config import TrainConfig
 from train.data import open_rows, usable
 
@@ -97,6 +98,8 @@ def prior_from_config(
         "split": cfg.split,
         "classes": cfg.classes,
         "holdout": cfg.holdout,
+        "holdout_file": cfg.holdout_file,
+        "repeat": cfg.repeat,
         "large_repeats": cfg.large_repeats,
     }
 
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "classes",
         "classes_file",
         "holdout",
+        "holdout_file",
+        "repeat",
         "cache_dir",
         "shuffle_buffer",
         "seed",
@@ -167,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--dataset imagefolder needs --data-dir")
         record = prior_from_config(cfg, n, size)
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error("train.prior", e)
     write_prior(record, out)
     print(
         f"wrote {out}: {record['images']} photos, {record['pixels']:,} pixels, "

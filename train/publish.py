@@ -22,6 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from colorizer.cli import report_error
 from colorizer.model import Colorizer
 from train.config import TrainConfig
 
@@ -105,7 +106,7 @@ def _evaluation_section(evaluation: Path, to: Path) -> str:
         "at full resolution" if size == 0 else f"scaled to a short side of at most {size} px" if size else ""
     )
     parts = [
-        f"Measured with `python -m colorizer.evaluate`{' on photos ' + scale if scale else ''} "
+        f"Measured with `python -m evaluation`{' on photos ' + scale if scale else ''} "
         "(the command is under the table).\n",
         without_title(_read(evaluation / "results.md")),
     ]
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.publish", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="training run folder (has model/, config.json, final.json)")
     p.add_argument("--to", type=Path, required=True, help="model folder to write")
-    p.add_argument("--evaluation", type=Path, help="python -m colorizer.evaluate output folder")
+    p.add_argument("--evaluation", type=Path, help="python -m evaluation output folder")
     p.add_argument("--ablation", type=Path, help="Markdown file (or folder with ablation.md) of the ablation table")
     p.add_argument("--notes", type=Path, help="Markdown appended to the card: data credits, limitations")
     p.add_argument("--title", default="colorizer default model")
@@ -167,14 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def error(message: str) -> int:
-        print(f"train.publish: error: {message}", file=sys.stderr)
-        return 2
+        return report_error("train.publish", message)
 
     for need in ("model/config.json", "model/model.safetensors", "config.json", "final.json"):
         if not (args.run / need).is_file():
             return error(f"{args.run / need} not found (is --run a finished run?)")
     if args.evaluation is not None and not (args.evaluation / "results.md").is_file():
-        return error(f"{args.evaluation / 'results.md'} not found (give a python -m colorizer.evaluate --out folder)")
+        return error(f"{args.evaluation / 'results.md'} not found (give a python -m evaluation --out folder)")
     if args.ablation is not None:
         table = args.ablation / "ablation.md" if args.ablation.is_dir() else args.ablation
         if not table.is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from demo import fail
+from colorizer.cli import fail
 from demo.survey.prepare import CHECKS, load_survey, prepare_survey
 from demo.survey.stats import attention_pass_rate, fool_rates
 from demo.survey.storage import VoteStore, sqlite_url
@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--photos", type=Path, required=True, help="folder of real colour photos")
     prep.add_argument("--out", type=Path, required=True, help="survey folder to write")
     prep.add_argument("--model", nargs="+", default=["default"], help="models: NAME, PATH or LABEL=SOURCE")
-    prep.add_argument("--temperature", nargs="+", type=float, default=[0.38], help="temperatures in (0, 1]")
+    prep.add_argument("--temperature", nargs="+", type=float, default=[0.38], help="temperatures in [0, 1]")
     prep.add_argument("--size", type=int, default=256, help="longer side of the images shown, pixels")
     prep.add_argument("--checks", nargs="*", default=list(CHECKS), choices=list(CHECKS),
                       help="attention checks to make")

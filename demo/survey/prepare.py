@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from colorizer import Colorizer, ImageError
 from colorizer.color import clip_chroma, lab_to_rgb, rgb_to_lab
-from colorizer.images import IMAGE_SUFFIXES, is_grayscale, read_image
+from colorizer.bins import check_temperature
+from colorizer.images import IMAGE_SUFFIXES, is_grayscale, list_images, read_image
 from colorizer.model import weights_file
 from demo.survey.sampling import Pair
 
@@ -147,7 +148,7 @@ def prepare_survey(
         photos: folder of real colour photos (searched recursively; grayscale ones skipped).
         out: survey folder to write (created).
         models: model names/folders/Hub ids, or "LABEL=SOURCE".
-        temperatures: annealed-mean temperatures in (0, 1] (regression models ignore them).
+        temperatures: annealed-mean temperatures in [0, 1] (regression models ignore them).
         size: longer side of the images shown, in pixels (the published study used 256).
         checks: attention checks to make ("hue", "swap"); () for none.
     Returns:
@@ -156,8 +157,10 @@ def prepare_survey(
     photos, out = Path(photos), Path(out)
     if not photos.is_dir():
         raise ValueError(f"photos: not a folder: {photos}")
-    if not temperatures or any(not (0 < t <= 1) for t in temperatures):
-        raise ValueError(f"temperatures must lie in (0, 1], got {list(temperatures)}")
+    if not temperatures:
+        raise ValueError("give at least one temperature")
+    for t in temperatures:
+        check_temperature(t)
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     for c in checks:
@@ -166,7 +169,7 @@ def prepare_survey(
     specs = [m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models]
     if len({s.label for s in specs}) != len(specs):
         raise ValueError(f"model labels must differ, got {[s.label for s in specs]}")
-    files = sorted(p for p in photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = list_images([photos])
     if not files:
         raise ValueError(f"photos: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {photos}")
 

@@ -1,8 +1,8 @@
-"""An ablation table from training runs and one evaluation: ``python -m train.ablation``.
+"""An ablation table from training runs and one evaluation: ``python -m evaluation.ablation``.
 
-    python -m colorizer.evaluate PHOTOS --model runs/abl-base/model --model runs/abl-lam1/model ... \
+    python -m evaluation PHOTOS --model runs/abl-base/model --model runs/abl-lam1/model ... \
         --temperature 0.38 --out results/ablation
-    python -m train.ablation --evaluation results/ablation --base runs/abl-base runs/abl-* \
+    python -m evaluation.ablation --evaluation results/ablation --base runs/abl-base runs/abl-* \
         --out results/ablation/ablation.md
 
 Each row is a run, named by the settings in which its ``config.json`` differs from the
@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from colorizer.cli import report_error
 
 __all__ = ["main", "ablation_table", "differences"]
 
@@ -67,15 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders (config.json, final.json, model/)")
     p.add_argument("--base", type=Path, required=True, help="the run the others are compared with")
-    p.add_argument("--evaluation", type=Path, required=True, help="python -m colorizer.evaluate output folder")
+    p.add_argument("--evaluation", type=Path, required=True, help="python -m evaluation output folder")
     p.add_argument("--out", type=Path, required=True, help="Markdown file to write")
     args = p.parse_args(argv)
     try:
         runs = sorted(set(args.runs), key=lambda r: (r != args.base, str(r)))
         table = ablation_table(runs, args.base, args.evaluation)
     except (OSError, KeyError, ValueError) as e:
-        print(f"train.ablation: error: {e}", file=sys.stderr)
-        return 2
+        return report_error("evaluation.ablation", e)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
     print(table)

@@ -1,6 +1,6 @@
-"""Evaluate colorization models the way the papers do: ``python -m colorizer.evaluate``.
+"""Evaluate colorization models the way the papers do: ``python -m evaluation``.
 
-    python -m colorizer.evaluate PHOTOS_DIR --model default --temperature 0.1 0.38 1.0 --out results/
+    python -m evaluation PHOTOS_DIR --model default --temperature 0.1 0.38 1.0 --out results/
 
 Ground truth is each colour photo; the input is its L channel. Every model is run
 once per photo (``Colorizer.analyze``) and decoded at every temperature from that
@@ -41,12 +41,13 @@ from __future__ import annotations
 import argparse
 import collections
 import fnmatch
+import glob
 import json
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -54,24 +55,22 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from colorizer.color import rgb_to_lab
-from colorizer.images import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_SUFFIXES,
-    ImageError,
-    is_grayscale,
-    read_image,
-    resize_short_side,
-)
-from colorizer.metrics import EVAL_PRIOR_GRID, AucMeter, colorfulness, evaluation_prior, psnr, ssim
-from colorizer.model import Colorizer, compose
+from colorizer.bins import check_temperature
+from colorizer.cli import report_error
+from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, is_grayscale, list_images, read_image, resize_short_side
+from colorizer.metrics import EVAL_PRIOR_GRID, AucMeter, colorfulness, colour_cast, evaluation_prior, psnr, ssim
+from colorizer.model import Colorizer, compose, gray_rgb
 
 __all__ = [
     "Photo",
     "Row",
     "Report",
-    "list_images",
-    "gray_rgb",
     "load_photos",
+    "relative_names",
+    "group_rule",
+    "listed_names",
+    "markdown_table",
+    "markdown_tables",
     "dataset_photos",
     "evaluate",
     "write_report",
@@ -80,7 +79,7 @@ __all__ = [
 
 DEFAULT_SIZE = 256
 MEAN_AB_ROW = "mean ab (of this set)"
-METRICS = ("auc", "auc_rebalanced", "psnr", "ssim", "colorfulness", "delta_colorfulness")
+METRICS = ("auc", "auc_rebalanced", "psnr", "ssim", "colorfulness", "delta_colorfulness", "cast")
 
 
 @dataclass
@@ -89,6 +88,7 @@ class Photo:
 
     name: str
     rgb: np.ndarray
+    group: str | None = None
 
 
 @dataclass
@@ -110,7 +110,9 @@ class Report:
         summary: row name -> aggregate metrics (see ``evaluate``).
         images: per photo: name, size, truth colourfulness and row name -> metrics.
         settings: how it was measured (sizes, prior, models, temperatures, counts).
-        sheet: photo name -> column title -> ``(H, W, 3)`` uint8, for the contact sheet.
+        sheet: photo name -> column title -> ``(H, W, 3)`` uint8, for the contact sheets.
+        groups: group -> row name -> aggregate metrics over that group's photos (empty
+            when the photos have no groups).
     """
 
     rows: list[Row]
@@ -118,39 +120,10 @@ class Report:
     images: list[dict]
     settings: dict
     sheet: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    groups: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------- inputs
-def list_images(paths: Sequence[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Path]:
-    """Image files from files and folders (folders searched recursively, sorted).
-
-    ``include`` / ``exclude`` are glob patterns (``fnmatch``, case-sensitive) matched
-    against each file's path relative to the folder given, with ``/`` separators
-    (``food/*0.*``), or its bare name for files given directly. A file is kept when it
-    matches some ``include`` pattern (or none are given) and no ``exclude`` pattern.
-
-    Raises:
-        FileNotFoundError: a path does not exist.
-    """
-    found: list[tuple[Path, str]] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    found.append((f, f.relative_to(p).as_posix()))
-        elif p.is_file():
-            found.append((p, p.name))
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-
-    def keep(rel: str) -> bool:
-        if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
-            return False
-        return not any(fnmatch.fnmatchcase(rel, g) for g in exclude)
-
-    return [f for f, rel in found if keep(rel)]
-
-
 def _as_colour_photo(img: Image.Image, size: int) -> np.ndarray | None:
     """Normalised image -> ``(H, W, 3)`` uint8 with its short side downscaled to
     ``size`` (Lanczos; smaller photos and ``size`` 0 kept as they are), or None for a
@@ -160,14 +133,69 @@ def _as_colour_photo(img: Image.Image, size: int) -> np.ndarray | None:
     return np.asarray(resize_short_side(img.convert("RGB"), size)).copy()
 
 
+def relative_names(files: Sequence[Path], roots: Sequence[str | Path]) -> list[str]:
+    """Each file's path relative to the first of ``roots`` (folders given on the command
+    line) that holds it, with ``/`` separators (``food/A010.jpeg``); its bare name otherwise."""
+    folders = [Path(r) for r in roots if Path(r).is_dir()]
+    names = []
+    for f in files:
+        for folder in folders:
+            try:
+                names.append(Path(f).relative_to(folder).as_posix())
+                break
+            except ValueError:
+                continue
+        else:
+            names.append(Path(f).name)
+    return names
+
+
+def group_rule(rules: Sequence[str] = (), by_folder: bool = False, rest: str = "other") -> Callable[[str], str | None]:
+    """The group of a photo from its relative name: the first ``NAME=GLOB`` rule whose glob
+    (``fnmatch``) matches, else ``rest``; with ``by_folder`` its top folder (``food/A010.jpeg``
+    -> "food"); no groups (None) when neither is given."""
+    parsed = []
+    for rule in rules:
+        name, sep, pattern = rule.partition("=")
+        if not sep or not name.strip() or not pattern.strip():
+            raise ValueError(f"--group {rule!r}: expected NAME=GLOB, e.g. food='food/*'")
+        parsed.append((name.strip(), pattern.strip()))
+
+    def group(rel: str) -> str | None:
+        for name, pattern in parsed:
+            if fnmatch.fnmatchcase(rel, pattern):
+                return name
+        if by_folder:
+            return rel.split("/", 1)[0] if "/" in rel else rest
+        return rest if parsed else None
+
+    return group
+
+
+def listed_names(path: str | Path) -> list[str]:
+    """The photo names of a list file (``VALIDATION.txt``): one relative path a line;
+    blank lines and lines starting with "#" are skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ValueError(f"--files-from {str(path)!r}: {e.strerror or e}") from None
+    names = [line.strip().strip("/") for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise ValueError(f"--files-from {str(path)!r}: lists no photo")
+    return names
+
+
 def load_photos(
     files: Iterable[str | Path],
     size: int = DEFAULT_SIZE,
     limit: int | None = None,
     progress: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    names: Sequence[str] | None = None,
+    groups: Callable[[str], str | None] | None = None,
 ) -> tuple[list[Photo], dict[str, int]]:
-    """Read colour photos at the evaluation size.
+    """Read colour photos at the evaluation size, named by ``names`` (default: file
+    names) and grouped by ``groups(name)``.
 
     Returns:
         the photos (at most ``limit``) and counts of skipped files:
@@ -176,8 +204,9 @@ def load_photos(
     photos: list[Photo] = []
     skipped = {"unreadable": 0, "grayscale": 0}
     files = list(files)
+    names = list(names) if names is not None else [Path(f).name for f in files]
     bar = tqdm(files, desc="reading photos", unit="photo", disable=not progress)
-    for f in bar:
+    for f, name in zip(bar, names):
         if limit is not None and len(photos) >= limit:
             break
         try:
@@ -189,7 +218,7 @@ def load_photos(
         if rgb is None:
             skipped["grayscale"] += 1
             continue
-        photos.append(Photo(Path(f).name, rgb))
+        photos.append(Photo(name, rgb, groups(name) if groups is not None else None))
     bar.close()
     return photos, skipped
 
@@ -208,10 +237,10 @@ def dataset_photos(
     progress: bool = False,
 ) -> tuple[list[Photo], dict[str, int]]:
     """Colour photos from a ``datasets`` data set (Hub id or a builder such as
-    "imagefolder" with ``data_dir``), class-filtered, via ``colorizer.sources``.
+    "imagefolder" with ``data_dir``), class-filtered, via ``train.sources``.
     Photos are named ``<split>-<n>``, n counting readable rows; unreadable and
     grayscale rows are skipped and counted."""
-    from colorizer.sources import iter_images, open_source  # datasets only when asked for
+    from train.sources import iter_images, open_source  # datasets only when asked for
 
     source = open_source(
         dataset,
@@ -245,15 +274,6 @@ def _lab(rgb: np.ndarray) -> torch.Tensor:
     return rgb_to_lab(torch.tensor(rgb).permute(2, 0, 1)[None])  # (1, 3, H, W)
 
 
-def gray_rgb(lightness: torch.Tensor) -> np.ndarray:
-    """The gray baseline: L ``(1, 1, H, W)`` in [0, 100] with a = b = 0, as ``(H, W, 3)``
-    uint8 sRGB with R = G = B (the colorizer's input, seen as a photo)."""
-    rgb = compose(lightness, torch.zeros(1, 2, 1, 1))  # (H, W, 3)
-    # a = b = 0 is neutral gray; averaging removes the +-1 rounding differences
-    # between channels so that the row is exactly gray.
-    return np.repeat(np.round(rgb.mean(axis=2, keepdims=True)).astype(np.uint8), 3, axis=2)
-
-
 def _row_label(model_name: str, model: Colorizer, t: float | None) -> str:
     return f"{model_name} (regression)" if t is None else f"{model_name} T={t:g}"
 
@@ -284,27 +304,34 @@ def evaluate(
         (all pixels pooled), ``auc_per_image`` and ``auc_rebalanced_per_image``
         (means over photos), and the means over photos of ``psnr`` (dB), ``ssim``,
         ``colorfulness``, ``truth_colorfulness`` and ``delta_colorfulness`` (|pred -
-        truth| per photo).
+        truth| per photo), and the median (``cast``) and mean (``cast_mean``) over
+        photos of the colour cast (``colorizer.metrics.colour_cast``). Photos with a
+        ``group`` are also summarised per group (``Report.groups``), the rebalanced AuC
+        then with the group's own prior; ``sheet_size`` photos of each group are kept.
     """
     if not photos:
         raise ValueError("evaluate: no photos to evaluate")
     models = dict(models or {})
     for t in temperatures or ():
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"evaluate: temperatures must be in [0, 1], got {t}")
+        check_temperature(t)
 
-    # Pass 1: the evaluation set's own prior over bins (for the rebalanced AuC) and its mean ab.
+    # Pass 1: the evaluation set's own prior over bins (for the rebalanced AuC) and its
+    # mean ab; with groups, each group's own prior too (a group's table is self-contained).
     ab_sum = torch.zeros(2, dtype=torch.float64)
 
-    def photos_ab() -> Iterable[torch.Tensor]:
+    def photos_ab(group: str | None = None) -> Iterable[torch.Tensor]:
         for photo in photos:
-            ab = _lab(photo.rgb)[:, 1:]  # (1, 2, H, W)
-            ab_sum.add_(ab.double().sum(dim=(0, 2, 3)))
-            yield ab
+            if group is None or photo.group == group:
+                ab = _lab(photo.rgb)[:, 1:]  # (1, 2, H, W)
+                if group is None:
+                    ab_sum.add_(ab.double().sum(dim=(0, 2, 3)))
+                yield ab
 
     set_prior = evaluation_prior(photos_ab())
     n_pixels = set_prior.pixels
     mean_ab = (ab_sum / n_pixels).float()  # (2,)
+    groups = list(dict.fromkeys(p.group for p in photos if p.group is not None))
+    group_priors = {g: evaluation_prior(photos_ab(g)) for g in groups}
 
     model_temps: dict[str, list[float | None]] = {}
     for name, m in models.items():
@@ -316,9 +343,9 @@ def evaluate(
     rows += [Row(_row_label(n, models[n], t), n, t) for n in models for t in model_temps[n]]
     rows.append(Row("ground truth"))
 
-    meters = {r.name: (AucMeter(), AucMeter()) for r in rows}
     per_image: list[dict] = []
-    keep = {int(round(i)) for i in np.linspace(0, len(photos) - 1, min(sheet_size, len(photos)))} if sheet_size else set()
+    masses: list[dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = []  # pooled AuCs
+    keep = _sheet_photos(photos, sheet_size)
     sheet: dict[str, dict[str, np.ndarray]] = {}
 
     bar = tqdm(photos, desc="evaluating", unit="photo", disable=not progress)
@@ -326,6 +353,7 @@ def evaluate(
         lab = _lab(photo.rgb)  # (1, 3, H, W)
         lightness, true_ab = lab[:, :1], lab[:, 1:]
         weights = set_prior.pixel_weights(true_ab)  # (1, H, W)
+        group_weights = group_priors[photo.group].pixel_weights(true_ab) if photo.group is not None else None
         outputs: dict[str, np.ndarray] = {
             rows[0].name: gray_rgb(lightness),
             rows[1].name: compose(lightness, mean_ab.view(1, 2, 1, 1)),
@@ -343,15 +371,17 @@ def evaluate(
             sheet[photo.name] = columns
 
         truth_c = colorfulness(photo.rgb)
-        figures = {}
+        figures, mass = {}, {}
         for row in rows:
             rgb = outputs[row.name]
             pred_ab = _lab(rgb)[:, 1:]  # (1, 2, H, W)
-            plain, rebalanced = AucMeter(), AucMeter()
+            plain, rebalanced, in_group = AucMeter(), AucMeter(), None
             plain.update(pred_ab, true_ab)
             rebalanced.update(pred_ab, true_ab, weights)
-            meters[row.name][0].mass += plain.mass
-            meters[row.name][1].mass += rebalanced.mass
+            if group_weights is not None:
+                in_group = AucMeter()
+                in_group.update(pred_ab, true_ab, group_weights)
+            mass[row.name] = (plain.mass, rebalanced.mass, None if in_group is None else in_group.mass)
             c = colorfulness(rgb)
             figures[row.name] = {
                 "auc": plain.value(),
@@ -360,27 +390,19 @@ def evaluate(
                 "ssim": ssim(rgb, photo.rgb),
                 "colorfulness": c,
                 "delta_colorfulness": abs(c - truth_c),
+                "cast": colour_cast(pred_ab, true_ab),
             }
         h, w = photo.rgb.shape[:2]
-        per_image.append({"name": photo.name, "width": w, "height": h, "truth_colorfulness": truth_c, "rows": figures})
+        per_image.append({"name": photo.name, "group": photo.group, "width": w, "height": h,
+                          "truth_colorfulness": truth_c, "rows": figures})
+        masses.append(mass)
     bar.close()
 
-    summary: dict[str, dict[str, float]] = {}
-    for row in rows:
-        def mean(key: str) -> float:
-            return float(np.mean([im["rows"][row.name][key] for im in per_image]))
-
-        summary[row.name] = {
-            "auc": meters[row.name][0].value(),
-            "auc_rebalanced": meters[row.name][1].value(),
-            "auc_per_image": mean("auc"),
-            "auc_rebalanced_per_image": mean("auc_rebalanced"),
-            "psnr": mean("psnr"),
-            "ssim": mean("ssim"),
-            "colorfulness": mean("colorfulness"),
-            "truth_colorfulness": float(np.mean([im["truth_colorfulness"] for im in per_image])),
-            "delta_colorfulness": mean("delta_colorfulness"),
-        }
+    summary = _summarise(rows, per_image, masses, rebalanced_slot=1)
+    by_group = {}
+    for g in groups:
+        members = [i for i, im in enumerate(per_image) if im["group"] == g]
+        by_group[g] = _summarise(rows, [per_image[i] for i in members], [masses[i] for i in members], rebalanced_slot=2)
     settings = {
         "photos": len(photos),
         "pixels": n_pixels,
@@ -393,7 +415,53 @@ def evaluate(
         "auc": "thresholds 0..150 step 1 on the ab L2 error, trapezoid area / 150",
         "colorfulness": "Hasler & Suesstrunk 2003, signed opponent channels, 8-bit RGB",
     }
-    return Report(rows=rows, summary=summary, images=per_image, settings=settings, sheet=sheet)
+    if groups:
+        settings["groups"] = {g: sum(p.group == g for p in photos) for g in groups}
+        settings["group_prior"] = "each group's table: the rebalanced AuC uses that group's own empirical prior"
+    return Report(rows=rows, summary=summary, images=per_image, settings=settings, sheet=sheet, groups=by_group)
+
+
+def _sheet_photos(photos: Sequence[Photo], per_group: int) -> set[int]:
+    """Indices of the photos kept for contact sheets: ``per_group`` evenly spaced photos
+    of every group (of all photos when there are no groups)."""
+    if per_group <= 0:
+        return set()
+    keep: set[int] = set()
+    for g in dict.fromkeys(p.group for p in photos):
+        members = [i for i, p in enumerate(photos) if p.group == g]
+        keep |= {members[int(round(j))] for j in np.linspace(0, len(members) - 1, min(per_group, len(members)))}
+    return keep
+
+
+def _summarise(
+    rows: Sequence[Row], images: Sequence[dict], masses: Sequence[dict], rebalanced_slot: int
+) -> dict[str, dict[str, float]]:
+    """Row name -> aggregate figures over ``images``: pooled AuCs from the per-photo
+    histograms (``rebalanced_slot`` picks the set's or the group's prior), means over
+    photos, and the median colour cast."""
+    summary: dict[str, dict[str, float]] = {}
+    for row in rows:
+        def mean(key: str) -> float:
+            return float(np.mean([im["rows"][row.name][key] for im in images]))
+
+        plain, rebalanced = AucMeter(), AucMeter()
+        for mass in masses:
+            plain.mass += mass[row.name][0]
+            rebalanced.mass += mass[row.name][rebalanced_slot]
+        summary[row.name] = {
+            "auc": plain.value(),
+            "auc_rebalanced": rebalanced.value(),
+            "auc_per_image": mean("auc"),
+            "auc_rebalanced_per_image": mean("auc_rebalanced"),
+            "psnr": mean("psnr"),
+            "ssim": mean("ssim"),
+            "colorfulness": mean("colorfulness"),
+            "truth_colorfulness": float(np.mean([im["truth_colorfulness"] for im in images])),
+            "delta_colorfulness": mean("delta_colorfulness"),
+            "cast": float(np.median([im["rows"][row.name]["cast"] for im in images])),
+            "cast_mean": mean("cast"),
+        }
+    return summary
 
 
 # ---------------------------------------------------------------------- report
@@ -401,18 +469,30 @@ def _fmt(x: float, digits: int) -> str:
     return "inf" if math.isinf(x) else f"{x:.{digits}f}"
 
 
-def markdown_table(report: Report) -> str:
-    """The table: one row per baseline and model x temperature."""
-    head = "| method | AuC | AuC/img | rebal. AuC | PSNR (dB) | SSIM | colourfulness | \\|Δ colourfulness\\| |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+def markdown_table(report: Report, group: str | None = None) -> str:
+    """The table of all photos (or of one ``group``): one row per baseline and model x temperature."""
+    summary = report.summary if group is None else report.groups[group]
+    head = ("| method | AuC | AuC/img | rebal. AuC | PSNR (dB) | SSIM | colourfulness | \\|Δ colourfulness\\| "
+            "| colour cast (median) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report.rows:
-        s = report.summary[row.name]
+        s = summary[row.name]
         lines.append(
             f"| {row.name} | {_fmt(s['auc'], 3)} | {_fmt(s['auc_per_image'], 3)} | {_fmt(s['auc_rebalanced'], 3)} "
             f"| {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'], 3)} | {_fmt(s['colorfulness'], 1)} "
-            f"| {_fmt(s['delta_colorfulness'], 1)} |"
+            f"| {_fmt(s['delta_colorfulness'], 1)} | {_fmt(s['cast'], 1)} |"
         )
     return "\n".join(lines)
+
+
+def markdown_tables(report: Report) -> str:
+    """Every table: each group's (with its photo count), then all photos'; or the one table."""
+    if not report.groups:
+        return markdown_table(report)
+    counts = report.settings.get("groups", {})
+    parts = [f"**{g}** ({counts.get(g, '?')} photos)\n\n{markdown_table(report, g)}" for g in report.groups]
+    parts.append(f"**all** ({report.settings['photos']} photos)\n\n{markdown_table(report)}")
+    return "\n\n".join(parts)
 
 
 def _markdown(report: Report, command: str | None) -> str:
@@ -423,16 +503,18 @@ def _markdown(report: Report, command: str | None) -> str:
         f"{s['photos']} photos ({s['pixels']:,} pixels)"
         + {None: ".", 0: ", at full resolution."}.get(s.get("size"), f", short side at most {s.get('size')} px."),
         "",
-        markdown_table(report),
+        markdown_tables(report),
         "",
         "AuC: share of pixels whose ab is within t of the truth, t = 0..150, area / 150 "
         "(AuC pools all pixels, AuC/img averages photos). Rebal. AuC weights each pixel by "
-        "1 / prior of its true colour bin, the empirical prior of this evaluation set over the "
+        "1 / prior of its true colour bin, the empirical prior of the photos of the table over the "
         "grid-10 ab bins (the mean over colour bins of each bin's accuracy). PSNR and SSIM on 8-bit "
         "RGB; colourfulness after Hasler & Suesstrunk (2003), signed opponent channels; the photos' own is "
-        f"{report.summary[report.rows[-1].name]['truth_colorfulness']:.1f}. "
-        f"\"{MEAN_AB_ROW}\" is an oracle constant, not a method: every pixel gets the mean ab of these "
-        "very photos"
+        f"{report.summary[report.rows[-1].name]['truth_colorfulness']:.1f} over all photos. "
+        "Colour cast: the distance in ab between the mean colour of the output and that of the real photo "
+        "(gray's is how far the photo's mean colour is from neutral), the median over photos. "
+        f"\"{MEAN_AB_ROW}\" is an oracle constant, not a method: every pixel gets the mean ab of all the "
+        "evaluated photos"
         + (f" ({s['mean_ab'][0]:.1f}, {s['mean_ab'][1]:.1f})" if "mean_ab" in s else "")
         + ", which nothing could know in advance.",
     ]
@@ -491,11 +573,13 @@ def sweep_plot(report: Report, path: Path) -> None:
     plt.close(fig)
 
 
-def contact_sheet(report: Report, path: Path, tile_height: int = 160) -> None:
-    """A grid of a few photos: gray | each model | ground truth, titled columns."""
-    if not report.sheet:
-        raise ValueError("contact_sheet: the report kept no photos (sheet_size 0)")
-    names = list(report.sheet)
+def contact_sheet(report: Report, path: Path, tile_height: int = 160, group: str | None = None) -> None:
+    """A grid of the kept photos (of one ``group``, or all): gray | each model | ground
+    truth, titled columns."""
+    members = {im["name"] for im in report.images if group is None or im.get("group") == group}
+    names = [n for n in report.sheet if n in members]
+    if not names:
+        raise ValueError("contact_sheet: the report kept no photos" + (f" of group {group!r}" if group else ""))
     titles = list(report.sheet[names[0]])
     font = ImageFont.load_default(size=14)
     widths = []
@@ -517,7 +601,8 @@ def contact_sheet(report: Report, path: Path, tile_height: int = 160) -> None:
 
 def write_report(report: Report, out_dir: str | Path, command: str | None = None) -> dict[str, Path]:
     """Write ``results.md``, ``results.json``, ``sweep.png`` and (when photos were
-    kept) ``contact_sheet.png`` into ``out_dir`` (created); returns their paths."""
+    kept) ``contact_sheet.png``, plus ``contact_sheet_<group>.png`` per group, into
+    ``out_dir`` (created); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "results.md", "json": out / "results.json", "sweep": out / "sweep.png"}
@@ -529,6 +614,10 @@ def write_report(report: Report, out_dir: str | Path, command: str | None = None
             {"name": r.name, "model": r.model, "temperature": r.temperature, **report.summary[r.name]}
             for r in report.rows
         ],
+        "groups": {
+            g: [{"name": r.name, "model": r.model, "temperature": r.temperature, **summary[r.name]} for r in report.rows]
+            for g, summary in report.groups.items()
+        },
         "images": report.images,
     }
     paths["json"].write_text(json.dumps(_jsonable(data), indent=1, allow_nan=False) + "\n")
@@ -536,13 +625,20 @@ def write_report(report: Report, out_dir: str | Path, command: str | None = None
     if report.sheet:
         paths["contact_sheet"] = out / "contact_sheet.png"
         contact_sheet(report, paths["contact_sheet"])
+        for g in report.groups:
+            paths[f"contact_sheet {g}"] = out / f"contact_sheet_{_slug(g)}.png"
+            contact_sheet(report, paths[f"contact_sheet {g}"], group=g)
     return paths
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
 
 
 # ---------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m colorizer.evaluate",
+        prog="python -m evaluation",
         description="Evaluate colorization models against baselines: AuC, class-rebalanced AuC, "
         "PSNR, SSIM and colourfulness, written as Markdown, JSON and plots.",
     )
@@ -550,6 +646,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", action="append", default=[], metavar="GLOB",
                    help="keep only files whose path relative to the folder matches (repeatable), e.g. 'food/*0.*'")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop files that match (repeatable)")
+    p.add_argument("--files-from", metavar="LIST",
+                   help="evaluate only the photos this file lists, one path relative to the folder a line "
+                        "(e.g. ../shared/data/VALIDATION.txt)")
+    p.add_argument("--group", action="append", default=[], metavar="NAME=GLOB",
+                   help="report the photos whose relative path matches GLOB as group NAME (repeatable, first match "
+                        "wins; the rest go to --other-group), e.g. --group food='food/*'")
+    p.add_argument("--other-group", default="other", metavar="NAME",
+                   help="group of the photos no --group matches (default: other)")
+    p.add_argument("--group-by-folder", action="store_true", help="one group per top folder")
     p.add_argument("--dataset", help="a datasets data set instead of folders: Hub id, or a builder like imagefolder")
     p.add_argument("--data-dir", help="data_dir for --dataset builders")
     p.add_argument("--split", default="validation", help="data set split (default: validation)")
@@ -565,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=DEFAULT_SIZE,
                    help=f"downscale photos so the short side is at most this (default {DEFAULT_SIZE}; 0: full size)")
     p.add_argument("-n", "--limit", type=int, help="evaluate at most N photos")
-    p.add_argument("--sheet", type=int, default=4, help="photos on the contact sheet (default 4)")
+    p.add_argument("--sheet", type=int, default=4, help="photos on the contact sheet, per group (default 4)")
     p.add_argument("-o", "--out", type=Path, required=True, help="folder for the report (created)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -574,11 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "colorizer.evaluate"
+    prog = "evaluation"
 
     def error(msg: str) -> int:
-        print(f"{prog}: error: {msg}", file=sys.stderr)
-        return 2
+        return report_error(prog, msg)
 
     if bool(args.photos) == bool(args.dataset):
         return error("give photo folders or --dataset (exactly one of them)")
@@ -586,9 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         return error(f"--limit must be at least 1, got {args.limit}")
     if args.size < 0:
         return error(f"--size must be >= 0, got {args.size}")
-    for t in args.temperature or ():
-        if not 0.0 <= t <= 1.0:
-            return error(f"--temperature must be in [0, 1], got {t}")
+    try:
+        for t in args.temperature or ():
+            check_temperature(t)
+    except ValueError as e:
+        return error(f"--{e}")
     names = [] if args.baselines_only else (args.model or ["default"])
 
     models: dict[str, Colorizer] = {}
@@ -607,19 +713,25 @@ def main(argv: list[str] | None = None) -> int:
                 size=args.size, limit=args.limit, progress=progress,
             )
         else:
-            files = list_images(args.photos, args.include, args.exclude)
+            include = list(args.include)
+            if args.files_from:
+                include += [glob.escape(name) for name in listed_names(args.files_from)]
+            files = list_images(args.photos, include, args.exclude)
             if not files:
-                return error(f"no image files found in {', '.join(map(str, args.photos))} (check --include/--exclude)")
-            photos, skipped = load_photos(files, args.size, args.limit, progress)
+                return error(f"no image files found in {', '.join(map(str, args.photos))} "
+                             "(check --include/--exclude/--files-from)")
+            groups = group_rule(args.group, args.group_by_folder, args.other_group)
+            photos, skipped = load_photos(files, args.size, args.limit, progress,
+                                          names=relative_names(files, args.photos), groups=groups)
         if not photos:
             return error(f"no colour photos to evaluate (skipped: {skipped})")
         report = evaluate(photos, models, args.temperature, sheet_size=args.sheet, progress=progress)
         report.settings.update(size=args.size, skipped=skipped)
-        command = "python -m colorizer.evaluate " + " ".join(_quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        command = "python -m evaluation " + " ".join(_quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         paths = write_report(report, args.out, command)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         return error(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    print(markdown_table(report))
+    print(markdown_tables(report))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 

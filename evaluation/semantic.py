@@ -7,12 +7,12 @@ labels held-out photos three ways, as **gray** (their L channel only), **coloriz
 gray loses accuracy, and a good colorizer wins some of it back.
 
 The code takes any classifier, a callable from a list of PIL images to a list of
-labels, and any labelled photos. ``python -m colorizer.semantic`` demonstrates it
+labels, and any labelled photos. ``python -m evaluation.semantic`` demonstrates it
 offline: it trains a small CNN (``train_classifier``) on a folder of photos whose
 class is the start of each file name (``A001.jpeg`` -> "A"), and tests on a held-out
 part chosen by a glob (by default numbers ending in 0):
 
-    python -m colorizer.semantic --data-dir photos/food --model default --temperature 0.38
+    python -m evaluation.semantic --data-dir photos/food --model default --temperature 0.38
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from colorizer.bins import check_temperature
+from colorizer.cli import report_error
 from colorizer.color import rgb_to_l
-from colorizer.evaluate import gray_rgb
-from colorizer.images import IMAGE_SUFFIXES, ImageError, read_image, resize_short_side
-from colorizer.model import Colorizer
+from colorizer.images import ImageError, list_images, read_image, resize_short_side
+from colorizer.model import Colorizer, gray_rgb
 
 __all__ = [
     "Classifier",
@@ -232,10 +233,9 @@ def labelled_folder(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
     train, test = [], []
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-            item = (f, f.name[:label_chars])
-            (test if fnmatch.fnmatchcase(f.name, test_glob) else train).append(item)
+    for f in list_images([folder]):
+        item = (f, f.name[:label_chars])
+        (test if fnmatch.fnmatchcase(f.name, test_glob) else train).append(item)
     return train, test
 
 
@@ -263,7 +263,7 @@ def _read(items: Sequence[tuple[Path, str]], side: int) -> tuple[list[Image.Imag
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m colorizer.semantic",
+        prog="python -m evaluation.semantic",
         description="Semantic check: train a small classifier on colour photos labelled by file name, "
         "then compare its accuracy on gray, colorized and real held-out photos.",
     )
@@ -284,17 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "colorizer.semantic"
+    prog = "evaluation.semantic"
 
     def error(msg: str) -> int:
-        print(f"{prog}: error: {msg}", file=sys.stderr)
-        return 2
+        return report_error(prog, msg)
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    for t in args.temperature or ():
-        if not 0.0 <= t <= 1.0:
-            return error(f"--temperature must be in [0, 1], got {t}")
+    try:
+        for t in args.temperature or ():
+            check_temperature(t)
+    except ValueError as e:
+        return error(f"--{e}")
     if args.epochs < 1 or args.label_chars < 1:
         return error("--epochs and --label-chars must be at least 1")
     try:
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             return error(f"cannot load model {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
     progress = not args.quiet
-    side = 256  # photos are colorized at the evaluation size of colorizer.evaluate
+    side = 256  # photos are colorized at the evaluation size of evaluation.evaluate
     train_images, train_labels = _read(train_items, side)
     test_images, test_labels = _read(test_items, side)
     try:

@@ -1,0 +1,66 @@
+"""train.config: every setting an option, config files, validation before training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from train.config import TrainConfig, build_parser, parse_args, parse_repeat
+
+
+def test_every_setting_has_an_option_and_files_override_defaults(tmp_path):
+    text = build_parser().format_help()
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in text
+    (tmp_path / "run.json").write_text(json.dumps({"width": 0.5, "crop": 128, "data_dir": "x"}))
+    cfg = parse_args(["--config-file", str(tmp_path / "run.json"), "--crop", "96", "--no-flip"])
+    assert (cfg.width, cfg.crop, cfg.flip, cfg.batch_size) == (0.5, 96, False, TrainConfig.batch_size)
+    (tmp_path / "run.yaml").write_text("objective: regression\ndata_dir: x\n")
+    assert parse_args(["--config-file", str(tmp_path / "run.yaml")]).objective == "regression"
+    (tmp_path / "bad.json").write_text(json.dumps({"widht": 0.5}))
+    with pytest.raises(ValueError, match="unknown settings"):
+        parse_args(["--config-file", str(tmp_path / "bad.json")])
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--crop", "100", "--data-dir", "x"], "multiple of 8"),
+        (["--crop", "512", "--data-dir", "x"], "must not exceed"),
+        ([], "needs --data-dir"),
+        (["--data-dir", "x", "--prior", "nope.json"], "no such file"),
+    ],
+)
+def test_bad_settings_fail_before_training(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [("food", "REGEX=N"), ("=2", "REGEX=N"), ("a=x", "whole number"), ("a=0", ">= 1"), ("(=2", "bad regular"), (";", "no rule")],
+)
+def test_bad_repeat_rules_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_repeat(spec)
+    with pytest.raises(ValueError, match=message):
+        parse_args(["--data-dir", "x", "--repeat", spec])
+
+
+def test_repeat_rules_parse_with_the_last_equals_sign():
+    rules = parse_repeat("^(?!.*/food/)=2; wall(papers)?/=3")
+    assert [(p.pattern, n) for p, n in rules] == [("^(?!.*/food/)", 2), ("wall(papers)?/", 3)]
+    assert rules[0][0].search("/x/photos/gcompris/a.webp") and not rules[0][0].search("/x/photos/food/A1.jpeg")
+
+
+def test_holdout_file_ema_and_checkpoint_minutes_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        parse_args(["--data-dir", "x", "--holdout-file", str(tmp_path / "none.txt")])
+    with pytest.raises(ValueError, match="--ema"):
+        parse_args(["--data-dir", "x", "--ema", "1.0"])
+    with pytest.raises(ValueError, match="--ckpt-minutes"):
+        parse_args(["--data-dir", "x", "--ckpt-minutes", "-1"])
+    with pytest.raises(ValueError, match="either"):
+        parse_args(["--data-dir", "x", "--holdout", "a", "--val-dir", "y"])

@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+import torch.nn.functional as F
+
+from colorizer.metrics import auc, evaluation_prior
+from colorizer.model import Colorizer
+from tests.training_helpers import folder, losses, tiny, write_config  # noqa: F401 - the fixture
+from train.checkpoint import latest_checkpoint
+from train.config import TrainConfig
+from train.data import TrainBatches, load_val_images, open_rows
+from train.loop import evaluate, get_lr, init_weights, main, to_lab, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_main_turns_errors_into_one_line(capsys, tmp_path):
+    assert main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train: error:") and "not a folder" in err[0]
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    assert get_lr(0, cfg) == pytest.approx(1e-4)
+    assert get_lr(9, cfg) == pytest.approx(1e-3)
+    assert get_lr(60, cfg) == pytest.approx(5.5e-4)
+    assert get_lr(110, cfg) == pytest.approx(1e-4)
+    assert get_lr(50, dataclasses.replace(cfg, schedule="constant")) == 1e-3
+
+
+# ----------------------------------------------------------------------------- learning
+@pytest.mark.parametrize("objective", ["classification", "regression"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(folder, tmp_path, objective):
+    torch.manual_seed(0)
+    cfg = tiny(folder, tmp_path, batch_size=6)
+    rgb = next(TrainBatches(open_rows(cfg), cfg))
+    model = Colorizer(objective=objective, width=0.125, input_size=64)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99), weight_decay=1e-3)
+    l, ab, mask = to_lab(rgb)
+    assert l.shape == (6, 1, 32, 32) and ab.shape == (6, 2, 32, 32) and mask.all()
+    history = []
+    for _ in range(8):
+        loss = model.loss(model(l), ab, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    assert history[-1] < 0.8 * history[0], history
+
+
+def test_validation_rebalances_with_the_validation_set_prior(folder, tmp_path):
+    """val_auc_rebal is colorizer.metrics' one definition: the validation photos' own prior,
+    whatever the model's training prior (uniform here, which would make it equal val_auc)."""
+    cfg = tiny(folder, tmp_path, holdout=r"(50|1|2)\.png$")
+    val = load_val_images(open_rows(cfg, "val"), cfg)
+    assert val.shape == (4, 32, 32, 3)
+    torch.manual_seed(0)
+    model = Colorizer(width=0.125, input_size=64)  # prior None: uniform
+    figures = evaluate(model, val, torch.device("cpu"), batch_size=3)
+    model.eval()
+    with torch.no_grad():
+        l, ab, _ = to_lab(val)
+        pred = F.interpolate(model.decode(model(l)), size=ab.shape[-2:], mode="bilinear", align_corners=False)
+    expected = auc(pred, ab, evaluation_prior([ab]).pixel_weights(ab))
+    assert figures["val_auc_rebal"] == pytest.approx(expected, abs=1e-6)
+    assert figures["val_auc"] == pytest.approx(auc(pred, ab), abs=1e-6)
+    assert abs(figures["val_auc_rebal"] - figures["val_auc"]) > 1e-3
+
+
+def test_training_resumes_exactly_and_saves_on_interrupt(folder, tmp_path, monkeypatch):
+    whole = tiny(folder, tmp_path / "a")
+    figures = train(whole)
+    run_a = tmp_path / "a" / "run"
+    assert set(figures) == {"val_loss", "val_auc", "val_auc_rebal"} and 0 < figures["val_auc"] <= 1
+    assert (run_a / "model" / "model.safetensors").is_file() and (run_a / "samples").is_dir()
+    model = Colorizer.from_pretrained(str(run_a / "model"))
+    prior = json.loads((run_a / "prior.json").read_text())["prior"]
+    torch.testing.assert_close(model.prior, torch.tensor(prior, dtype=torch.float32))
+    # the sample grid shows exactly what users get: input | model.colorize | truth, one photo a row
+    val = load_val_images(open_rows(whole, "val"), whole).numpy()  # (2, 32, 32, 3)
+    with Image.open(run_a / "samples" / "step_0000004.png") as img:
+        grid = np.asarray(img)
+    assert grid.shape == (2 * 32, 3 * 32, 3)
+    for i, photo in enumerate(val):
+        row = grid[i * 32 : (i + 1) * 32]
+        np.testing.assert_array_equal(row[:, 32:64], np.asarray(model.colorize(Image.fromarray(photo))))
+        np.testing.assert_array_equal(row[:, 64:], photo)
+        assert (row[:, :32].max(axis=2) == row[:, :32].min(axis=2)).all()  # the input: gray
+
+    first = tiny(folder, tmp_path / "b", max_steps=2)
+    train(first)
+    with pytest.raises(ValueError, match="--resume"):
+        train(dataclasses.replace(first, max_steps=4))
+    train(dataclasses.replace(first, max_steps=4, resume=True))
+    a, b = losses(run_a), losses(tmp_path / "b" / "run")
+    assert list(b) == [1, 2, 3, 4]
+    for step in (1, 2, 3, 4):
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a, b)
+
+    calls = {"n": 0}
+    real_next = TrainBatches.__next__
+
+    def interrupting(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_next(self)
+
+    monkeypatch.setattr(TrainBatches, "__next__", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(folder, tmp_path / "c", prior=str(run_a / "prior.json")))
+    ckpt = latest_checkpoint(tmp_path / "c" / "run")
+    state = json.loads((ckpt / "state.json").read_text())
+    assert ckpt.name == "step_0000002" and state["reason"] == "interrupted"
+    monkeypatch.undo()
+
+    # Ctrl-C (a real SIGINT) between optimizer.step() and the step count: the step is
+    # finished first, so the checkpoint is step 3 with step 3's weights and resumes exactly.
+    real_step = torch.optim.AdamW.step
+    steps = {"n": 0}
+
+    def signalled_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        steps["n"] += 1
+        if steps["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    handler = signal.getsignal(signal.SIGINT)
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", signalled_step)
+        d = tiny(folder, tmp_path / "d")
+        assert main(["--config-file", str(write_config(d, tmp_path / "d.json"))]) == 130
+    assert signal.getsignal(signal.SIGINT) is handler  # restored after the loop
+    ckpt = latest_checkpoint(tmp_path / "d" / "run")
+    assert ckpt.name == "step_0000003" and json.loads((ckpt / "state.json").read_text())["reason"] == "interrupted"
+    train(dataclasses.replace(d, resume=True))
+    resumed = losses(tmp_path / "d" / "run")
+    assert list(resumed) == [1, 2, 3, 4]
+    for step in (1, 2, 3, 4):
+        assert resumed[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a, resumed)
+
+    # a second Ctrl-C in the same step stops at once, without a checkpoint of a half-done step
+    def twice_signalled_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", twice_signalled_step)
+        with pytest.raises(KeyboardInterrupt, match="no checkpoint written"):
+            train(tiny(folder, tmp_path / "e", prior=str(run_a / "prior.json")))
+    assert latest_checkpoint(tmp_path / "e" / "run") is None
+
+
+def test_moving_average_is_checkpointed_resumed_and_saved(folder, tmp_path):
+    whole = tiny(folder, tmp_path / "a", ema=0.5)
+    train(whole)
+    first = tiny(folder, tmp_path / "b", ema=0.5, max_steps=2)
+    train(first)
+    assert (latest_checkpoint(tmp_path / "b" / "run") / "ema.safetensors").is_file()
+    train(dataclasses.replace(first, max_steps=4, resume=True))
+    a = Colorizer.from_pretrained(str(tmp_path / "a" / "run" / "model"))
+    b = Colorizer.from_pretrained(str(tmp_path / "b" / "run" / "model"))
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+    # the saved model is the average, not the last weights
+    from safetensors.torch import load_file
+
+    last = load_file(str(latest_checkpoint(tmp_path / "a" / "run") / "model.safetensors"))
+    assert any(not torch.equal(last[k], v) for k, v in a.state_dict().items() if k.startswith("net."))
+
+
+def test_training_can_start_from_another_models_weights(folder, tmp_path):
+    source = Colorizer(width=0.125, grid=20.0, input_size=64)
+    source.save_pretrained(tmp_path / "source")
+    target = Colorizer(width=0.125, grid=20.0, input_size=64, prior=[1.0] * source.num_bins, lam=0.9)
+    init_weights(target, str(tmp_path / "source"))
+    for name, value in source.state_dict().items():
+        if name not in ("prior", "class_weights"):
+            torch.testing.assert_close(target.state_dict()[name], value, msg=name)
+    with pytest.raises(ValueError, match="width"):
+        init_weights(Colorizer(width=0.25, grid=20.0), str(tmp_path / "source"))
+    cfg = tiny(folder, tmp_path / "run", grid=20.0, init_from=str(tmp_path / "source"))
+    train(cfg)
+    assert losses(tmp_path / "run" / "run")
+
+
+def test_checkpoints_are_also_written_by_time(folder, tmp_path, monkeypatch):
+    import train.loop as loop
+
+    ticks = iter(range(0, 10_000, 25))  # each reading of the clock: 25 s later
+    monkeypatch.setattr(loop, "clock", lambda: float(next(ticks)))
+    train(tiny(folder, tmp_path, ckpt_minutes=1.0, keep_checkpoints=10))
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert "step_0000004" in names and len(names) >= 2  # a periodic one before the final one
+
+
+def test_an_eccv16_model_seeds_a_global_local_one(tmp_path):
+    source = Colorizer(width=0.125, grid=20.0, input_size=64)
+    source.save_pretrained(tmp_path / "source")
+    target = Colorizer(width=0.125, grid=20.0, input_size=64, network="global_local")
+    init_weights(target, str(tmp_path / "source"))
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[name], value, msg=name)
+    back = tmp_path / "gl"
+    target.save_pretrained(back)
+    with pytest.raises(ValueError, match="cannot seed"):
+        init_weights(Colorizer(width=0.125, grid=20.0, input_size=64), str(back))
