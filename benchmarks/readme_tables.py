@@ -4,9 +4,10 @@ Runs, in this order, and splices each output into README.md between its markers
 (``<!-- NAME -->`` ... ``<!-- /NAME -->``):
 
 - RESULTS: ``python -m evaluation`` of the shipped default model on the held-out
-  split of ../shared/data/photos (food photos whose number ends in 0, wallpapers Kite
-  and Storm), with the gray, mean-ab and ground-truth rows and a temperature sweep;
-  its contact sheet becomes the README's first picture (docs/holdout.png);
+  photos of ../shared/data/VALIDATION.txt, food and non-food reported apart (each
+  with the gray, mean-ab and ground-truth rows and a temperature sweep); the non-food
+  contact sheet becomes the README's first picture (docs/holdout.png), the food one
+  docs/holdout-food.png, and the non-food sweep docs/sweep.png;
 - SEMANTIC: ``python -m evaluation.semantic`` on the food photos' group letters;
 - BENCH: ``python benchmarks/inference.py``.
 
@@ -28,7 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repository's packages
 
 from train.publish import without_title  # noqa: E402
-HOLDOUT = ["--include", "food/*0.*", "--include", "wallpapers/Kite.*", "--include", "wallpapers/Storm.*"]
+def holdout(photos: Path) -> list[str]:
+    """The evaluation's photo selection: VALIDATION.txt beside the photos folder, by group."""
+    return ["--files-from", str(photos.parent / "VALIDATION.txt"), "--group", "food=food/*", "--other-group", "non-food"]
+
 TEMPERATURES = ["0", "0.1", "0.2", "0.38", "0.6", "1"]
 
 
@@ -61,11 +65,12 @@ def main() -> None:
 
     if "results" not in args.skip:
         out = args.out / "holdout"
-        run([py, "-m", "evaluation.evaluate", str(args.photos), *HOLDOUT, "--model", args.model,
-             "--temperature", *TEMPERATURES, "--sheet", "6", "--out", str(out), "-q"])
+        run([py, "-m", "evaluation", str(args.photos), *holdout(args.photos), "--model", args.model,
+             "--temperature", *TEMPERATURES, "--sheet", "8", "--out", str(out), "-q"])
         (ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copy(out / "contact_sheet.png", ROOT / "docs" / "holdout.png")
-        shutil.copy(out / "sweep.png", ROOT / "docs" / "sweep.png")
+        shutil.copy(out / "contact_sheet_non-food.png", ROOT / "docs" / "holdout.png")
+        shutil.copy(out / "contact_sheet_food.png", ROOT / "docs" / "holdout-food.png")
+        shutil.copy(out / "sweep_non-food.png", ROOT / "docs" / "sweep.png")
         readme = splice(readme, "RESULTS", without_title((out / "results.md").read_text()))
     if "semantic" not in args.skip:
         out = args.out / "semantic"

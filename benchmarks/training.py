@@ -7,6 +7,10 @@ Prints, in one run: decoded-and-cropped images/s of the data pipeline (``train.d
 with 0 and N workers; training images/s at ``--crop`` px for the full-width network
 and a small one, on batches already on the device (compute only) and fed by the real
 pipeline; and the share of wall time the device waited for data (on CUDA: GPU idle).
+``--settings`` then times the small network's compute-only step under the settings
+that decide CPU speed -- torch threads, ``channels_last``, batch size, crop size --
+each as a ratio against the default recipe's (all threads, contiguous, batch 16,
+128 px crops) measured in the same run.
 Not a test: the figures depend on the machine and on whatever else runs on it.
 """
 
@@ -57,10 +61,12 @@ def bench_pipeline(cfg: TrainConfig, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_train(cfg: TrainConfig, width: float, steps: int, device: torch.device, fed: bool) -> tuple[float, float]:
-    """(images/s, share of time waiting for data) of training steps at ``width``."""
+def bench_train(cfg: TrainConfig, width: float, steps: int, device: torch.device, fed: bool,
+                channels_last: bool | None = None) -> tuple[float, float]:
+    """(images/s, share of time waiting for data) of training steps at ``width``;
+    ``channels_last`` defaults to what the training loop does (on CUDA only)."""
     model = Colorizer(width=width).to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" if channels_last is None else channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3)
     stream = TrainBatches(open_rows(cfg), cfg, pin_memory=device.type == "cuda") if fed else None
@@ -98,6 +104,8 @@ def main() -> None:
         "--steps", type=int, default=0, help="training steps timed per setting (default 4 on CPU, 30 on CUDA)"
     )
     parser.add_argument("--pipeline-batches", type=int, default=12)
+    parser.add_argument("--settings", action="store_true", help="also time the CPU settings (threads, "
+                        "channels_last, batch, crop) against the default recipe's")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     steps = args.steps or (30 if device.type == "cuda" else 3)
@@ -134,6 +142,38 @@ def main() -> None:
             f"({wait:.0%} of the time {idle}; pipeline/compute ratio x{pn / compute:.1f})"
         )
     print(f"small/full speed-up: x{results[args.small_width] / results[1.0]:.1f}")
+    if args.settings:
+        bench_settings(base, args.small_width, max(steps, 4), device)
+
+
+def bench_settings(base: TrainConfig, width: float, steps: int, device: torch.device) -> None:
+    """Compute-only training images/s of the ``width`` network under each CPU setting,
+    against the default recipe's settings (measured first and last; their mean is the
+    baseline, their spread says how steady the machine was)."""
+    threads = torch.get_num_threads()
+    recipe = dataclasses.replace(base, crop=128, batch_size=16)
+    variants = [
+        ("recipe: %d threads, contiguous, batch 16, crop 128" % threads, recipe, threads, False),
+        ("channels_last", recipe, threads, True),
+        ("1 thread", recipe, 1, False),
+        ("batch 8", dataclasses.replace(recipe, batch_size=8), threads, False),
+        ("batch 32", dataclasses.replace(recipe, batch_size=32), threads, False),
+        ("crop 96", dataclasses.replace(recipe, crop=96), threads, False),
+        ("crop 176", dataclasses.replace(recipe, crop=176, resize=256), threads, False),
+        ("recipe again", recipe, threads, False),
+    ]
+    figures = []
+    for name, cfg, n_threads, cl in variants:
+        torch.set_num_threads(n_threads)
+        rate, _ = bench_train(cfg, width, steps, device, fed=False, channels_last=cl)
+        figures.append((name, cfg, rate))
+    torch.set_num_threads(threads)
+    baseline = (figures[0][2] + figures[-1][2]) / 2
+    print(f"CPU settings, width {width:g}, compute only (baseline {baseline:.1f} img/s; first and last "
+          f"recipe runs {figures[0][2]:.1f} and {figures[-1][2]:.1f}):")
+    for name, cfg, rate in figures:
+        pixels = rate * cfg.crop * cfg.crop / 1e6
+        print(f"  {name:52s} {rate:7.1f} img/s  {pixels:6.2f} Mpx/s  x{rate / baseline:.2f} img/s")
 
 
 if __name__ == "__main__":

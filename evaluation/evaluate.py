@@ -533,9 +533,11 @@ def _jsonable(x):
     return x
 
 
-def sweep_plot(report: Report, path: Path) -> None:
+def sweep_plot(report: Report, path: Path, group: str | None = None) -> None:
     """AuC, rebalanced AuC and colourfulness against temperature, one line per
-    classification model, the baselines and the truth as horizontal lines."""
+    classification model, the baselines and the truth as horizontal lines; over the
+    photos of ``group`` (each group's own figures) or of all photos."""
+    summary = report.summary if group is None else report.groups[group]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -552,19 +554,20 @@ def sweep_plot(report: Report, path: Path) -> None:
         if not rows:
             continue
         ts = [r.temperature for r in rows]
-        ax_auc.plot(ts, [report.summary[r.name]["auc"] for r in rows], "o-", color=colour, label=f"{name} AuC")
-        ax_auc.plot(ts, [report.summary[r.name]["auc_rebalanced"] for r in rows], "s--", color=colour,
+        ax_auc.plot(ts, [summary[r.name]["auc"] for r in rows], "o-", color=colour, label=f"{name} AuC")
+        ax_auc.plot(ts, [summary[r.name]["auc_rebalanced"] for r in rows], "s--", color=colour,
                     label=f"{name} rebal. AuC")
-        ax_col.plot(ts, [report.summary[r.name]["colorfulness"] for r in rows], "o-", color=colour, label=name)
+        ax_col.plot(ts, [summary[r.name]["colorfulness"] for r in rows], "o-", color=colour, label=name)
     gray, mean = report.rows[0].name, report.rows[1].name
     for name, style in ((gray, ":"), (mean, "-.")):
-        ax_auc.axhline(report.summary[name]["auc"], color="gray", linestyle=style, label=f"{name} AuC")
-    truth = report.summary[report.rows[-1].name]["truth_colorfulness"]
+        ax_auc.axhline(summary[name]["auc"], color="gray", linestyle=style, label=f"{name} AuC")
+    truth = summary[report.rows[-1].name]["truth_colorfulness"]
     ax_col.axhline(truth, color="black", linestyle="--", label="ground truth")
-    ax_col.axhline(report.summary[gray]["colorfulness"], color="gray", linestyle=":", label=gray)
-    ax_auc.set(xlabel="temperature T", ylabel="AuC", title="Accuracy against temperature")
+    ax_col.axhline(summary[gray]["colorfulness"], color="gray", linestyle=":", label=gray)
+    of = f" ({group})" if group else ""
+    ax_auc.set(xlabel="temperature T", ylabel="AuC", title=f"Accuracy against temperature{of}")
     ax_col.set(xlabel="temperature T", ylabel="colourfulness (Hasler & Suesstrunk)",
-               title="Colourfulness against temperature")
+               title=f"Colourfulness against temperature{of}")
     for ax in (ax_auc, ax_col):
         ax.set_xlim(-0.02, 1.02)
         ax.grid(alpha=0.3)
@@ -601,8 +604,8 @@ def contact_sheet(report: Report, path: Path, tile_height: int = 160, group: str
 
 def write_report(report: Report, out_dir: str | Path, command: str | None = None) -> dict[str, Path]:
     """Write ``results.md``, ``results.json``, ``sweep.png`` and (when photos were
-    kept) ``contact_sheet.png``, plus ``contact_sheet_<group>.png`` per group, into
-    ``out_dir`` (created); returns their paths."""
+    kept) ``contact_sheet.png``, plus ``sweep_<group>.png`` and ``contact_sheet_<group>.png``
+    per group, into ``out_dir`` (created); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "results.md", "json": out / "results.json", "sweep": out / "sweep.png"}
@@ -622,6 +625,9 @@ def write_report(report: Report, out_dir: str | Path, command: str | None = None
     }
     paths["json"].write_text(json.dumps(_jsonable(data), indent=1, allow_nan=False) + "\n")
     sweep_plot(report, paths["sweep"])
+    for g in report.groups:
+        paths[f"sweep {g}"] = out / f"sweep_{_slug(g)}.png"
+        sweep_plot(report, paths[f"sweep {g}"], group=g)
     if report.sheet:
         paths["contact_sheet"] = out / "contact_sheet.png"
         contact_sheet(report, paths["contact_sheet"])

@@ -286,7 +286,8 @@ def test_groups_get_their_own_tables_priors_and_sheets(tmp_path):
     assert report.summary["ground truth"]["cast"] == pytest.approx(0.0, abs=1e-6)
     assert sorted(report.sheet) == ["food/0.png", "sky/0.png"]  # one photo per group
     paths = write_report(report, tmp_path / "out")
-    assert {p.name for p in paths.values()} >= {"contact_sheet_food.png", "contact_sheet_scenes.png"}
+    assert {p.name for p in paths.values()} >= {"contact_sheet_food.png", "contact_sheet_scenes.png", "sweep_food.png",
+                                              "sweep_scenes.png"}
     md = (tmp_path / "out" / "results.md").read_text()
     assert md.index("**food** (3 photos)") < md.index("**scenes** (2 photos)") < md.index("**all** (5 photos)")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -219,3 +219,74 @@ def test_an_eccv16_model_seeds_a_global_local_one(tmp_path):
     target.save_pretrained(back)
     with pytest.raises(ValueError, match="cannot seed"):
         init_weights(Colorizer(width=0.125, grid=20.0, input_size=64), str(back))
+
+
+def test_validation_groups_score_each_group_with_its_own_prior(folder, tmp_path):
+    """--val-groups: each group's figures equal the same figures computed on that group alone
+    (AuC with the group's own prior, median cast, mean colourfulness), and gray's baseline
+    is written beside them."""
+    from colorizer.color import lab_to_rgb
+    from colorizer.metrics import colorfulness, colour_cast
+    from train.loop import val_groups
+
+    cfg = tiny(folder, tmp_path, holdout=r"(50|1|2)\.png$", val_groups="inside=/indoor/")
+    names: list[str] = []
+    val = load_val_images(open_rows(cfg, "val"), cfg, names=names)
+    assert len(names) == len(val) == 4 and all(n.endswith(".png") for n in names)
+    groups = val_groups(val, names, cfg.val_groups)
+    assert set(groups) == {"inside", "other"}
+    inside = [i for i, n in enumerate(names) if "/indoor/" in n]
+    assert groups["inside"].index == inside and 0 < len(inside) < 4
+    torch.manual_seed(0)
+    model = Colorizer(width=0.125, input_size=64)
+    figures = evaluate(model, val, torch.device("cpu"), batch_size=3, groups=groups)
+    model.eval()
+    with torch.no_grad():
+        l, ab, _ = to_lab(val[inside])
+        pred = F.interpolate(model.decode(model(l)), size=ab.shape[-2:], mode="bilinear", align_corners=False)
+    assert figures["inside_auc"] == pytest.approx(auc(pred, ab), abs=1e-6)
+    assert figures["inside_auc_rebal"] == pytest.approx(auc(pred, ab, evaluation_prior([ab]).pixel_weights(ab)), abs=1e-6)
+    casts = [colour_cast(pred[i : i + 1], ab[i : i + 1]) for i in range(len(inside))]
+    assert figures["inside_cast"] == pytest.approx(float(np.median(casts)), abs=1e-5)
+    rgb = (lab_to_rgb(torch.cat([l, pred], 1)).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    assert figures["inside_colorfulness"] == pytest.approx(np.mean([colorfulness(x) for x in rgb]), abs=1e-4)
+    gray = evaluate(None, val, torch.device("cpu"), groups=groups)
+    assert "val_loss" not in gray and gray["inside_colorfulness"] < 0.5  # gray up to 8-bit rounding
+    assert gray["inside_cast"] == pytest.approx(
+        float(np.median([colour_cast(torch.zeros_like(ab[i : i + 1]), ab[i : i + 1]) for i in range(len(inside))])),
+        abs=1e-5)
+    with pytest.raises(ValueError, match="NAME=REGEX"):
+        val_groups(val, names, "inside")
+
+    train(dataclasses.replace(cfg, val_every=2))
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "run" / "val.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert {"cpu_s", "elapsed_s", "inside_auc", "other_cast", "other_colorfulness"} <= set(rows[0])
+    assert 0 < float(rows[0]["cpu_s"]) < float(rows[1]["cpu_s"])
+    baseline = json.loads((tmp_path / "run" / "val_baseline.json").read_text())
+    assert baseline["groups"] == {"inside": len(inside), "other": 4 - len(inside)}
+    assert baseline["gray"]["inside_auc"] == pytest.approx(gray["inside_auc"])
+    assert baseline["truth_colorfulness"]["inside"] > 0
+
+
+def test_training_stops_at_its_cpu_budget(folder, tmp_path, monkeypatch):
+    """--max-cpu-hours: the run stops (with its final validation, checkpoint and model) once
+    its training steps have used the budget, and the CPU time survives a resume."""
+    import csv
+
+    import train.loop as loop
+
+    ticks = iter(range(0, 10_000, 100))  # each reading of the CPU clock: 100 CPU-s later
+    monkeypatch.setattr(loop, "cpu_clock", lambda: float(next(ticks)))
+    cfg = tiny(folder, tmp_path, max_steps=50, max_cpu_hours=250 / 3600, val_every=0, ckpt_every=1, keep_checkpoints=5)
+    train(cfg)
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["step"] == 3 and final["cpu_s"] == pytest.approx(300.0)  # 100 CPU-s a step; stops at >= 250
+    rows = list(csv.DictReader(open(tmp_path / "run" / "val.csv")))
+    assert [int(r["step"]) for r in rows] == [3]
+    assert (tmp_path / "run" / "model").is_dir()
+    train(dataclasses.replace(cfg, max_cpu_hours=450 / 3600, resume=True))
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["step"] == 5 and final["cpu_s"] == pytest.approx(500.0)

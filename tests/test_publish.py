@@ -71,7 +71,8 @@ def test_publish_writes_model_card_and_figures(run, evaluation, tmp_path, capsys
                "--title", "tiny test model"])
     assert rc == 0 and capsys.readouterr().out.strip() == str(out / "README.md")
     assert {p.name for p in out.iterdir()} == {
-        "model.safetensors", "config.json", "README.md", "sweep.png", "contact_sheet.png", "stale.txt"}
+        "model.safetensors", "config.json", "README.md", "sweep.png", "contact_sheet.png", "stale.txt",
+        "training_history.json"}
 
     # the weights and config round-trip strictly to the run's model
     again, original = Colorizer.from_pretrained(str(out)), Colorizer.from_pretrained(str(run / "model"))
@@ -164,3 +165,54 @@ def test_publish_can_set_the_shipped_input_size(run, tmp_path, capsys):
     assert main(["--run", str(run), "--to", str(tmp_path / "bad"), "--input-size", "300"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "input_size must be a multiple of 8" in err
+
+
+def test_publish_records_the_training_history_of_resumed_weights(run, tmp_path):
+    """A run started from published weights (--init-from) inherits their training history:
+    the new folder lists every segment, the card totals them, and publishing over the very
+    folder the run started from keeps the earlier segments."""
+    first = tmp_path / "published"
+    assert main(["--run", str(run), "--to", str(first)]) == 0
+    history = json.loads((first / "training_history.json").read_text())
+    assert len(history) == 1 and history[0]["steps"] == 123 and history[0]["hours"] == 1.5
+    assert history[0]["cpu_hours_estimated"] and history[0]["init_from"] is None
+
+    config = json.loads((run / "config.json").read_text())
+    config["init_from"] = str(first)
+    (run / "config.json").write_text(json.dumps(config))
+    final = json.loads((run / "final.json").read_text())
+    final["cpu_s"] = 7200.0
+    (run / "final.json").write_text(json.dumps(final))
+    assert main(["--run", str(run), "--to", str(first)]) == 0  # over the folder it started from
+    history = json.loads((first / "training_history.json").read_text())
+    assert [h["steps"] for h in history] == [123, 123] and history[1]["init_from"] == str(first)
+    assert history[1]["cpu_hours"] == 2.0 and not history[1]["cpu_hours_estimated"]
+    card = (first / "README.md").read_text()
+    assert "### Training history" in card and "over 2 segment(s)" in card
+    assert f"In all: 3.00 hours, {history[0]['cpu_hours'] + 2.0:.2f} CPU-hours" in card
+
+    config["init_from"] = str(tmp_path / "unrecorded")
+    Colorizer(width=0.125, input_size=64).save_pretrained(tmp_path / "unrecorded")
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["--run", str(run), "--to", str(tmp_path / "third")]) == 0
+    history = json.loads((tmp_path / "third" / "training_history.json").read_text())
+    assert "note" in history[0] and "steps" not in history[0] and len(history) == 2
+
+
+def test_publish_shows_group_figures_and_the_comparison(run, evaluation, tmp_path):
+    for name in ("contact_sheet_food.png", "contact_sheet_non-food.png", "sweep_food.png", "sweep_non-food.png"):
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(evaluation / name)
+    comparison = tmp_path / "compare"
+    comparison.mkdir()
+    (comparison / "curves.md").write_text("| run | steps | CPU-h |\n|---|---:|---:|\n| base: base | 380 | 0.100 |\n")
+    Image.fromarray(np.full((20, 30, 3), 10, np.uint8)).save(comparison / "curves.png")
+    out = tmp_path / "model"
+    assert main(["--run", str(run), "--to", str(out), "--evaluation", str(evaluation),
+                 "--comparison", str(comparison)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"contact_sheet_food.png", "contact_sheet_non-food.png", "sweep_non-food.png", "curves.png"} <= names
+    assert "contact_sheet.png" not in names and "sweep.png" not in names  # per group, not the pooled ones
+    card = (out / "README.md").read_text()
+    assert "![non-food samples](contact_sheet_non-food.png)" in card and "](sweep_food.png)" in card
+    assert "## Architectures and losses compared at equal compute" in card and "| base: base | 380 |" in card
+    assert main(["--run", str(run), "--to", str(out), "--comparison", str(tmp_path / "none")]) == 2

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TrainConfig", "parse_args", "load_config_file", "parse_repeat"]
+__all__ = ["TrainConfig", "parse_args", "load_config_file", "parse_repeat", "parse_groups"]
 
 
 def _opt(default, help: str, **kw):
@@ -85,6 +85,12 @@ class TrainConfig:
     )
     val_size: int = _opt(176, "validation photos: short side resized to this, centre square crop")
     val_images: int = _opt(64, "validation photos kept in memory (the first N of the validation split)")
+    val_groups: str | None = _opt(
+        None,
+        "validation groups 'NAME=REGEX;...', the regular expression searched in each validation photo's path "
+        "(photos matching none form 'other'): val.csv gets each group's AuC, rebalanced AuC, median colour cast "
+        "and colourfulness, and val_baseline.json gray's",
+    )
     max_pixels: int = _opt(100_000_000, "skip photos with more pixels than this")
 
     # ---------------------------------------------------------------- model
@@ -120,6 +126,11 @@ class TrainConfig:
 
     # ---------------------------------------------------------------- optimisation
     max_steps: int = _opt(5000, "optimiser steps")
+    max_cpu_hours: float = _opt(
+        0.0,
+        "also stop when the training steps have used this many CPU-hours (this process, all threads; "
+        "0: off): runs compared at equal compute",
+    )
     batch_size: int = _opt(32, "photos per step per process")
     lr: float = _opt(3e-4, "peak learning rate (AdamW)")
     min_lr: float = _opt(3e-5, "final learning rate of the cosine schedule")
@@ -180,6 +191,10 @@ class TrainConfig:
             raise ValueError(f"--holdout-file {self.holdout_file!r}: no such file")
         if self.repeat:
             parse_repeat(self.repeat)
+        if self.val_groups:
+            parse_groups(self.val_groups)
+        if self.max_cpu_hours < 0:
+            raise ValueError(f"--max-cpu-hours must be >= 0, got {self.max_cpu_hours}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
         if self.ckpt_minutes < 0:
@@ -211,6 +226,26 @@ def parse_repeat(spec: str) -> list[tuple["re.Pattern", int]]:
     if not rules:
         raise ValueError(f"--repeat {spec!r}: no rule (REGEX=N)")
     return rules
+
+
+def parse_groups(spec: str) -> list[tuple[str, "re.Pattern"]]:
+    """``--val-groups``' 'NAME=REGEX;NAME=REGEX' as (name, compiled pattern) pairs."""
+    groups = []
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        name, sep, pattern = part.strip().partition("=")
+        if not sep or not name.strip() or not pattern:
+            raise ValueError(f"--val-groups {spec!r}: each group is NAME=REGEX, got {part.strip()!r}")
+        if name.strip() == "other" or name.strip() in {n for n, _ in groups}:
+            raise ValueError(f"--val-groups {spec!r}: group name {name.strip()!r} is taken")
+        try:
+            groups.append((name.strip(), re.compile(pattern)))
+        except re.error as e:
+            raise ValueError(f"--val-groups {spec!r}: bad regular expression {pattern!r} ({e})") from None
+    if not groups:
+        raise ValueError(f"--val-groups {spec!r}: no group (NAME=REGEX)")
+    return groups
 
 
 def _fields() -> list[dataclasses.Field]:

@@ -422,17 +422,31 @@ class TrainBatches:
         }
 
 
-def load_val_images(rows, cfg: TrainConfig, skipped: collections.Counter | None = None) -> torch.Tensor:
-    """The first ``val_images`` usable validation photos as ``(N, S, S, 3)`` uint8 centre crops."""
+def load_val_images(
+    rows, cfg: TrainConfig, skipped: collections.Counter | None = None, names: list[str] | None = None
+) -> torch.Tensor:
+    """The first ``val_images`` usable validation photos as ``(N, S, S, 3)`` uint8 centre
+    crops; ``names``, when given, gets each kept photo's path ("" where the row has none)."""
     from train.sources import iter_images
 
     counts = skipped if skipped is not None else collections.Counter()
+    current = {"path": ""}
+
+    def tapped(source):  # iter_images yields a row's image before it reads the next row
+        for row in source:
+            cell = row.get(cfg.image_column)
+            current["path"] = (cell.get("path") if isinstance(cell, dict) else None) or ""
+            yield row
+
     crops = []
-    for img, _ in iter_images(rows, cfg.image_column, cfg.label_column, skipped=counts, max_pixels=cfg.max_pixels):
+    for img, _ in iter_images(tapped(rows), cfg.image_column, cfg.label_column, skipped=counts,
+                              max_pixels=cfg.max_pixels):
         rgb = usable(img, cfg, counts)
         if rgb is None:
             continue
         crops.append(val_crop(rgb, cfg.val_size))
+        if names is not None:
+            names.append(current["path"])
         if len(crops) >= cfg.val_images:
             break
     if not crops:

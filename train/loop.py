@@ -53,19 +53,21 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from colorizer.cli import report_error
-from colorizer.color import rgb_to_lab
-from colorizer.metrics import AucMeter, EvaluationPrior, evaluation_prior
+from colorizer.color import lab_to_rgb, rgb_to_lab
+from colorizer.metrics import AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior
 from colorizer.model import Colorizer, gray_rgb
 
 from train.checkpoint import latest_checkpoint, load_checkpoint, load_data_position, prune_checkpoints, save_checkpoint
-from train.config import TrainConfig, parse_args
+from train.config import TrainConfig, parse_args, parse_groups
 from train.data import TrainBatches, load_val_images, open_rows
 from train.prior import prior_from_config, read_prior, write_prior
 
-__all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "evaluate", "sample_grid"]
+__all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "val_groups", "evaluate", "sample_grid",
+           "cpu_clock"]
 
 logger = logging.getLogger("train")
 clock = time.monotonic  # seconds, for --ckpt-minutes (a name of its own so tests can move it)
+cpu_clock = time.process_time  # CPU seconds of this process, all its threads (data workers not included)
 
 
 def hardware(device: torch.device, processes: int = 1) -> str:
@@ -109,39 +111,108 @@ def validation_prior(val: torch.Tensor, batch_size: int = 64) -> EvaluationPrior
     return evaluation_prior(to_lab(val[i : i + batch_size])[1] for i in range(0, len(val), batch_size))
 
 
+def _group_figures(
+    name: str, pred: list[torch.Tensor], truth: list[torch.Tensor], light: list[torch.Tensor], prior: EvaluationPrior
+) -> dict[str, float]:
+    """``{name}_auc``, ``_auc_rebal`` (pixels pooled; weighted by ``prior``), ``_cast``
+    (median over photos of ``colour_cast``) and ``_colorfulness`` (mean over photos of
+    the colorization's Hasler & Suesstrunk colourfulness) of ``(1, 2, S, S)`` ab
+    predictions against the truth, with the photos' ``(1, 1, S, S)`` L."""
+    raw, rebal = AucMeter(), AucMeter()
+    casts, colourful = [], []
+    for p, t, l in zip(pred, truth, light):
+        raw.update(p, t)
+        rebal.update(p, t, prior.pixel_weights(t))
+        casts.append(colour_cast(p, t))
+        rgb = lab_to_rgb(torch.cat([l, p], dim=1))[0]  # (3, S, S) in [0, 1]
+        colourful.append(colorfulness((rgb.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)))
+    return {
+        f"{name}_auc": raw.value(),
+        f"{name}_auc_rebal": rebal.value(),
+        f"{name}_cast": float(np.median(casts)),
+        f"{name}_colorfulness": float(np.mean(colourful)),
+    }
+
+
+@dataclass
+class ValGroup:
+    """Validation photos of one group (``--val-groups``): their indices into the
+    validation tensor and their own prior for the rebalanced AuC."""
+
+    index: list[int]
+    prior: EvaluationPrior
+
+
+def val_groups(val: torch.Tensor, names: list[str], spec: str | None) -> dict[str, ValGroup]:
+    """``--val-groups`` ('NAME=REGEX;...' searched in each photo's path; the rest form
+    "other") as groups of the ``(N, S, S, 3)`` validation photos named ``names``; empty
+    groups are left out, and so is everything when ``spec`` is empty."""
+    if not spec:
+        return {}
+    rules = parse_groups(spec)
+    members: dict[str, list[int]] = {name: [] for name, _ in rules}
+    members["other"] = []
+    for i, path in enumerate(names):
+        group = next((name for name, pattern in rules if path and pattern.search(path)), "other")
+        members[group].append(i)
+    return {name: ValGroup(idx, validation_prior(val[idx])) for name, idx in members.items() if idx}
+
+
 @torch.no_grad()
 def evaluate(
-    model: Colorizer,
+    model: Colorizer | None,
     val: torch.Tensor,
     device: torch.device,
     batch_size: int = 16,
     autocast=None,
     prior: EvaluationPrior | None = None,
+    groups: dict[str, ValGroup] | None = None,
 ) -> dict[str, float]:
     """Validation figures on ``(N, S, S, 3)`` uint8 photos, ab compared at full crop
     resolution: ``val_loss``, ``val_auc`` and ``val_auc_rebal``, the AuC with pixels
     weighted by the inverse of the *validation set's own* empirical prior over the
     grid-10 ab bins (``prior``, from ``validation_prior(val)``; computed here when None),
-    as ``evaluation.evaluate`` defines it -- not by the model's training prior."""
+    as ``evaluation.evaluate`` defines it -- not by the model's training prior.
+
+    With ``groups`` (``val_groups``), also ``{group}_auc``, ``_auc_rebal`` (the group's
+    own prior), ``_cast`` and ``_colorfulness`` for each group (``_group_figures``).
+    ``model=None`` scores gray (ab = 0), the baseline, without a loss."""
     if prior is None:
         prior = validation_prior(val)
-    was_training = model.training
-    model.eval()
-    raw, rebal = AucMeter(), AucMeter()
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
+    pred, truth, light = [], [], []
     losses, n = 0.0, 0
     for start in range(0, len(val), batch_size):
         rgb = val[start : start + batch_size].to(device)
         l, ab, mask = to_lab(rgb)
-        with autocast() if autocast else torch.autocast(device.type, enabled=False):
-            out = model(l)
-            loss = model.loss(out, ab, mask)
-        pred = F.interpolate(model.decode(out.float()), size=ab.shape[-2:], mode="bilinear", align_corners=False)
-        raw.update(pred, ab)
-        rebal.update(pred, ab, prior.pixel_weights(ab))
-        losses += float(loss) * len(rgb)
+        if model is None:
+            p = torch.zeros_like(ab)
+        else:
+            with autocast() if autocast else torch.autocast(device.type, enabled=False):
+                out = model(l)
+                loss = model.loss(out, ab, mask)
+            p = F.interpolate(model.decode(out.float()), size=ab.shape[-2:], mode="bilinear", align_corners=False)
+            losses += float(loss) * len(rgb)
         n += len(rgb)
-    model.train(was_training)
-    return {"val_loss": losses / n, "val_auc": raw.value(), "val_auc_rebal": rebal.value()}
+        pred += list(p.float().cpu().split(1))
+        truth += list(ab.float().cpu().split(1))
+        light += list(l.float().cpu().split(1))
+    if model is not None:
+        model.train(was_training)
+    raw, rebal = AucMeter(), AucMeter()
+    for p, t in zip(pred, truth):
+        raw.update(p, t)
+        rebal.update(p, t, prior.pixel_weights(t))
+    figures = {"val_auc": raw.value(), "val_auc_rebal": rebal.value()}
+    if model is not None:
+        figures = {"val_loss": losses / n, **figures}
+    for name, group in (groups or {}).items():
+        pick = group.index
+        figures.update(_group_figures(name, [pred[i] for i in pick], [truth[i] for i in pick],
+                                      [light[i] for i in pick], group.prior))
+    return figures
 
 
 @torch.no_grad()
@@ -246,6 +317,8 @@ class Run:
     val_prior: EvaluationPrior | None
     step: int = 0
     elapsed: float = 0.0  # seconds spent in training steps (validation and checkpoints excluded)
+    cpu: float = 0.0  # CPU seconds of this process in training steps (``cpu_clock``), all threads
+    groups: dict[str, ValGroup] = dataclasses.field(default_factory=dict)
     tensorboard: Any = None
 
     @property
@@ -305,13 +378,24 @@ def setup(cfg: TrainConfig) -> Run:
     # data first: errors surface before any training
     rows = open_rows(cfg, "train")
     val_rows = open_rows(cfg, "val")
-    val = load_val_images(val_rows, cfg) if val_rows is not None else None
+    val_names: list[str] = []
+    val = load_val_images(val_rows, cfg, names=val_names) if val_rows is not None else None
     if val is None:
         logger.warning("no validation data (give --val-dir, --holdout or --val-split): validation is off")
     elif accelerator.is_main_process:
         logger.info("validation: %d photos at %d px", len(val), cfg.val_size)
     # the rebalanced AuC's prior: the validation photos' own, counted once
     val_prior = validation_prior(val) if val is not None and accelerator.is_main_process else None
+    groups: dict[str, ValGroup] = {}
+    if val is not None and accelerator.is_main_process:
+        groups = val_groups(val, val_names, cfg.val_groups)
+        baseline = {"photos": len(val), "size": cfg.val_size,
+                    "groups": {name: len(g.index) for name, g in groups.items()},
+                    "gray": evaluate(None, val, torch.device("cpu"), cfg.batch_size, prior=val_prior, groups=groups)}
+        for name, g in groups.items():
+            truth = [colorfulness(x) for x in val[g.index].numpy()]
+            baseline.setdefault("truth_colorfulness", {})[name] = float(np.mean(truth))
+        (out / "val_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
 
     model = Colorizer(
         objective=cfg.objective,
@@ -343,10 +427,10 @@ def setup(cfg: TrainConfig) -> Run:
     prepared, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(prepared)
     ema = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    step, elapsed, data_state = 0, 0.0, None
+    step, elapsed, cpu, data_state = 0, 0.0, 0.0, None
     if cfg.resume and ckpt is not None:  # after prepare: the optimiser state lands on the parameters' device
         state = load_checkpoint(ckpt, raw, getattr(optimizer, "optimizer", optimizer), ema=ema)
-        step, elapsed = state["step"], state.get("elapsed_s", 0.0)
+        step, elapsed, cpu = state["step"], state.get("elapsed_s", 0.0), state.get("cpu_s", 0.0)
         data_state = load_data_position(ckpt, accelerator.process_index)
         logger.info("resumed from %s (step %d)", ckpt, step)
     if cfg.compile:
@@ -364,7 +448,7 @@ def setup(cfg: TrainConfig) -> Run:
             pass
     shown = ema.module if ema is not None else raw
     return Run(cfg, accelerator, out, prepared, raw, shown, ema, optimizer, batches, val, val_prior, step, elapsed,
-               tensorboard)
+               cpu, groups, tensorboard)
 
 
 def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
@@ -393,7 +477,8 @@ def log_training(run: Run, row: dict) -> None:
     """Append the training figures of the last ``log_every`` steps to ``log.csv`` (and TensorBoard)."""
     if not run.main_process:
         return
-    _log_row(run.out / "log.csv", {k: row.get(k, "") for k in ("step", "loss", "lr", "img_per_s", "wait_share", "elapsed_s")})
+    keys = ("step", "loss", "lr", "img_per_s", "wait_share", "elapsed_s", "cpu_s")
+    _log_row(run.out / "log.csv", {k: row.get(k, "") for k in keys})
     if run.tensorboard is not None:
         for k in ("loss", "lr", "img_per_s", "wait_share"):
             run.tensorboard.add_scalar(f"train/{k}", row[k], run.step)
@@ -402,9 +487,11 @@ def log_training(run: Run, row: dict) -> None:
 def validate(run: Run) -> dict[str, float]:
     """Validation figures of the shown weights (``evaluate``), a sample grid, and a row of
     ``val.csv``; main process only."""
-    figures = evaluate(run.shown, run.val, run.device, run.cfg.batch_size, run.accelerator.autocast, run.val_prior)
+    figures = evaluate(run.shown, run.val, run.device, run.cfg.batch_size, run.accelerator.autocast, run.val_prior,
+                       run.groups)
     sample_grid(run.shown, run.val, run.device, run.out / "samples" / f"step_{run.step:07d}.png", run.cfg.sample_images)
-    _log_row(run.out / "val.csv", {"step": run.step, **figures})
+    when = {"step": run.step, "elapsed_s": round(run.elapsed, 2), "cpu_s": round(run.cpu, 2)}
+    _log_row(run.out / "val.csv", {**when, **figures})
     if run.tensorboard is not None:
         for k, v in figures.items():
             run.tensorboard.add_scalar(f"val/{k}", v, run.step)
@@ -427,6 +514,7 @@ def save(run: Run, reason: str) -> None:
         state = {
             "step": run.step,
             "elapsed_s": run.elapsed,
+            "cpu_s": run.cpu,
             "world_size": run.accelerator.num_processes,
             "reason": reason,
             "config": dataclasses.asdict(run.cfg),
@@ -458,6 +546,7 @@ def finish(run: Run, figures: dict[str, float]) -> None:
         final = {
             "step": run.step,
             "elapsed_s": run.elapsed,
+            "cpu_s": run.cpu,
             **figures,
             "skipped": run.batches.skipped_total(),
             "hardware": hardware(run.device, run.accelerator.num_processes),
@@ -490,8 +579,9 @@ def train(cfg: TrainConfig) -> dict:
     mid_step = False  # from taking a batch until the step is counted: no consistent checkpoint then
     try:
         with interrupt:
-            while run.step < cfg.max_steps:
-                t_step = time.perf_counter()
+            budget = 3600.0 * cfg.max_cpu_hours
+            while run.step < cfg.max_steps and not (budget and run.cpu >= budget):
+                t_step, c_step = time.perf_counter(), cpu_clock()
                 lr = get_lr(run.step, cfg)
                 batch = next(run.batches)
                 mid_step = True
@@ -499,11 +589,13 @@ def train(cfg: TrainConfig) -> dict:
                 run.step += 1
                 mid_step = False
                 run.elapsed += time.perf_counter() - t_step
+                run.cpu += cpu_clock() - c_step
+                last = run.step == cfg.max_steps or bool(budget and run.cpu >= budget)
                 window["loss"] += loss
                 window["steps"] += 1
                 bar.update(1)
 
-                if run.step % cfg.log_every == 0 or run.step == cfg.max_steps:
+                if run.step % cfg.log_every == 0 or last:
                     dt = time.perf_counter() - window["t0"]
                     row = {
                         "step": run.step,
@@ -512,6 +604,7 @@ def train(cfg: TrainConfig) -> dict:
                         "img_per_s": window["steps"] * cfg.batch_size * run.accelerator.num_processes / dt,
                         "wait_share": (run.batches.wait_s - window["wait0"]) / dt,
                         "elapsed_s": round(run.elapsed, 2),
+                        "cpu_s": round(run.cpu, 2),
                     }
                     bar.set_postfix(
                         loss=f"{row['loss']:.3f}", img_s=f"{row['img_per_s']:.1f}", wait=f"{row['wait_share']:.0%}"
@@ -520,16 +613,16 @@ def train(cfg: TrainConfig) -> dict:
                     window = {"loss": 0.0, "steps": 0, "t0": time.perf_counter(), "wait0": run.batches.wait_s}
 
                 t_side = time.perf_counter()  # validation and checkpoints stay out of the throughput figures
-                due = (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.max_steps
+                due = (cfg.val_every and run.step % cfg.val_every == 0) or last
                 if run.val is not None and run.main_process and due:
                     figures = validate(run)
                 timed = bool(cfg.ckpt_minutes) and clock() - last_save >= 60.0 * cfg.ckpt_minutes
                 stop, timed = _agree(run, interrupt.requested, timed)
-                if (run.step % cfg.ckpt_every == 0 or timed) and run.step < cfg.max_steps:
+                if (run.step % cfg.ckpt_every == 0 or timed) and not last:
                     save(run, "periodic")
                     last_save = clock()
                 window["t0"] += time.perf_counter() - t_side
-                if stop and run.step < cfg.max_steps:
+                if stop and not last:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()

@@ -1,14 +1,16 @@
 """Publish a trained run as a model folder with a Hub model card: ``python -m train.publish``.
 
     python -m train.publish --run runs/default --evaluation results/holdout \
-        --ablation results/ablation --notes train/configs/food-card.md --to colorizer/pretrained/default
+        --comparison runs/compare --notes train/configs/default-card.md --to colorizer/pretrained/default
 
 Copies the run's model (loaded strictly, saved again as safetensors + config.json) and
 writes README.md, the model card, from what the run and the evaluation recorded: the
 configuration, parameters, the exact command, training time and hardware (from
-``final.json``), the evaluation table with its temperature sweep and contact sheet
-(copied beside the weights), an ablation table, and the recipe's own notes (data
-credits, limitations). Every figure comes from those files; nothing is typed in.
+``final.json``), every training segment since scratch (``training_history.json``,
+carried over from the weights the run started from), the evaluation tables with their
+temperature sweeps and contact sheets (per group when the evaluation had groups; copied
+beside the weights), an ablation table, the equal-compute learning curves, and the
+recipe's own notes (data credits, limitations). Every figure comes from those files; nothing is typed in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shlex
 import shutil
 import sys
@@ -26,9 +29,10 @@ from colorizer.cli import report_error
 from colorizer.model import Colorizer
 from train.config import TrainConfig
 
-__all__ = ["main", "publish", "reproduce_command"]
+__all__ = ["main", "publish", "reproduce_command", "training_history"]
 
-FIGURES = ("sweep.png", "contact_sheet.png")
+FIGURES = ("sweep.png", "contact_sheet.png", "curves.png")
+HISTORY = "training_history.json"  # every training segment of the weights, written beside them
 _NOT_REPRODUCED = ("out", "resume", "push_to_hub")  # where a rerun writes, not how it trains
 
 
@@ -63,14 +67,91 @@ def _figure(final: dict, key: str, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "not recorded"
 
 
-def _training_section(run: Path, config: dict, final: dict, model: Colorizer) -> str:
+_NETWORKS = {
+    "eccv16": "ECCV16 network of Zhang et al. (8 conv blocks, dilated blocks 5-6, batch norm, transposed conv, "
+    "logits at 1/4 resolution)",
+    "global_local": "ECCV16 network of Zhang et al. with the global branch of Iizuka et al. (the whole photo "
+    "pooled into one feature vector, fused into every location of the mid-level features)",
+}
+
+
+def _source_history(source: str) -> list[dict]:
+    """The training segments recorded beside the weights a run started from (``--init-from``:
+    a shipped name, a folder or a Hub repo), or one entry saying there is no record."""
+    from colorizer.model import resolve_model
+
+    folder = resolve_model(source)
+    path = Path(folder) / HISTORY
+    if not os.path.isdir(folder):  # a Hub repo id
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(repo_id=str(folder), filename=HISTORY))
+        except Exception:  # no record there, or no network: say so rather than guess
+            path = None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    return [{"run": str(source), "note": "trained before training histories were recorded"}]
+
+
+def training_history(run: Path, config: dict, final: dict) -> list[dict]:
+    """The model's training segments, oldest first: those of the weights the run started
+    from (``--init-from``; their folder's ``training_history.json``) and this run's own, with
+    its wall-clock hours and the CPU-hours its training process used (``cpu_s``; when a run
+    did not record it, wall hours x threads, marked as estimated)."""
+    source = config.get("init_from")
+    earlier = _source_history(source) if source else []
+    hours = float(final.get("elapsed_s", 0.0)) / 3600.0
+    threads = config.get("threads") or os.cpu_count()
+    cpu = final.get("cpu_s")
+    entry = {
+        "run": str(run),
+        "init_from": source,
+        "steps": final.get("step"),
+        "batch_size": config.get("batch_size"),
+        "crop": config.get("crop"),
+        "hours": round(hours, 3),
+        "cpu_hours": round(float(cpu) / 3600.0 if cpu else hours * threads, 3),
+        "cpu_hours_estimated": not cpu,
+        "hardware": final.get("hardware"),
+        "data_dir": config.get("data_dir"),
+        "holdout_file": config.get("holdout_file"),
+        "repeat": config.get("repeat"),
+    }
+    return earlier + [entry]
+
+
+def _history_section(history: list[dict]) -> str:
+    lines = [
+        "### Training history",
+        "",
+        "Every training segment of these weights, oldest first (each started from the one above it):",
+        "",
+        "| run | started from | steps x batch | crop | hours | CPU-hours | data |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for h in history:
+        if "steps" not in h:
+            lines.append(f"| {h.get('run')} | | | | | | {h.get('note', '')} |")
+            continue
+        cpu = f"{h['cpu_hours']:.2f}{' (est.)' if h.get('cpu_hours_estimated') else ''}"
+        data = ", ".join(f"{k} {h[k]}" for k in ("data_dir", "holdout_file", "repeat") if h.get(k))
+        lines.append(f"| {h['run']} | {h.get('init_from') or 'scratch'} | {h['steps']} x {h.get('batch_size')} | "
+                     f"{h.get('crop')} | {h['hours']:.2f} | {cpu} | {data} |")
+    total = [h for h in history if "steps" in h]
+    lines += ["", f"In all: {sum(h['hours'] for h in total):.2f} hours, "
+              f"{sum(h['cpu_hours'] for h in total):.2f} CPU-hours of training over {len(total)} segment(s)."]
+    return "\n".join(lines)
+
+
+def _training_section(run: Path, config: dict, final: dict, model: Colorizer, history: list[dict]) -> str:
     n_params = sum(p.numel() for p in model.parameters())
     hours = float(final.get("elapsed_s", 0.0)) / 3600.0
+    network = _NETWORKS.get(config.get("network", "eccv16"), config.get("network"))
     lines = [
         "## Training",
         "",
-        f"- Architecture: ECCV16 network of Zhang et al. (8 conv blocks, dilated blocks 5-6, batch norm, "
-        f"transposed conv, logits at 1/4 resolution) at width {config.get('width')}x, "
+        f"- Architecture: {network} at width {config.get('width')}x, "
         f"{n_params:,} parameters, Q = {model.num_bins} ab bins (grid {config.get('grid')}), "
         f"objective: {config.get('objective')}.",
         f"- Steps: {final.get('step')} x {config.get('batch_size')} crops of {config.get('crop')} px; "
@@ -93,6 +174,8 @@ def _training_section(run: Path, config: dict, final: dict, model: Colorizer) ->
         "```bash",
         reproduce_command(config, run),
         "```",
+        "",
+        _history_section(history),
     ]
     return "\n".join(lines)
 
@@ -110,18 +193,41 @@ def _evaluation_section(evaluation: Path, to: Path) -> str:
         "(the command is under the table).\n",
         without_title(_read(evaluation / "results.md")),
     ]
-    for name in FIGURES:
+    groups = sorted(p.name for p in evaluation.glob("contact_sheet_*.png"))
+    sweeps = sorted(evaluation.glob("sweep_*.png"))
+    # the figures the card shows: per group when the evaluation had groups, else over all photos
+    shown = groups + [p.name for p in sweeps]
+    shown += [n for n, per_group in (("sweep.png", sweeps), ("contact_sheet.png", groups)) if not per_group]
+    for name in shown:
         if (evaluation / name).is_file():
             shutil.copy(evaluation / name, to / name)
-    if (evaluation / "sweep.png").is_file():
+    if sweeps:
+        parts.append("\n### Temperature sweep")
+        parts += [f"\n![{p.stem[6:]}: AuC and colourfulness against temperature]({p.name})" for p in sweeps]
+    elif (evaluation / "sweep.png").is_file():
         parts.append("\n### Temperature sweep\n\n![AuC and colourfulness against temperature](sweep.png)")
-    if (evaluation / "contact_sheet.png").is_file():
+    for name in groups:
+        parts.append(f"\n### Samples: {name[len('contact_sheet_'):-4]} (gray | this model | truth)\n\n"
+                     f"![{name[len('contact_sheet_'):-4]} samples]({name})")
+    if not groups and (evaluation / "contact_sheet.png").is_file():
         parts.append("\n### Samples (gray | this model | truth)\n\n![evaluation samples](contact_sheet.png)")
     return "\n".join(parts)
 
 
+def _comparison_section(comparison: Path, to: Path) -> str:
+    """The equal-compute comparison (``python -m evaluation.curves`` output folder:
+    ``curves.md`` and ``curves.png``), its figure copied beside the weights."""
+    parts = ["## Architectures and losses compared at equal compute", ""]
+    if (comparison / "curves.png").is_file():
+        shutil.copy(comparison / "curves.png", to / "curves.png")
+        parts += ["![validation figures against CPU-hours of training, one line per run](curves.png)", ""]
+    parts.append(_read(comparison / "curves.md"))
+    return "\n".join(parts)
+
+
 def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None, notes: Path | None,
-            title: str, temperature: float | None = None, input_size: int | None = None) -> Path:
+            title: str, temperature: float | None = None, input_size: int | None = None,
+            comparison: Path | None = None) -> Path:
     """Write the model folder ``to`` from run folder ``run``; returns the card's path.
     ``temperature`` and ``input_size`` replace the test-time settings saved in the config
     (the default annealed-mean temperature, the network's input area)."""
@@ -130,12 +236,15 @@ def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None,
     model = Colorizer.from_pretrained(str(run / "model"), **overrides)
     config = json.loads((run / "config.json").read_text())
     final = json.loads((run / "final.json").read_text())
+    history = training_history(run, config, final)  # before ``to`` changes: it may be where the run started
     to.mkdir(parents=True, exist_ok=True)
     for stale in ("README.md", "model.safetensors", "config.json", *FIGURES):
         (to / stale).unlink(missing_ok=True)
+    for stale in [*to.glob("contact_sheet_*.png"), *to.glob("sweep_*.png")]:
+        stale.unlink()
 
     results = _evaluation_section(evaluation, to) if evaluation is not None else None
-    extra = [_training_section(run, config, final, model)]
+    extra = [_training_section(run, config, final, model, history)]
     if temperature is not None:
         extra.append(f"The default temperature was set to T = {temperature:g} when publishing (trained with "
                      f"T = {config.get('temperature')}), from the temperature sweep above.")
@@ -145,12 +254,15 @@ def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None,
                      "from the evaluation of the run at several input sizes.")
     if ablation is not None:
         extra.append("## Ablations\n\n" + _read(ablation / "ablation.md" if ablation.is_dir() else ablation))
+    if comparison is not None:
+        extra.append(_comparison_section(comparison, to))
     if notes is not None:
         extra.append(_read(notes))
     model.save_pretrained(
         to,
         model_card_kwargs={"title": title, "results": results, "extra": "\n\n".join(extra)},
     )
+    (to / HISTORY).write_text(json.dumps(history, indent=1) + "\n")
     return to / "README.md"
 
 
@@ -161,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", type=Path, required=True, help="model folder to write")
     p.add_argument("--evaluation", type=Path, help="python -m evaluation output folder")
     p.add_argument("--ablation", type=Path, help="Markdown file (or folder with ablation.md) of the ablation table")
+    p.add_argument("--comparison", type=Path,
+                   help="python -m evaluation.curves folder (curves.md, curves.png): the equal-compute comparison")
     p.add_argument("--notes", type=Path, help="Markdown appended to the card: data credits, limitations")
     p.add_argument("--title", default="colorizer default model")
     p.add_argument("--temperature", type=float, help="default annealed-mean temperature to ship (default: the run's)")
@@ -181,11 +295,13 @@ def main(argv: list[str] | None = None) -> int:
             return error(f"{table} not found")
     if args.notes is not None and not args.notes.is_file():
         return error(f"{args.notes} not found")
+    if args.comparison is not None and not (args.comparison / "curves.md").is_file():
+        return error(f"{args.comparison / 'curves.md'} not found (give a python -m evaluation.curves folder)")
     if args.to.resolve() == (args.run / "model").resolve():
         return error("--to must not be the run's own model folder")
     try:
         card = publish(args.run, args.to, args.evaluation, args.ablation, args.notes, args.title, args.temperature,
-                       args.input_size)
+                       args.input_size, args.comparison)
     except (OSError, ValueError) as e:  # unreadable JSON or weights: one line, not a traceback
         lines = str(e).strip().splitlines()
         return error(lines[0] if lines else type(e).__name__)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The equal-compute comparison of the model card: one run per setting, each from scratch on
+# train/configs/compare.yaml with one change, each stopped at the same CPU budget, then the
+# learning curves and their table:
+#   bash evaluation/compare.sh [OUT]        # OUT defaults to runs/compare
+# Runs one after another (one thread each); a finished run is skipped when run again.
+set -euo pipefail
+out="${1:-runs/compare}"
+run() {  # NAME VAL_EVERY [OPTIONS...]
+  local name="$1" every="$2"; shift 2
+  if [ -f "$out/$name/final.json" ]; then echo "$name: done"; return; fi
+  python -m train --config-file train/configs/compare.yaml --out "$out/$name" --val-every "$every" \
+    --resume "$@" > "$out/$name.log" 2>&1 || { echo "$name: failed, see $out/$name.log"; return 1; }
+  echo "$name: $(python -c "import json,sys; f=json.load(open(sys.argv[1])); print(f['step'], 'steps', round(f['cpu_s']), 'CPU-s')" "$out/$name/final.json")"
+}
+mkdir -p "$out"
+run base 120
+run lam0.5 120 --lam 0.5
+run l2 130 --objective regression
+run global_local 120 --network global_local
+run width0.5 50 --width 0.5
+run crop64 250 --crop 64
+run lam0.25 120 --lam 0.25
+run q261 110 --grid 10
+run width0.5-crop64 110 --width 0.5 --crop 64
+python -m evaluation.curves "$out"/*/ --base "$out/base" --out "$out/curves.png" --table "$out/curves.md"
+cp "$out/curves.png" docs/curves.png

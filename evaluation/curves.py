@@ -1,0 +1,201 @@
+"""Learning curves against compute: ``python -m evaluation.curves``.
+
+    python -m evaluation.curves runs/compare/* --base runs/compare/base \
+        --out docs/curves.png --table runs/compare/curves.md
+
+Reads each run's ``val.csv`` (written by ``python -m train`` at every validation, with
+the CPU seconds its training steps had used by then) and ``val_baseline.json`` (gray's
+figures on the same photos), and draws, for each validation group (``--val-groups``,
+e.g. food and other), AuC, class-rebalanced AuC, median colour cast and colourfulness
+against CPU-hours, with gray (and the real photos' colourfulness) as reference lines.
+The table gives each run's last validation and, so that runs are compared at equal
+compute, every run's figures interpolated at the smallest final CPU time among them.
+Runs are labelled by the settings in which their ``config.json`` differs from the base
+run's (``evaluation.ablation.differences``), so labels cannot drift from what trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from colorizer.cli import report_error
+from evaluation.ablation import differences
+
+__all__ = ["main", "Curve", "read_curve", "curves_table", "plot_curves", "METRICS"]
+
+# (column suffix, axis title, higher is better)
+METRICS = [
+    ("auc", "AuC", True),
+    ("auc_rebal", "rebalanced AuC", True),
+    ("cast", "median colour cast (ab)", False),
+    ("colorfulness", "colourfulness", True),
+]
+
+
+@dataclass
+class Curve:
+    """One run's validations: ``cpu_h`` (CPU-hours of training steps) and a column per figure."""
+
+    name: str
+    label: str
+    steps: np.ndarray
+    cpu_h: np.ndarray
+    columns: dict[str, np.ndarray]
+    baseline: dict
+
+    def at(self, column: str, cpu_h: float) -> float:
+        """The figure at ``cpu_h`` CPU-hours, linearly interpolated between validations."""
+        return float(np.interp(cpu_h, self.cpu_h, self.columns[column]))
+
+
+def read_curve(run: Path, base_config: dict | None = None) -> Curve:
+    """A run folder's curve; ``ValueError`` when it has not validated yet."""
+    path = run / "val.csv"
+    if not path.is_file():
+        raise ValueError(f"{run}: no val.csv (the run has not validated yet)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "cpu_s" not in rows[0]:
+        raise ValueError(f"{path}: no validation rows with CPU time (cpu_s)")
+    rows.sort(key=lambda r: float(r["cpu_s"]))
+    config = json.loads((run / "config.json").read_text())
+    baseline_path = run / "val_baseline.json"
+    baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
+    columns = {
+        k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("step", "cpu_s", "elapsed_s") and rows[0][k]
+    }
+    label = run.name if base_config is None else f"{run.name}: {differences(config, base_config)}"
+    return Curve(run.name, label, np.array([int(r["step"]) for r in rows]),
+                 np.array([float(r["cpu_s"]) for r in rows]) / 3600.0, columns, baseline)
+
+
+def _groups(curves: list[Curve]) -> list[str]:
+    """The validation groups every curve reports (``val`` when none has groups)."""
+    named = [set(c.baseline.get("groups", {})) for c in curves]
+    common = set.intersection(*named) if named else set()
+    return sorted(common, key=lambda g: (g == "other", g)) or ["val"]
+
+
+def _check_same_photos(curves: list[Curve]) -> None:
+    seen = {(c.baseline.get("photos"), c.baseline.get("size"), json.dumps(c.baseline.get("groups"), sort_keys=True))
+            for c in curves if c.baseline}
+    if len(seen) > 1:
+        raise ValueError(f"the runs validated on different photos ({sorted(map(str, seen))}); curves would not compare")
+
+
+def curves_table(curves: list[Curve]) -> str:
+    """The Markdown table (see the module docstring)."""
+    _check_same_photos(curves)
+    groups = _groups(curves)
+    equal = min(float(c.cpu_h[-1]) for c in curves)
+    head = "| run | steps | CPU-h |" + "".join(
+        f" {g} AuC | {g} rebal. | {g} cast | {g} colourf. |" for g in groups)
+    lines = [head, "|---|---:|---:|" + "---:|" * 4 * len(groups)]
+    gray = curves[0].baseline.get("gray", {})
+    truth = curves[0].baseline.get("truth_colorfulness", {})
+    if gray:
+        cells = "".join(
+            f" {gray.get(f'{g}_auc', float('nan')):.3f} | {gray.get(f'{g}_auc_rebal', float('nan')):.3f} | "
+            f"{gray.get(f'{g}_cast', float('nan')):.1f} | real {truth.get(g, float('nan')):.1f} |" for g in groups)
+        lines.append(f"| gray (ab = 0) | | |{cells}")
+
+    def cells(c: Curve, at: float | None) -> str:
+        out = ""
+        for g in groups:
+            for key, _, _ in METRICS:
+                col = f"{g}_{key}"
+                if col not in c.columns:
+                    out += " |"
+                    continue
+                v = c.columns[col][-1] if at is None else c.at(col, at)
+                out += f" {v:.1f} |" if key in ("cast", "colorfulness") else f" {v:.3f} |"
+        return out
+
+    for c in curves:
+        lines.append(f"| {c.label} | {c.steps[-1]} | {c.cpu_h[-1]:.3f} |{cells(c, None)}")
+    lines += ["", f"At equal compute ({equal:.3f} CPU-hours each, interpolated between validations):", "",
+              lines[0], lines[1]]
+    for c in curves:
+        lines.append(f"| {c.label} | {int(round(np.interp(equal, c.cpu_h, c.steps)))} | {equal:.3f} |{cells(c, equal)}")
+    photos = curves[0].baseline.get("photos")
+    counts = curves[0].baseline.get("groups", {})
+    if photos:
+        lines += ["", f"{photos} validation photos ({', '.join(f'{n} {g}' for g, n in counts.items())}), centre crops "
+                  f"at {curves[0].baseline.get('size')} px; AuC over the pooled pixels of a group, rebalanced with "
+                  "the group's own prior; cast is the median over photos."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(curves: list[Curve], path: Path) -> Path:
+    """A PNG grid: one row per validation group, one column per figure, a line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _check_same_photos(curves)
+    groups = _groups(curves)
+    fig, axes = plt.subplots(len(groups), len(METRICS), figsize=(4.2 * len(METRICS), 3.4 * len(groups)),
+                             squeeze=False)
+    gray = curves[0].baseline.get("gray", {})
+    truth = curves[0].baseline.get("truth_colorfulness", {})
+    for r, g in enumerate(groups):
+        for k, (key, title, better_high) in enumerate(METRICS):
+            ax = axes[r][k]
+            col = f"{g}_{key}"
+            for c in curves:
+                if col in c.columns:
+                    ax.plot(c.cpu_h, c.columns[col], marker="o", markersize=3, label=c.label)
+            if col in gray:
+                ax.axhline(gray[col], color="gray", linestyle="--", linewidth=1, label="gray (ab = 0)")
+            if key == "colorfulness" and g in truth:
+                ax.axhline(truth[g], color="black", linestyle=":", linewidth=1, label="real photos")
+            ax.set_title(f"{g}: {title} ({'higher' if better_high else 'lower'} is better)", fontsize=9)
+            ax.set_xlabel("CPU-hours of training")
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    extra = axes[0][-1].get_legend_handles_labels()
+    for h, lab in zip(*extra):
+        if lab not in labels:
+            handles.append(h)
+            labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) + 3) // 4), 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (config.json, val.csv, val_baseline.json)")
+    p.add_argument("--base", type=Path, help="the run the others are labelled against (default: the first)")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--table", type=Path, help="Markdown table to write (printed either way)")
+    args = p.parse_args(argv)
+    try:
+        runs = list(dict.fromkeys(r.resolve() for r in ([args.base] if args.base else []) + args.runs))
+        base_config = json.loads((runs[0] / "config.json").read_text())
+        curves = [read_curve(r, base_config) for r in runs]
+        table = curves_table(curves)
+        plot_curves(curves, args.out)
+    except (OSError, KeyError, ValueError) as e:
+        return report_error("evaluation.curves", e)
+    if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        args.table.write_text(table)
+    print(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

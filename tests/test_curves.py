@@ -1,0 +1,59 @@
+"""evaluation.curves: learning curves of training runs against CPU-hours."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from evaluation.curves import main, read_curve
+
+BASELINE = {"photos": 5, "size": 176, "groups": {"food": 2, "other": 3},
+            "gray": {"food_auc": 0.9, "food_auc_rebal": 0.7, "food_cast": 14.0, "other_auc": 0.85,
+                     "other_auc_rebal": 0.65, "other_cast": 15.0},
+            "truth_colorfulness": {"food": 36.0, "other": 48.0}}
+
+
+def write_run(folder, cpu_s, other_auc, lam=0.75, baseline=BASELINE):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"lam": lam, "out": str(folder), "width": 0.25}))
+    (folder / "val_baseline.json").write_text(json.dumps(baseline))
+    with open(folder / "val.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "elapsed_s", "cpu_s", "val_loss", "val_auc", "val_auc_rebal", "food_auc", "food_auc_rebal",
+                    "food_cast", "food_colorfulness", "other_auc", "other_auc_rebal", "other_cast", "other_colorfulness"])
+        for i, (c, a) in enumerate(zip(cpu_s, other_auc)):
+            w.writerow([100 * (i + 1), c, c, 3.0, 0.8, 0.7, 0.9, 0.75, 8.0, 30.0, a, 0.7, 9.0, 25.0])
+
+
+def test_table_compares_runs_at_equal_compute_and_plots(tmp_path, capsys):
+    write_run(tmp_path / "base", [360, 720, 1080], [0.80, 0.84, 0.86])
+    write_run(tmp_path / "lam0.5", [360, 720], [0.70, 0.78], lam=0.5)
+    table = tmp_path / "curves.md"
+    assert main([str(tmp_path / "lam0.5"), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "c.png"),
+                 "--table", str(table)]) == 0
+    text = table.read_text()
+    lines = text.splitlines()
+    assert lines[2].startswith("| gray (ab = 0) |") and "| 0.850 |" in lines[2] and "real 48.0" in lines[2]
+    assert lines[3].startswith("| base: base | 300 | 0.300 |") and "| 0.860 |" in lines[3]
+    assert lines[4].startswith("| lam0.5: lam=0.5 | 200 | 0.200 |") and "| 0.780 |" in lines[4]
+    equal = text.split("At equal compute (0.200 CPU-hours each")[1]
+    assert "| base: base | 200 | 0.200 |" in equal and "| 0.840 |" in equal  # base interpolated at 720 CPU-s
+    with Image.open(tmp_path / "c.png") as img:
+        assert img.width > 1000 and img.height > 500
+    assert "wrote" in capsys.readouterr().out
+    curve = read_curve(tmp_path / "base")
+    assert curve.at("other_auc", 540 / 3600) == pytest.approx(0.82)
+
+
+def test_runs_validated_on_different_photos_are_refused(tmp_path, capsys):
+    write_run(tmp_path / "a", [360, 720, 1080], [0.8, 0.8, 0.8])
+    write_run(tmp_path / "b", [360, 720, 1080], [0.8, 0.8, 0.8], baseline={**BASELINE, "photos": 6})
+    (tmp_path / "c").mkdir()
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c.png")]) == 2
+    assert "different photos" in capsys.readouterr().err
+    assert main([str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("evaluation.curves: error:") and "no val.csv" in err[0]
