@@ -66,7 +66,9 @@ def bench_train(cfg: TrainConfig, width: float, steps: int, device: torch.device
     """(images/s, share of time waiting for data) of training steps at ``width``;
     ``channels_last`` defaults to what the training loop does (on CUDA only)."""
     model = Colorizer(width=width).to(device)
-    if device.type == "cuda" if channels_last is None else channels_last:
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3)
     stream = TrainBatches(open_rows(cfg), cfg, pin_memory=device.type == "cuda") if fed else None
@@ -101,7 +103,7 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--small-width", type=float, default=0.25)
     parser.add_argument(
-        "--steps", type=int, default=0, help="training steps timed per setting (default 4 on CPU, 30 on CUDA)"
+        "--steps", type=int, default=0, help="training steps timed per setting (default 3 on CPU, 30 on CUDA)"
     )
     parser.add_argument("--pipeline-batches", type=int, default=12)
     parser.add_argument("--settings", action="store_true", help="also time the CPU settings (threads, "
@@ -163,11 +165,13 @@ def bench_settings(base: TrainConfig, width: float, steps: int, device: torch.de
         ("recipe again", recipe, threads, False),
     ]
     figures = []
-    for name, cfg, n_threads, cl in variants:
-        torch.set_num_threads(n_threads)
-        rate, _ = bench_train(cfg, width, steps, device, fed=False, channels_last=cl)
-        figures.append((name, cfg, rate))
-    torch.set_num_threads(threads)
+    try:
+        for name, cfg, n_threads, cl in variants:
+            torch.set_num_threads(n_threads)
+            rate, _ = bench_train(cfg, width, steps, device, fed=False, channels_last=cl)
+            figures.append((name, cfg, rate))
+    finally:
+        torch.set_num_threads(threads)
     baseline = (figures[0][2] + figures[-1][2]) / 2
     print(f"CPU settings, width {width:g}, compute only (baseline {baseline:.1f} img/s; first and last "
           f"recipe runs {figures[0][2]:.1f} and {figures[-1][2]:.1f}):")

@@ -1,6 +1,6 @@
 """Learning curves against compute: ``python -m evaluation.curves``.
 
-    python -m evaluation.curves runs/compare/* --base runs/compare/base \
+    python -m evaluation.curves runs/compare/*/ --base runs/compare/base \
         --out docs/curves.png --table runs/compare/curves.md
 
 Reads each run's ``val.csv`` (written by ``python -m train`` at every validation, with
@@ -64,16 +64,23 @@ def read_curve(run: Path, base_config: dict | None = None) -> Curve:
         rows = list(csv.DictReader(f))
     if not rows or "cpu_s" not in rows[0]:
         raise ValueError(f"{path}: no validation rows with CPU time (cpu_s)")
-    rows.sort(key=lambda r: float(r["cpu_s"]))
+    # a run resumed from a checkpoint validates some steps again: the later row of a step counts
+    rows = sorted({int(r["step"]): r for r in rows}.values(), key=lambda r: int(r["step"]))
     config = json.loads((run / "config.json").read_text())
     baseline_path = run / "val_baseline.json"
     baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
-    columns = {
-        k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("step", "cpu_s", "elapsed_s") and rows[0][k]
-    }
-    label = run.name if base_config is None else f"{run.name}: {differences(config, base_config)}"
-    return Curve(run.name, label, np.array([int(r["step"]) for r in rows]),
-                 np.array([float(r["cpu_s"]) for r in rows]) / 3600.0, columns, baseline)
+    names = [k for k in rows[0] if k not in ("step", "cpu_s", "elapsed_s")]
+    try:
+        columns = {k: np.array([float(r.get(k) or "nan") for r in rows]) for k in names}
+        cpu_h = np.array([float(r["cpu_s"]) for r in rows]) / 3600.0
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable row ({e})") from None
+    columns = {k: v for k, v in columns.items() if not np.isnan(v).all()}
+    diff = "" if base_config is None else differences(config, base_config)
+    label = run.name if diff in ("", "base") else f"{run.name}: {diff}"
+    if not baseline:
+        raise ValueError(f"{run}: no val_baseline.json (trained before curves were recorded?)")
+    return Curve(run.name, label, np.array([int(r["step"]) for r in rows]), cpu_h, columns, baseline)
 
 
 def _groups(curves: list[Curve]) -> list[str]:
@@ -113,6 +120,9 @@ def curves_table(curves: list[Curve]) -> str:
                 col = f"{g}_{key}"
                 if col not in c.columns:
                     out += " |"
+                    continue
+                if at is not None and at < c.cpu_h[0]:  # before its first validation: not measured
+                    out += " n/a |"
                     continue
                 v = c.columns[col][-1] if at is None else c.at(col, at)
                 out += f" {v:.1f} |" if key in ("cast", "colorfulness") else f" {v:.3f} |"

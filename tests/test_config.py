@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from train.config import TrainConfig, build_parser, parse_args, parse_repeat
+from train.config import TrainConfig, build_parser, parse_args, parse_groups, parse_repeat
 
 
 def test_every_setting_has_an_option_and_files_override_defaults(tmp_path):
@@ -53,6 +53,25 @@ def test_repeat_rules_parse_with_the_last_equals_sign():
     rules = parse_repeat("^(?!.*/food/)=2; wall(papers)?/=3")
     assert [(p.pattern, n) for p, n in rules] == [("^(?!.*/food/)", 2), ("wall(papers)?/", 3)]
     assert rules[0][0].search("/x/photos/gcompris/a.webp") and not rules[0][0].search("/x/photos/food/A1.jpeg")
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [("food", "NAME=REGEX"), ("=x", "NAME=REGEX"), ("a=", "NAME=REGEX"), ("other=x", "taken"), ("val=x", "taken"),
+     ("a=x;a=y", "taken"), ("a=(", "bad regular"), (";", "no group")],
+)
+def test_bad_validation_groups_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_groups(spec)
+    with pytest.raises(ValueError, match=message):
+        parse_args(["--data-dir", "x", "--val-groups", spec])
+
+
+def test_validation_groups_split_at_the_first_equals_sign_and_budget_is_checked():
+    assert [(n, p.pattern) for n, p in parse_groups("food=(^|/)food/; sky = a=b")] == [("food", "(^|/)food/"),
+                                                                                        ("sky", " a=b")]
+    with pytest.raises(ValueError, match="max-cpu-hours"):
+        parse_args(["--data-dir", "x", "--max-cpu-hours", "-1"])
 
 
 def test_holdout_file_ema_and_checkpoint_minutes_are_checked(tmp_path):

@@ -37,10 +37,10 @@ def test_table_compares_runs_at_equal_compute_and_plots(tmp_path, capsys):
     text = table.read_text()
     lines = text.splitlines()
     assert lines[2].startswith("| gray (ab = 0) |") and "| 0.850 |" in lines[2] and "real 48.0" in lines[2]
-    assert lines[3].startswith("| base: base | 300 | 0.300 |") and "| 0.860 |" in lines[3]
+    assert lines[3].startswith("| base | 300 | 0.300 |") and "| 0.860 |" in lines[3]
     assert lines[4].startswith("| lam0.5: lam=0.5 | 200 | 0.200 |") and "| 0.780 |" in lines[4]
     equal = text.split("At equal compute (0.200 CPU-hours each")[1]
-    assert "| base: base | 200 | 0.200 |" in equal and "| 0.840 |" in equal  # base interpolated at 720 CPU-s
+    assert "| base | 200 | 0.200 |" in equal and "| 0.840 |" in equal  # base interpolated at 720 CPU-s
     with Image.open(tmp_path / "c.png") as img:
         assert img.width > 1000 and img.height > 500
     assert "wrote" in capsys.readouterr().out
@@ -57,3 +57,14 @@ def test_runs_validated_on_different_photos_are_refused(tmp_path, capsys):
     assert main([str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "c.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("evaluation.curves: error:") and "no val.csv" in err[0]
+
+
+def test_revalidated_steps_keep_the_later_row_and_a_run_needs_its_baseline(tmp_path, capsys):
+    write_run(tmp_path / "a", [360, 720, 1080], [0.80, 0.81, 0.82])
+    with open(tmp_path / "a" / "val.csv", "a") as f:  # resumed from step 200's checkpoint: 300 validated again
+        f.write("300,1000,1000,3.0,0.8,0.7,0.9,0.75,8.0,30.0,0.90,0.7,9.0,25.0\n")
+    curve = read_curve(tmp_path / "a")
+    assert list(curve.steps) == [100, 200, 300] and curve.columns["other_auc"][-1] == pytest.approx(0.90)
+    (tmp_path / "a" / "val_baseline.json").unlink()
+    assert main([str(tmp_path / "a"), "--out", str(tmp_path / "c.png")]) == 2
+    assert "no val_baseline.json" in capsys.readouterr().err

@@ -290,3 +290,33 @@ def test_training_stops_at_its_cpu_budget(folder, tmp_path, monkeypatch):
     train(dataclasses.replace(cfg, max_cpu_hours=450 / 3600, resume=True))
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert final["step"] == 5 and final["cpu_s"] == pytest.approx(500.0)
+
+
+def test_log_rows_with_new_columns_rewrite_the_file_without_shifting(tmp_path):
+    """A run resumed with newer code (or new --val-groups) logs more columns than its file
+    has: the file is rewritten under the merged header, earlier rows blank in the new ones."""
+    import csv
+
+    from train.loop import _log_row
+
+    path = tmp_path / "val.csv"
+    _log_row(path, {"step": 1, "val_auc": 0.5})
+    _log_row(path, {"step": 2, "cpu_s": 9.0, "val_auc": 0.6})
+    _log_row(path, {"step": 3, "val_auc": 0.7})
+    rows = list(csv.DictReader(open(path)))
+    assert list(rows[0]) == ["step", "val_auc", "cpu_s"]
+    assert [(r["step"], r["val_auc"], r["cpu_s"]) for r in rows] == [("1", "0.5", ""), ("2", "0.6", "9.0"), ("3", "0.7", "")]
+
+
+def test_a_checkpoint_without_cpu_time_resumes_with_an_estimate(folder, tmp_path):
+    cfg = tiny(folder, tmp_path, max_steps=2, ckpt_every=1)
+    train(cfg)
+    state_path = latest_checkpoint(tmp_path / "run") / "state.json"
+    state = json.loads(state_path.read_text())
+    for key in ("cpu_s", "cpu_estimated", "run_id", "init_from"):
+        state.pop(key)
+    state_path.write_text(json.dumps(state))
+    train(dataclasses.replace(cfg, max_steps=4, resume=True))
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["cpu_estimated"] and final["cpu_s"] >= state["elapsed_s"] * torch.get_num_threads()
+    assert final["run_id"] and final["init_from"] is None and final["threads"] == torch.get_num_threads()

@@ -172,10 +172,15 @@ def test_publish_records_the_training_history_of_resumed_weights(run, tmp_path):
     the new folder lists every segment, the card totals them, and publishing over the very
     folder the run started from keeps the earlier segments."""
     first = tmp_path / "published"
+    assert main(["--run", str(run), "--to", str(tmp_path / "unknown")]) == 0
+    history = json.loads((tmp_path / "unknown" / "training_history.json").read_text())
+    assert history[0]["cpu_hours"] is None  # neither counted nor the threads recorded: not guessed
+    final = json.loads((run / "final.json").read_text())
+    (run / "final.json").write_text(json.dumps({**final, "threads": 2}))
     assert main(["--run", str(run), "--to", str(first)]) == 0
     history = json.loads((first / "training_history.json").read_text())
     assert len(history) == 1 and history[0]["steps"] == 123 and history[0]["hours"] == 1.5
-    assert history[0]["cpu_hours_estimated"] and history[0]["init_from"] is None
+    assert history[0]["cpu_hours"] == 3.0 and history[0]["cpu_hours_estimated"] and history[0]["init_from"] is None
 
     config = json.loads((run / "config.json").read_text())
     config["init_from"] = str(first)
@@ -191,12 +196,24 @@ def test_publish_records_the_training_history_of_resumed_weights(run, tmp_path):
     assert "### Training history" in card and "over 2 segment(s)" in card
     assert f"In all: 3.00 hours, {history[0]['cpu_hours'] + 2.0:.2f} CPU-hours" in card
 
+    # the same run (run_id), resumed after being published and published again: replaced, not counted twice
+    final.update(run_id="abc", step=200, init_from=str(first))
+    (run / "final.json").write_text(json.dumps(final))
+    assert main(["--run", str(run), "--to", str(first)]) == 0
+    final["step"] = 300
+    (run / "final.json").write_text(json.dumps(final))
+    assert main(["--run", str(run), "--to", str(first)]) == 0
+    history = json.loads((first / "training_history.json").read_text())
+    assert [(h["steps"], h.get("run_id")) for h in history] == [(123, None), (123, None), (300, "abc")]
+
     config["init_from"] = str(tmp_path / "unrecorded")
+    del final["init_from"]
+    (run / "final.json").write_text(json.dumps(final))
     Colorizer(width=0.125, input_size=64).save_pretrained(tmp_path / "unrecorded")
     (run / "config.json").write_text(json.dumps(config))
     assert main(["--run", str(run), "--to", str(tmp_path / "third")]) == 0
     history = json.loads((tmp_path / "third" / "training_history.json").read_text())
-    assert "note" in history[0] and "steps" not in history[0] and len(history) == 2
+    assert "not available" in history[0]["note"] and "steps" not in history[0] and len(history) == 2
 
 
 def test_publish_shows_group_figures_and_the_comparison(run, evaluation, tmp_path):

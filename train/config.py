@@ -237,7 +237,7 @@ def parse_groups(spec: str) -> list[tuple[str, "re.Pattern"]]:
         name, sep, pattern = part.strip().partition("=")
         if not sep or not name.strip() or not pattern:
             raise ValueError(f"--val-groups {spec!r}: each group is NAME=REGEX, got {part.strip()!r}")
-        if name.strip() == "other" or name.strip() in {n for n, _ in groups}:
+        if name.strip() in ("other", "val") or name.strip() in {n for n, _ in groups}:
             raise ValueError(f"--val-groups {spec!r}: group name {name.strip()!r} is taken")
         try:
             groups.append((name.strip(), re.compile(pattern)))

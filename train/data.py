@@ -435,7 +435,7 @@ def load_val_images(
     def tapped(source):  # iter_images yields a row's image before it reads the next row
         for row in source:
             cell = row.get(cfg.image_column)
-            current["path"] = (cell.get("path") if isinstance(cell, dict) else None) or ""
+            current["path"] = (cell if isinstance(cell, str) else cell.get("path") if isinstance(cell, dict) else None) or ""
             yield row
 
     crops = []

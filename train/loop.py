@@ -41,6 +41,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,10 +293,24 @@ def init_weights(model: Colorizer, source: str) -> None:
 
 
 def _log_row(path: Path, row: dict) -> None:
-    new = not path.exists()
+    """Append ``row`` to the CSV at ``path`` under its header. A row with columns the file
+    lacks (a run resumed with newer code or new ``--val-groups``) rewrites the file under
+    the merged header, earlier rows blank in the new columns, so columns never shift."""
+    header: list[str] = []
+    if path.exists():
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+    columns = header + [k for k in row if k not in header]
+    if header and columns != header:
+        with open(path, newline="") as f:
+            earlier = list(csv.DictReader(f))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns, restval="")
+            w.writeheader()
+            w.writerows(earlier)
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
+        if not header:
             w.writeheader()
         w.writerow(row)
 
@@ -318,6 +333,9 @@ class Run:
     step: int = 0
     elapsed: float = 0.0  # seconds spent in training steps (validation and checkpoints excluded)
     cpu: float = 0.0  # CPU seconds of this process in training steps (``cpu_clock``), all threads
+    cpu_estimated: bool = False  # part of ``cpu`` is wall time x threads (resumed from an older checkpoint)
+    run_id: str = ""
+    started_from: str | None = None  # the weights step 0 started from (``--init-from`` of the first start)
     groups: dict[str, ValGroup] = dataclasses.field(default_factory=dict)
     tensorboard: Any = None
 
@@ -427,10 +445,17 @@ def setup(cfg: TrainConfig) -> Run:
     prepared, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(prepared)
     ema = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    step, elapsed, cpu, data_state = 0, 0.0, 0.0, None
+    step, elapsed, cpu, cpu_estimated, data_state = 0, 0.0, 0.0, False, None
+    run_id = uuid.uuid4().hex  # names this run in the training history of the weights it publishes
+    started_from = cfg.init_from
     if cfg.resume and ckpt is not None:  # after prepare: the optimiser state lands on the parameters' device
         state = load_checkpoint(ckpt, raw, getattr(optimizer, "optimizer", optimizer), ema=ema)
-        step, elapsed, cpu = state["step"], state.get("elapsed_s", 0.0), state.get("cpu_s", 0.0)
+        step, elapsed = state["step"], state.get("elapsed_s", 0.0)
+        # a checkpoint from before CPU time was counted: its wall time on all threads, an estimate
+        cpu = state["cpu_s"] if "cpu_s" in state else elapsed * torch.get_num_threads()
+        cpu_estimated = state.get("cpu_estimated", "cpu_s" not in state and step > 0)
+        run_id = state.get("run_id", run_id)
+        started_from = state.get("init_from", cfg.init_from)
         data_state = load_data_position(ckpt, accelerator.process_index)
         logger.info("resumed from %s (step %d)", ckpt, step)
     if cfg.compile:
@@ -448,7 +473,7 @@ def setup(cfg: TrainConfig) -> Run:
             pass
     shown = ema.module if ema is not None else raw
     return Run(cfg, accelerator, out, prepared, raw, shown, ema, optimizer, batches, val, val_prior, step, elapsed,
-               cpu, groups, tensorboard)
+               cpu, cpu_estimated, run_id, started_from, groups, tensorboard)
 
 
 def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
@@ -515,6 +540,9 @@ def save(run: Run, reason: str) -> None:
             "step": run.step,
             "elapsed_s": run.elapsed,
             "cpu_s": run.cpu,
+            "cpu_estimated": run.cpu_estimated,
+            "run_id": run.run_id,
+            "init_from": run.started_from,
             "world_size": run.accelerator.num_processes,
             "reason": reason,
             "config": dataclasses.asdict(run.cfg),
@@ -547,6 +575,10 @@ def finish(run: Run, figures: dict[str, float]) -> None:
             "step": run.step,
             "elapsed_s": run.elapsed,
             "cpu_s": run.cpu,
+            "cpu_estimated": run.cpu_estimated,
+            "threads": torch.get_num_threads(),
+            "run_id": run.run_id,
+            "init_from": run.started_from,
             **figures,
             "skipped": run.batches.skipped_total(),
             "hardware": hardware(run.device, run.accelerator.num_processes),
@@ -579,8 +611,8 @@ def train(cfg: TrainConfig) -> dict:
     mid_step = False  # from taking a batch until the step is counted: no consistent checkpoint then
     try:
         with interrupt:
-            budget = 3600.0 * cfg.max_cpu_hours
-            while run.step < cfg.max_steps and not (budget and run.cpu >= budget):
+            budget, over = 3600.0 * cfg.max_cpu_hours, False
+            while run.step < cfg.max_steps and not over:
                 t_step, c_step = time.perf_counter(), cpu_clock()
                 lr = get_lr(run.step, cfg)
                 batch = next(run.batches)
@@ -590,7 +622,9 @@ def train(cfg: TrainConfig) -> dict:
                 mid_step = False
                 run.elapsed += time.perf_counter() - t_step
                 run.cpu += cpu_clock() - c_step
-                last = run.step == cfg.max_steps or bool(budget and run.cpu >= budget)
+                # every process stops after the same step (each counts its own CPU time)
+                (over,) = _agree(run, bool(budget) and run.cpu >= budget)
+                last = run.step == cfg.max_steps or over
                 window["loss"] += loss
                 window["steps"] += 1
                 bar.update(1)

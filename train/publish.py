@@ -77,42 +77,48 @@ _NETWORKS = {
 
 def _source_history(source: str) -> list[dict]:
     """The training segments recorded beside the weights a run started from (``--init-from``:
-    a shipped name, a folder or a Hub repo), or one entry saying there is no record."""
+    a shipped name, a folder or a Hub repo), or one entry saying they are not available."""
     from colorizer.model import resolve_model
 
     folder = resolve_model(source)
-    path = Path(folder) / HISTORY
-    if not os.path.isdir(folder):  # a Hub repo id
-        try:
-            from huggingface_hub import hf_hub_download
+    path: Path | None = Path(folder) / HISTORY
+    if not os.path.isdir(folder) and "/" in folder and not folder.startswith((".", "/")):  # a Hub repo id
+        from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(repo_id=str(folder), filename=HISTORY))
-        except Exception:  # no record there, or no network: say so rather than guess
-            path = None
+        try:
+            path = Path(hf_hub_download(repo_id=folder, filename=HISTORY))
+        except Exception as e:  # no record there, or no network: say so rather than guess
+            return [{"run": str(source), "note": f"training history not available ({type(e).__name__})"}]
     if path is not None and path.is_file():
         return json.loads(path.read_text())
-    return [{"run": str(source), "note": "trained before training histories were recorded"}]
+    return [{"run": str(source), "note": "training history not available (none recorded beside the weights)"}]
 
 
 def training_history(run: Path, config: dict, final: dict) -> list[dict]:
     """The model's training segments, oldest first: those of the weights the run started
-    from (``--init-from``; their folder's ``training_history.json``) and this run's own, with
-    its wall-clock hours and the CPU-hours its training process used (``cpu_s``; when a run
-    did not record it, wall hours x threads, marked as estimated)."""
-    source = config.get("init_from")
-    earlier = _source_history(source) if source else []
+    from (``init_from`` of ``final.json``, else of the config; their folder's
+    ``training_history.json``) and this run's own, with its wall-clock hours and the
+    CPU-hours its training process used (``cpu_s``: the data workers not counted; wall
+    hours x threads where a run did not count it, marked as estimated). An earlier entry of
+    this very run (``run_id``: published before, then resumed) is replaced, not counted twice."""
+    source = final["init_from"] if "init_from" in final else config.get("init_from")
+    run_id = final.get("run_id")
+    earlier = [h for h in (_source_history(source) if source else []) if not (run_id and h.get("run_id") == run_id)]
     hours = float(final.get("elapsed_s", 0.0)) / 3600.0
-    threads = config.get("threads") or os.cpu_count()
     cpu = final.get("cpu_s")
+    threads = final.get("threads") or config.get("threads") or None
+    estimated = bool(final.get("cpu_estimated")) or cpu is None
     entry = {
         "run": str(run),
+        "run_id": run_id,
         "init_from": source,
         "steps": final.get("step"),
         "batch_size": config.get("batch_size"),
         "crop": config.get("crop"),
         "hours": round(hours, 3),
-        "cpu_hours": round(float(cpu) / 3600.0 if cpu else hours * threads, 3),
-        "cpu_hours_estimated": not cpu,
+        "cpu_hours": round(float(cpu) / 3600.0, 3) if cpu is not None else (
+            round(hours * threads, 3) if threads else None),
+        "cpu_hours_estimated": estimated,
         "hardware": final.get("hardware"),
         "data_dir": config.get("data_dir"),
         "holdout_file": config.get("holdout_file"),
@@ -134,13 +140,16 @@ def _history_section(history: list[dict]) -> str:
         if "steps" not in h:
             lines.append(f"| {h.get('run')} | | | | | | {h.get('note', '')} |")
             continue
-        cpu = f"{h['cpu_hours']:.2f}{' (est.)' if h.get('cpu_hours_estimated') else ''}"
+        cpu = "?" if h.get("cpu_hours") is None else (
+            f"{h['cpu_hours']:.2f}{' (est.)' if h.get('cpu_hours_estimated') else ''}")
         data = ", ".join(f"{k} {h[k]}" for k in ("data_dir", "holdout_file", "repeat") if h.get(k))
         lines.append(f"| {h['run']} | {h.get('init_from') or 'scratch'} | {h['steps']} x {h.get('batch_size')} | "
                      f"{h.get('crop')} | {h['hours']:.2f} | {cpu} | {data} |")
     total = [h for h in history if "steps" in h]
-    lines += ["", f"In all: {sum(h['hours'] for h in total):.2f} hours, "
-              f"{sum(h['cpu_hours'] for h in total):.2f} CPU-hours of training over {len(total)} segment(s)."]
+    cpu = sum(h.get("cpu_hours") or 0.0 for h in total)
+    lines += ["", f"In all: {sum(h['hours'] for h in total):.2f} hours, {cpu:.2f} CPU-hours of training over "
+              f"{len(total)} segment(s) (CPU-hours: the training process's own, data-loading workers not counted; "
+              "estimated ones are wall hours x threads)."]
     return "\n".join(lines)
 
 
