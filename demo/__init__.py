@@ -1,5 +1,5 @@
-"""The colorizer web demo: a Colorize tab and, when a survey is configured, a
-colorization Turing test and its results.
+"""The colorizer web demo: a Colorize tab, a colorization Turing test (on the shipped
+photos unless told otherwise) and its results.
 
 ``app.py`` parses the options (``parser()``), loads the model once, calls
 ``build_app`` and launches it. Every option has an environment variable, so a
@@ -20,10 +20,20 @@ if TYPE_CHECKING:  # gradio and torch load only when the app is built: `demo.sur
     from colorizer import Colorizer
     from demo.survey.session import SurveyRunner
 
-__all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "launch_kwargs"]
+__all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "SURVEY_PHOTOS", "cache_folder",
+           "launch_kwargs"]
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpg"))
+SURVEY_PHOTOS = Path(__file__).parent / "survey_photos"  # the Turing test's own photos (credits in its README)
 TITLE = "Colorizer: automatic colorization"
+
+
+def cache_folder() -> Path:
+    """Where the app keeps what it makes: ``$COLORIZER_CACHE``, else ``$XDG_CACHE_HOME/colorizer``,
+    else ``~/.cache/colorizer``."""
+    if os.environ.get("COLORIZER_CACHE"):
+        return Path(os.environ["COLORIZER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "colorizer"
 
 
 def _env(name: str, default=None):
@@ -49,12 +59,18 @@ def parser() -> argparse.ArgumentParser:
                    help="photos colorized at once (bounds memory); others wait in the queue")
     p.add_argument("--queue-size", type=int, default=int(_env("COLORIZER_QUEUE_SIZE", 64)),
                    help="requests waiting at most; more are turned away")
-    s = p.add_argument_group("Turing test (enabled by --survey or --survey-photos)")
+    s = p.add_argument_group(
+        "Turing test (on by default: the shipped photos of demo/survey_photos, prepared once into "
+        "the cache folder $COLORIZER_CACHE or ~/.cache/colorizer)")
     s.add_argument("--survey", type=Path, default=_env("COLORIZER_SURVEY"),
-                   help="prepared survey folder (python -m demo.survey prepare) [COLORIZER_SURVEY]")
+                   help="survey folder: prepared (python -m demo.survey prepare), or where --survey-photos "
+                        "are prepared; default: CACHE/survey [COLORIZER_SURVEY]")
     s.add_argument("--survey-photos", type=Path, default=_env("COLORIZER_SURVEY_PHOTOS"),
                    help="folder of real colour photos: prepare the survey into --survey at start-up "
-                        "(cached: only missing images are made) [COLORIZER_SURVEY_PHOTOS]")
+                        "(cached: only missing images are made); default: the shipped photos unless "
+                        "--survey is given [COLORIZER_SURVEY_PHOTOS]")
+    s.add_argument("--no-survey", action="store_true", default=_env("COLORIZER_NO_SURVEY") not in (None, "0"),
+                   help="only the Colorize tab [COLORIZER_NO_SURVEY=1]")
     s.add_argument("--survey-models", nargs="+", default=None,
                    help="models to compare (NAME, PATH or LABEL=SOURCE); default: --model")
     s.add_argument("--survey-temperatures", nargs="+", type=float, default=None,
@@ -83,7 +99,11 @@ class SurveySetup:
 
 
 def setup_survey(args: argparse.Namespace, model: Colorizer) -> SurveySetup | None:
-    """The survey the options ask for (preparing it first if ``--survey-photos``), or None.
+    """The survey the options ask for (preparing it first if ``--survey-photos``), or None
+    with ``--no-survey``. With neither ``--survey`` nor ``--survey-photos``, the shipped photos
+    (``SURVEY_PHOTOS``) are prepared with ``--model`` into ``cache_folder() / "survey"``:
+    once, then only when the model's weights change (``prepare_survey`` keys its images by
+    the weights' digest), and the votes go to SQLite there.
 
     Raises:
         ValueError: a bad survey folder, photo folder or database URL, or an unreachable
@@ -95,13 +115,17 @@ def setup_survey(args: argparse.Namespace, model: Colorizer) -> SurveySetup | No
     from demo.survey.session import SurveyConfig, SurveyRunner
     from demo.survey.storage import VoteStore, sqlite_url
 
-    if args.survey is None and args.survey_photos is None:
+    if args.no_survey:
         return None
-    folder = Path(args.survey or "survey")
+    photos = args.survey_photos
+    if args.survey is None and photos is None:
+        photos = SURVEY_PHOTOS
+    folder = Path(args.survey or cache_folder() / "survey")
+    folder.mkdir(parents=True, exist_ok=True)
     store = VoteStore(args.db or sqlite_url(folder / "votes.sqlite"))  # first: an unreachable database fails fast
-    if args.survey_photos is not None:
+    if photos is not None:
         temps = args.survey_temperatures or [model.temperature]
-        prepare_survey(args.survey_photos, folder, args.survey_models or [args.model], temps)
+        prepare_survey(photos, folder, args.survey_models or [args.model], temps)
     survey = load_survey(folder)
     config = SurveyConfig(args.trials, args.practice, args.attention, args.question, args.display_seconds)
     return SurveySetup(SurveyRunner(survey, store, config), args.results_key)

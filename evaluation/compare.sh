@@ -2,15 +2,20 @@
 # The equal-compute comparison of the model card: one run per setting, each from scratch on
 # train/configs/compare.yaml with one change, each stopped at the same CPU budget, then the
 # learning curves and their table:
-#   bash evaluation/compare.sh [OUT]        # OUT defaults to runs/compare
-# Runs one after another (one thread each); a finished run is skipped when run again.
+#   bash evaluation/compare.sh [OUT [CPU_HOURS]]    # defaults: runs/compare, 0.1 CPU-hour per run
+# Runs one after another (one thread each). A run that already reached the budget is skipped;
+# one that stopped short of it (interrupted, or a smaller budget before) resumes from its last
+# checkpoint, so a later session extends every curve by running this again with a larger budget.
 set -euo pipefail
 out="${1:-runs/compare}"
+budget="${2:-0.1}"
 run() {  # NAME VAL_EVERY [OPTIONS...]
   local name="$1" every="$2"; shift 2
-  if [ -f "$out/$name/final.json" ]; then echo "$name: done"; return; fi
+  if [ -f "$out/$name/final.json" ] && python -c "import json,sys; sys.exit(json.load(open(sys.argv[1]))['cpu_s'] < 3600 * float(sys.argv[2]))" "$out/$name/final.json" "$budget"; then
+    echo "$name: done"; return
+  fi
   python -m train --config-file train/configs/compare.yaml --out "$out/$name" --val-every "$every" \
-    --resume "$@" > "$out/$name.log" 2>&1 || { echo "$name: failed, see $out/$name.log"; return 1; }
+    --max-cpu-hours "$budget" --resume "$@" >> "$out/$name.log" 2>&1 || { echo "$name: failed, see $out/$name.log"; return 1; }
   echo "$name: $(python -c "import json,sys; f=json.load(open(sys.argv[1])); print(f['step'], 'steps', round(f['cpu_s']), 'CPU-s')" "$out/$name/final.json")"
 }
 mkdir -p "$out"

@@ -265,4 +265,30 @@ def test_survey_photos_option_prepares_and_uses_sqlite(tmp_path, tiny_model):
     assert survey.photos == ["chelsea", "coffee"] and {p.temperature for p in survey.pairs} == {0.2, 0.5}
     assert setup.runner.store.url == f"sqlite:///{(tmp_path / 'survey' / 'votes.sqlite').resolve()}"
     assert setup.runner.config.n_trials == 3 and setup.runner.config.display_seconds == 0
+    assert setup_survey(parser().parse_args(["--no-survey"]), tiny_model) is None
+
+
+def test_with_no_options_the_turing_test_runs_on_the_shipped_photos(tmp_path, tiny_model, monkeypatch):
+    """No survey options: the shipped photos (with their credits) are prepared once into the
+    cache folder with --model, votes go to SQLite there, and a second start remakes nothing."""
+    from demo import SURVEY_PHOTOS, setup_survey
+
+    credits = (SURVEY_PHOTOS / "README.md").read_text()
+    shipped = sorted(p.name for p in SURVEY_PHOTOS.glob("*.jpg"))
+    assert 25 <= len(shipped) <= 40 and all(name in credits for name in shipped)
+    for name in shipped:
+        with Image.open(SURVEY_PHOTOS / name) as img:
+            assert max(img.size) <= 256 and img.mode == "RGB"
+    monkeypatch.setenv("COLORIZER_CACHE", str(tmp_path / "cache"))
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    args = parser().parse_args(["--model", str(tmp_path / "tiny"), "--trials", "3", "--display-seconds", "0"])
+    setup = setup_survey(args, tiny_model)
+    folder = tmp_path / "cache" / "survey"
+    assert len(setup.runner.survey.photos) == len(shipped)
+    assert setup.runner.store.url == f"sqlite:///{(folder / 'votes.sqlite').resolve()}"
+    made = {p: p.stat().st_mtime_ns for p in folder.rglob("*.png")}
+    assert len(made) >= 2 * len(shipped)
+    setup_survey(args, tiny_model)  # a second start: everything cached
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.png")} == made
+    monkeypatch.setenv("COLORIZER_NO_SURVEY", "1")
     assert setup_survey(parser().parse_args([]), tiny_model) is None
