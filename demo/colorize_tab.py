@@ -4,10 +4,12 @@ The network runs once per upload (``model.analyze``). The user's ``gr.State``
 keeps only what is small: the network output (``(1, Q, H/4, W/4)`` at the
 network's input size), a preview-sized L for the before/after slider (longer
 side ``PREVIEW_SIDE``) and the upload's file path; moving the temperature only
-re-renders the annealed mean over the preview. The full-resolution L is read
-again from the upload when the full-resolution PNG download is rendered, so a
-50-megapixel photo does not hold hundreds of megabytes for as long as the
-session lives.
+re-renders the annealed mean over the preview. The full-resolution PNG is made
+only when asked for ("Make the full-resolution PNG", with progress), at the
+temperature on screen; moving the slider hides a file made for another
+temperature, so the download is always what the screen shows. The
+full-resolution L is read again from the upload then, so a 50-megapixel photo
+does not hold hundreds of megabytes for as long as the session lives.
 """
 
 from __future__ import annotations
@@ -202,6 +204,7 @@ def build_colorize_tab(
         "so the slider is instant."
     )
     analysis = gr.State(None, time_to_live=STATE_TTL_S)
+    rendered = gr.State(None, time_to_live=STATE_TTL_S)  # the temperature of the file behind the download button
     with gr.Row():
         with gr.Column(scale=1):
             upload = PhotoUpload(
@@ -213,6 +216,7 @@ def build_colorize_tab(
                 elem_id="temperature",
             )  # fmt: skip
             show_uncertainty = gr.Checkbox(False, label="Show uncertainty (entropy of the colour distribution)")
+            render = gr.Button("Make the full-resolution PNG", visible=False, elem_id="render")
             download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
             if examples:
                 gr.Examples(examples=[[e] for e in examples], inputs=[upload], label="Examples")
@@ -224,9 +228,11 @@ def build_colorize_tab(
                 label="Uncertainty (bright: unsure)", type="pil", visible=False, interactive=False, elem_id="uncertainty"
             )
 
+    hidden = gr.update(visible=False, value=None)
+
     def on_upload(path, t, progress=gr.Progress()):
         if not path:
-            return None, None, None, gr.update(visible=False, value=None)
+            return None, None, None, hidden, gr.update(visible=False)
         progress(0.1, desc="Reading the photo and running the network")
         try:
             a = analyze(model, path, max_pixels)
@@ -236,7 +242,7 @@ def build_colorize_tab(
             log.exception("colorizing %s failed", path)
             raise gr.Error(f"Could not colorize this photo: {_user_message(e, path)}", print_exception=False) from None
         progress(0.8, desc="Rendering")
-        return a, render_preview(a, t), a.uncertainty, gr.update(visible=False, value=None)
+        return a, render_preview(a, t), a.uncertainty, hidden, gr.update(visible=True)
 
     def on_temperature(a, t):
         if a is None:
@@ -244,20 +250,29 @@ def build_colorize_tab(
         return render_preview(a, t)
 
     def on_full_png(a, t, progress=gr.Progress()):
+        """The full-resolution PNG at the temperature on screen, made only when asked for."""
         if a is None:
-            return gr.update(visible=False, value=None)
-        progress(0.5, desc="Rendering the full-resolution PNG")
+            return hidden, None
+        t = _check_temperature(t)
+        progress(0.3, desc=f"Rendering {a.size[0]}x{a.size[1]} pixels at T = {t:g}")
         try:
-            path = save_full_png(a, _check_temperature(t), downloads)
+            path = save_full_png(a, t, downloads)
         except ImageError as e:
             raise gr.Error(html.escape(str(e)), print_exception=False) from None
-        return gr.update(visible=True, value=str(path))
+        return gr.update(visible=True, value=str(path), label=f"Download full-resolution PNG (T = {t:g})"), t
+
+    def still_on_screen(t, done):
+        """Hide a file rendered for a temperature the slider has left meanwhile."""
+        return gr.skip() if done is not None and abs(t - done) < 1e-9 else hidden
 
     common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer")
-    upload.change(
-        on_upload, [upload, temperature], [analysis, slider, uncertainty, download], **common
-    ).then(on_full_png, [analysis, temperature], [download], **common)
+    upload.change(on_upload, [upload, temperature], [analysis, slider, uncertainty, download, render], **common)
+    # a file made for another temperature must never be downloadable: hide it at once, re-render the preview
+    temperature.change(lambda: hidden, None, [download], queue=False, show_progress="hidden")
     temperature.change(
         on_temperature, [analysis, temperature], [slider], trigger_mode="always_last", show_progress="minimal", **common
-    ).then(on_full_png, [analysis, temperature], [download], show_progress="hidden", **common)
+    )
+    render.click(on_full_png, [analysis, temperature], [download, rendered], **common).then(
+        still_on_screen, [temperature, rendered], [download], queue=False, show_progress="hidden"
+    )
     show_uncertainty.change(lambda s: gr.update(visible=s), [show_uncertainty], [uncertainty], queue=False)

@@ -124,7 +124,7 @@ def test_build_app_bounds_state_and_leaves_pil_alone(tiny_model):
     demo = build_app(tiny_model, None, max_pixels=1000, examples=[])
     assert Image.MAX_IMAGE_PIXELS == before  # PIL's decompression-bomb check stays on for the process
     ttls = [b.time_to_live for b in demo.blocks.values() if isinstance(b, gr.State)]
-    assert ttls == [STATE_TTL_S] and STATE_TTL_S <= 600
+    assert ttls == [STATE_TTL_S, STATE_TTL_S] and STATE_TTL_S <= 600
 
 
 def test_too_large_upload_is_one_clean_line(tiny_model, big_photo):
@@ -214,7 +214,7 @@ def running_app(tiny_model):
     demo.close()
 
 
-def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, tmp_path):
+def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, tmp_path, tiny_model):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
@@ -240,7 +240,11 @@ def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, 
     assert not np.array_equal(np.asarray(Image.open(color)), np.asarray(Image.open(color2)))
     download = client.predict(0.9, api_name="/on_full_png")  # a gr.update of the download button
     assert download["visible"] and download["value"].endswith("coffee-color-T0.9.png")
+    assert download["label"] == "Download full-resolution PNG (T = 0.9)"
     assert Image.open(download["value"]).size == (300, 200)
+    # the file is exactly the render at that temperature
+    expected = np.asarray(full_prediction(analyze(tiny_model, small, None)).colorize(0.9).convert("RGB"))
+    assert np.abs(np.asarray(Image.open(download["value"]).convert("RGB")).astype(int) - expected).max() <= 1
 
 
 def test_app_module_is_tiny():

@@ -109,7 +109,15 @@ def test_colorize_turing_test_and_results(served_app, page):
         "old => { const i = document.querySelectorAll('#result img'); return i.length == 2 && i[1].src != old }",
         arg=first_src,
     )
+    # the full-resolution file is made on request, at the temperature on screen, and a slider move hides it
+    page.locator("#render").click()
     page.locator("#download").wait_for(state="visible")
+    assert "T = 0.9" in page.locator("#download").inner_text()
+    number.fill("0.5")
+    number.press("Enter")
+    page.locator("#download").wait_for(state="hidden")
+    page.locator("#render").click()
+    page.get_by_text("Download full-resolution PNG (T = 0.5)").wait_for()
 
     # Turing test: one practice trial (with feedback), three test trials and one check.
     page.get_by_role("tab", name="Turing test").click()
