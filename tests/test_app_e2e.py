@@ -127,11 +127,17 @@ def test_colorize_turing_test_and_results(served_app, page):
         img.wait_for(state="attached")
         if i == 1:  # the pair disappears after its display time
             page.wait_for_function("() => getComputedStyle(document.querySelector('#survey-left')).visibility == 'hidden'")
+        if i == 0:
+            assert "Practice pair 1 of 1" in page.locator("#survey-status").inner_text()
+        if i == 1:
+            assert "Test pair 1 of 4" in page.locator("#survey-status").inner_text()
         page.click("#survey-left-button" if i % 2 == 0 else "#survey-right-button")
-        if i == 0:  # practice: feedback
+        if i == 0:  # practice: feedback on its own, the next pair when the participant continues
             page.wait_for_function(
                 "() => document.querySelector('#survey-feedback').innerText.includes('the real photo was on the')"
             )
+            page.locator("#survey-left-button").wait_for(state="hidden")
+            page.click("#survey-continue")
     page.get_by_text("Thank you").wait_for()
 
     votes = VoteStore(db_url).votes()

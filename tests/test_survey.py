@@ -262,6 +262,8 @@ def test_a_participant_session(survey_dir, tmp_path):
         answers.append(runner.answer(state, wrong, now=t0 + 0.75))  # always picks the colorized photo
     assert all(a.stored and not a.correct and a.response_ms == 750 for a in answers)
     assert (state.answered, state.fooled) == (2, 2)
+    assert (state.n_test, state.test_answered, state.test_right) == (3, 3, 0)  # attention checks count here
+    assert (runner.n_practice, runner.n_test) == (1, 3)
     votes = store.votes()
     assert [v["kind"] for v in votes] == [t.kind for t in state.trials]
     assert all(v["fooled"] and v["session_id"] == state.session_id for v in votes)
@@ -278,6 +280,15 @@ def test_too_few_photos_for_practice_is_noted(survey_dir, caplog):
         runner = SurveyRunner(load_survey(survey_dir), VoteStore("sqlite://"), SurveyConfig(3, 2, 0))
     assert runner.n_practice == 0 and runner.start(seed=5).n_practice == 0
     assert "too few" in caplog.text and "0 practice trials" in caplog.text
+
+
+def test_the_intro_promises_what_the_session_holds():
+    from demo.survey.ui import intro_text
+
+    text = intro_text(0, 8, "Which photo is the **real** one?", "Take the time you need.")
+    assert "8 test pairs" in text and "no practice pairs" in text and "first" not in text
+    text = intro_text(1, 6, "Which?", "")
+    assert "7 pairs: first 1 practice pair," in text and "then 6 test pairs" in text
 
 
 def test_a_repeated_answer_is_not_stored_twice(survey_dir, tmp_path):
@@ -354,3 +365,27 @@ def test_cli_errors_are_one_line(tmp_path, photo_dir, capsys):
     (bad / "config.json").write_text(json.dumps({**json.loads((bad / "config.json").read_text()), "width": 0.25}))
     err = _cli_error(capsys, ["prepare", "--photos", str(photo_dir), "--out", str(tmp_path / "s"), "--model", str(bad)])
     assert f"model {bad}: " in err and "size mismatch" in err
+
+
+def test_a_vote_while_the_database_is_down_is_kept_for_a_retry(survey_dir, tmp_path):
+    """The database goes away: the answer raises StoreUnavailable (one line), the trial
+    stays where it was, and the same answer is stored once the database is back."""
+    import shutil
+
+    from demo.survey.storage import StoreUnavailable
+
+    db = tmp_path / "db" / "votes.sqlite"
+    store = VoteStore(sqlite_url(db))
+    runner = SurveyRunner(load_survey(survey_dir), store, SurveyConfig(n_trials=2, n_practice=0, n_attention=0))
+    state = runner.start(seed=0)
+    store.engine.dispose()
+    shutil.move(tmp_path / "db", tmp_path / "away")
+    (tmp_path / "db").mkdir()
+    db.mkdir()  # a folder where the database file was: sqlite cannot open it
+    with pytest.raises(StoreUnavailable, match="cannot store votes now") as e:
+        runner.answer(state, "left")
+    assert "\n" not in str(e.value) and state.index == 0 and state.test_answered == 0
+    shutil.rmtree(tmp_path / "db")
+    shutil.move(tmp_path / "away", tmp_path / "db")
+    store.engine.dispose()
+    assert runner.answer(state, "left").stored and state.index == 1 and store.count() == 1

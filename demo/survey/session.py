@@ -58,8 +58,10 @@ class SessionState:
     trials: list[Trial]
     index: int = 0
     shown_at: float = field(default_factory=time.monotonic)
-    fooled: int = 0  # test trials where the participant was fooled
-    answered: int = 0  # test trials answered
+    fooled: int = 0  # test trials (colorizations) where the participant was fooled
+    answered: int = 0  # test trials (colorizations) answered
+    test_answered: int = 0  # pairs of the test block answered: colorizations and attention checks
+    test_right: int = 0  # of those, answered right (the real photo, or the fake one when asked for it)
 
     @property
     def done(self) -> bool:
@@ -72,6 +74,11 @@ class SessionState:
     @property
     def n_practice(self) -> int:
         return sum(t.kind == "practice" for t in self.trials)
+
+    @property
+    def n_test(self) -> int:
+        """Pairs of the test block (colorizations and attention checks), as the participant counts them."""
+        return len(self.trials) - self.n_practice
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,8 @@ class SurveyRunner:
         if not survey.pairs:
             raise ValueError(f"{survey.folder}: the survey has no colorized pairs")
         self.survey, self.store, self.config = survey, store, config
-        self.n_practice = sum(t.kind == "practice" for t in self.start(seed=0).trials)
+        sample = self.start(seed=0)  # every session has the same counts
+        self.n_practice, self.n_test = sample.n_practice, sample.n_test
         if self.n_practice < config.n_practice:
             log.warning(
                 "%s: %d photos are too few for %d test and %d practice trials without practising on "
@@ -141,5 +149,8 @@ class SurveyRunner:
         if stored and trial.kind == "trial":
             state.answered += 1
             state.fooled += fooled
+        if stored and trial.kind != "practice":
+            state.test_answered += 1
+            state.test_right += not fooled
         state.index += 1
         return Answer(trial, side, stored, not fooled, response_ms)

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-__all__ = ["Vote", "VoteStore", "KINDS", "SIDES", "QUESTIONS", "CSV_COLUMNS", "is_fooled", "sqlite_url"]
+__all__ = ["Vote", "VoteStore", "StoreUnavailable", "KINDS", "SIDES", "QUESTIONS", "CSV_COLUMNS", "is_fooled", "sqlite_url"]
 
 KINDS = ("trial", "practice", "attention")
 SIDES = ("left", "right")
@@ -119,6 +119,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.close()
 
 
+class StoreUnavailable(RuntimeError):
+    """The database did not take a vote (down, locked, unreachable); the same vote can be
+    recorded again once it is back."""
+
+
 class VoteStore:
     """The vote table behind a database URL.
 
@@ -181,6 +186,7 @@ class VoteStore:
             (the first vote stands).
         Raises:
             ValueError: a field out of its range (kind, sides, question, response_ms < 0).
+            StoreUnavailable: the database could not store it (one line; nothing was stored).
         """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -209,6 +215,9 @@ class VoteStore:
             if _is_repeated_vote(e):
                 return False
             raise
+        except SQLAlchemyError as e:  # the database is down, locked or unreachable: the vote is not stored
+            first = str(getattr(e, "orig", None) or e).strip().splitlines()
+            raise StoreUnavailable(f"the vote database cannot store votes now ({first[0] if first else type(e).__name__})") from None
         return True
 
     def count(self, kind: str | None = None) -> int:

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 from pathlib import Path
 
 import gradio as gr
 
 from demo.survey.session import SessionState, SurveyRunner
+from demo.survey.storage import StoreUnavailable
 
-__all__ = ["build_survey_tab", "pair_html"]
+__all__ = ["build_survey_tab", "pair_html", "intro_text"]
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=512)
@@ -60,13 +64,28 @@ def pair_html(state: SessionState, display_seconds: float) -> str:
 
 
 def _status(state: SessionState) -> str:
+    """"Practice pair i of P" / "Test pair k of T": the counts the intro and the end use."""
     trial = state.current
-    n_practice = state.n_practice
     if trial is None:
         return ""
     if trial.kind == "practice":
-        return f"**Practice {state.index + 1} of {n_practice}** (you will be told if you were right)"
-    return f"**Trial {state.index - n_practice + 1} of {len(state.trials) - n_practice}**"
+        return f"**Practice pair {state.index + 1} of {state.n_practice}** (you will be told if you were right)"
+    return f"**Test pair {state.index - state.n_practice + 1} of {state.n_test}**"
+
+
+def intro_text(n_practice: int, n_test: int, prompt: str, shown: str) -> str:
+    """What the participant is told before Start: exactly the pairs the session holds."""
+    if n_practice:
+        plan = (f"You will see {n_practice + n_test} pairs: first {n_practice} practice "
+                f"{'pair' if n_practice == 1 else 'pairs'}, each followed by whether you were right, "
+                f"then {n_test} test pairs without feedback.")
+    else:
+        plan = f"You will see {n_test} test pairs, without feedback (this survey has no practice pairs)."
+    return (
+        f"## Real or colorized?\nYou will see pairs of photos. One is a real colour photo; the other is the "
+        f"same photo colorized by a computer from its black-and-white version. {prompt} {shown}\n\n"
+        f"{plan} Your answers are stored anonymously, with a random session number."
+    )
 
 
 def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
@@ -85,12 +104,7 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
     )
     state = gr.State(None, time_to_live=6 * 3600)
     with gr.Column(visible=True) as intro:
-        gr.Markdown(
-            f"## Real or colorized?\nYou will see pairs of photos. One is a real colour photo; the other is the "
-            f"same photo colorized by a computer from its black-and-white version. {prompt} {shown}\n\n"
-            f"The first {cfg.n_practice} pairs are practice, with feedback. Then come the test pairs "
-            "(no feedback). Your answers are stored anonymously, with a random session number."
-        )
+        gr.Markdown(intro_text(runner.n_practice, runner.n_test, prompt, shown), elem_id="survey-intro")
         start = gr.Button("Start", variant="primary", elem_id="survey-start")
     with gr.Column(visible=False) as trial_col:
         status = gr.Markdown(elem_id="survey-status")
@@ -100,18 +114,21 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
             left = gr.Button("Left", variant="primary", elem_id="survey-left-button")
             right = gr.Button("Right", variant="primary", elem_id="survey-right-button")
     feedback = gr.Markdown(elem_id="survey-feedback")
+    proceed = gr.Button("Next pair", variant="primary", visible=False, elem_id="survey-continue")
 
-    def show(s: SessionState, message: str = ""):
+    def show(s: SessionState):
+        """The next pair (its display clock starts now), or the end."""
         if s.done:
             summary = ""
-            if s.answered:
-                summary = f" You took the colorized photo for the real one in {s.fooled} of {s.answered} test pairs."
+            if s.test_answered:
+                summary = f" You answered {s.test_right} of the {s.test_answered} test pairs right."
             return (
                 s, gr.update(visible=True), gr.update(visible=False), "", "",
-                f"**Thank you — all done.**{summary} {message}".strip(),
+                f"**Thank you — all done.**{summary}", gr.update(visible=False),
             )  # fmt: skip
         runner.shown(s)
-        return s, gr.update(visible=False), gr.update(visible=True), _status(s), pair_html(s, cfg.display_seconds), message
+        return (s, gr.update(visible=False), gr.update(visible=True), _status(s), pair_html(s, cfg.display_seconds),
+                "", gr.update(visible=False))
 
     def on_start():
         return show(runner.start())
@@ -119,17 +136,29 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
     def on_answer(s: SessionState | None, side: str):
         if s is None or s.done:
             return gr.skip()
-        a = runner.answer(s, side)
-        message = ""
-        if a.trial.kind == "practice" and a.stored:
-            where = a.trial.real_side
-            message = f"{'Correct' if a.correct else 'Not quite'}: the real photo was on the {where}."
-            if s.current is not None and s.current.kind != "practice":
-                message += " Practice is over; the test begins now (no more feedback)."
-        return show(s, message)
+        try:
+            a = runner.answer(s, side)
+        except StoreUnavailable as e:  # the trial stays; the same click works once the database is back
+            log.warning("vote not stored, the participant was asked to answer again: %s", e)
+            message = ("**Your answer was not saved**: the survey's database is not reachable right now. "
+                       "Please click your answer again in a moment.")
+            return s, gr.skip(), gr.skip(), gr.skip(), gr.skip(), message, gr.skip()
+        if a.trial.kind != "practice" or not a.stored:
+            return show(s)
+        # practice feedback gets its own moment: the next pair waits for "Next pair"
+        message = f"{'Correct' if a.correct else 'Not quite'}: the real photo was on the {a.trial.real_side}."
+        if s.current is not None and s.current.kind != "practice":
+            message += " Practice is over; the test pairs come next (no more feedback)."
+        label = "Start the test" if s.current is not None and s.current.kind != "practice" else "Next pair"
+        return (s, gr.update(visible=False), gr.update(visible=False), "", "", message,
+                gr.update(visible=True, value=label))
 
-    outputs = [state, intro, trial_col, status, pair, feedback]
+    def on_continue(s: SessionState | None):
+        return gr.skip() if s is None else show(s)
+
+    outputs = [state, intro, trial_col, status, pair, feedback, proceed]
     common = dict(concurrency_limit=concurrency_limit, concurrency_id="survey", show_progress="hidden")
     start.click(on_start, None, outputs, **common)
     left.click(lambda s: on_answer(s, "left"), [state], outputs, **common)
     right.click(lambda s: on_answer(s, "right"), [state], outputs, **common)
+    proceed.click(on_continue, [state], outputs, **common)
