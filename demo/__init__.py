@@ -166,7 +166,8 @@ def build_app(
                 with gr.Tab("Turing test", id="survey"):
                     build_survey_tab(survey.runner)
                 with gr.Tab("Results", id="results"):
-                    build_results_tab(survey.runner.store, survey.results_key)
+                    runner = survey.runner
+                    build_results_tab(runner.store, survey.results_key, runner.n_practice + runner.n_test)
     app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return app
 

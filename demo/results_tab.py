@@ -15,10 +15,11 @@ from pathlib import Path
 import gradio as gr
 from matplotlib.figure import Figure
 
+from demo.survey.session import RETAKE_PREFIX
 from demo.survey.stats import Rate, attention_pass_rate, failed_attention, fool_rates
 from demo.survey.storage import VoteStore, votes_to_csv
 
-__all__ = ["build_results_tab", "results", "bar_chart", "TABLE_HEADERS"]
+__all__ = ["build_results_tab", "results", "sessions_line", "bar_chart", "TABLE_HEADERS"]
 
 TABLE_HEADERS = ["group", "trials", "fooled", "fool rate %", "95% low %", "95% high %"]
 
@@ -47,8 +48,24 @@ def bar_chart(rates: list[Rate], title: str = "Fool rate per condition"):
     return fig
 
 
-def results(votes: list[dict], exclude_failed: bool = False) -> dict:
-    """Everything the tab shows, from ``VoteStore.votes()``.
+def sessions_line(votes: list[dict], per_session: int | None = None) -> str:
+    """How many sessions voted: complete and unfinished (fewer votes than ``per_session``,
+    e.g. a participant who left), and restarted ones (``RETAKE_PREFIX``: a participant
+    who had finished or started before and asked to start over)."""
+    counts: dict[str, int] = {}
+    for v in votes:
+        counts[v["session_id"]] = counts.get(v["session_id"], 0) + 1
+    retakes = sum(sid.startswith(RETAKE_PREFIX) for sid in counts)
+    line = f"**Sessions**: {len(counts)}"
+    if per_session:
+        complete = sum(n >= per_session for n in counts.values())
+        line += f" ({complete} complete, {len(counts) - complete} unfinished)"
+    return line + f"; started over by a returning participant: {retakes}"
+
+
+def results(votes: list[dict], exclude_failed: bool = False, per_session: int | None = None) -> dict:
+    """Everything the tab shows, from ``VoteStore.votes()``; ``per_session``: the votes of a
+    complete session (practice and test pairs), to count unfinished sessions.
 
     Returns:
         dict with "summary" (Markdown), "by_model", "by_temperature", "by_photo",
@@ -63,6 +80,7 @@ def results(votes: list[dict], exclude_failed: bool = False) -> dict:
         f"**Fool rate** (colorized photo taken for the real one; 50% is the ceiling): {_pct(overall)}",
         f"**Participants** with test votes: {participants}",
         f"**Attention checks passed**: {_pct(attention)}",
+        sessions_line(votes, per_session),
     ]
     if exclude_failed:
         lines.append(f"Participants left out for failing an attention check: {len(excluded)}")
@@ -77,8 +95,9 @@ def results(votes: list[dict], exclude_failed: bool = False) -> dict:
     }
 
 
-def build_results_tab(store: VoteStore, results_key: str | None = None) -> None:
-    """Lay out the Results tab inside the current Blocks/Tab context."""
+def build_results_tab(store: VoteStore, results_key: str | None = None, per_session: int | None = None) -> None:
+    """Lay out the Results tab inside the current Blocks/Tab context (``per_session``: the
+    votes of a complete session, to count unfinished ones)."""
     exports = Path(tempfile.gettempdir()) / "colorizer-demo-exports"
     with gr.Row():
         key = gr.Textbox(label="Results key", type="password", visible=bool(results_key), scale=2)
@@ -97,7 +116,7 @@ def build_results_tab(store: VoteStore, results_key: str | None = None) -> None:
         if results_key and not hmac.compare_digest((given_key or "").encode(), results_key.encode()):
             raise gr.Error("Wrong or missing results key.", print_exception=False)
         votes = store.votes()
-        r = results(votes, exclude_failed)
+        r = results(votes, exclude_failed, per_session)
         folder = exports / uuid.uuid4().hex
         folder.mkdir(parents=True, exist_ok=True)
         csv_path = folder / "turing-test-votes.csv"

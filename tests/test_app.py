@@ -147,6 +147,11 @@ def test_results_view_tables_and_chart():
     assert "s1" not in str(r) and "s2" not in str(r)  # participant ids are never shown
     assert r["by_temperature"] == [["0.38", 2, 1, 50.0, 9.5, 90.5], ["1", 1, 1, 100.0, 20.7, 100.0]]
     assert [row[0] for row in r["by_photo"]] == ["a", "b"]
+    assert "**Sessions**: 2; started over by a returning participant: 0" in r["summary"]
+    assert "**Sessions**: 2 (2 complete, 0 unfinished)" in results(votes, per_session=2)["summary"]
+    assert "(2 complete, 1 unfinished)" in results(votes + [{**votes[0], "session_id": "s3"}], per_session=2)["summary"]
+    retake = {**votes[0], "session_id": "retake-" + "0" * 32}
+    assert "returning participant: 1" in results(votes + [retake])["summary"]
     kept = results(votes, exclude_failed=True)  # s2 failed its attention check
     assert kept["by_model"] == [["m", 2, 1, 50.0, 9.5, 90.5]]
     fig = bar_chart([rate("m T=0.38", 1, 2)])

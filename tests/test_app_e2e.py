@@ -138,7 +138,14 @@ def test_colorize_turing_test_and_results(served_app, page):
             )
             page.locator("#survey-left-button").wait_for(state="hidden")
             page.click("#survey-continue")
+        if i == 2:  # a reload mid-test: Start resumes this browser's session at the next pair
+            page.wait_for_function("() => (document.querySelector('#survey-status')?.innerText || '').includes('Test pair 3')")
+            page.reload()
+            page.get_by_role("tab", name="Turing test").click()
+            page.click("#survey-start")
+            page.wait_for_function("() => (document.querySelector('#survey-status')?.innerText || '').includes('Test pair 3 of 4')")
     page.get_by_text("Thank you").wait_for()
+    page.locator("#survey-restart").wait_for(state="visible")  # starting over is the participant's choice
 
     votes = VoteStore(db_url).votes()
     assert Counter(v["kind"] for v in votes) == {"practice": 1, "trial": 3, "attention": 1}
@@ -153,6 +160,6 @@ def test_colorize_turing_test_and_results(served_app, page):
     summary = page.locator("#results-summary")
     page.wait_for_function("() => document.querySelector('#results-summary').innerText.includes('Participants')")
     text = summary.inner_text()
-    assert f"{fooled}/3)" in text and "with test votes: 1" in text
+    assert f"{fooled}/3)" in text and "with test votes: 1" in text and "1 complete, 0 unfinished" in text
     assert votes[0]["session_id"] not in page.content()
     page.locator("#results-csv").wait_for(state="visible")

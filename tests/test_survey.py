@@ -260,6 +260,7 @@ def test_a_participant_session(survey_dir, tmp_path):
         trial = state.current
         wrong = "right" if trial.real_side == "left" else "left"
         answers.append(runner.answer(state, wrong, now=t0 + 0.75))  # always picks the colorized photo
+        t0 += 2.0
     assert all(a.stored and not a.correct and a.response_ms == 750 for a in answers)
     assert (state.answered, state.fooled) == (2, 2)
     assert (state.n_test, state.test_answered, state.test_right) == (3, 3, 0)  # attention checks count here
@@ -389,3 +390,43 @@ def test_a_vote_while_the_database_is_down_is_kept_for_a_retry(survey_dir, tmp_p
     shutil.move(tmp_path / "away", tmp_path / "db")
     store.engine.dispose()
     assert runner.answer(state, "left").stored and state.index == 1 and store.count() == 1
+
+
+def test_concurrent_clicks_on_one_trial_store_one_vote_and_advance_once(survey_dir, tmp_path):
+    """Six clicks for the trial on screen at once: one vote, one step; a click for a trial the
+    screen has left and clicks faster than MIN_ANSWER_GAP_S are ignored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from demo.survey.session import MIN_ANSWER_GAP_S
+
+    store = VoteStore(sqlite_url(tmp_path / "votes.sqlite"))
+    runner = SurveyRunner(load_survey(survey_dir), store, SurveyConfig(n_trials=3, n_practice=0, n_attention=0))
+    state = runner.start()
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda side: runner.answer(state, side, index=0), ["left", "right"] * 3))
+    assert sum(a is not None for a in answers) == 1 and state.index == 1 and store.count() == 1
+    assert runner.answer(state, "left", index=0) is None  # the screen's trial is gone: ignored
+    t = state.last_answer_at
+    assert runner.answer(state, "left", now=t + MIN_ANSWER_GAP_S / 2, index=1) is None  # too fast: ignored
+    assert runner.answer(state, "left", now=t + 1.0, index=1).stored and state.index == 2 and store.count() == 2
+
+
+def test_a_session_resumes_from_its_id_after_a_restart(survey_dir, tmp_path):
+    """The browser keeps the session id; a new runner (a restarted server) on the same database
+    rebuilds the trials from the id and continues after the last stored vote."""
+    db = sqlite_url(tmp_path / "votes.sqlite")
+    config = SurveyConfig(n_trials=2, n_practice=1, n_attention=1)
+    runner = SurveyRunner(load_survey(survey_dir), VoteStore(db), config)
+    state = runner.start()
+    for i in range(2):
+        runner.answer(state, state.current.real_side, now=10.0 + i)
+    again = SurveyRunner(load_survey(survey_dir), VoteStore(db), config).resume(state.session_id)
+    assert again.session_id == state.session_id and again.index == 2
+    assert [t.pair_id for t in again.trials] == [t.pair_id for t in state.trials]
+    assert (again.test_answered, again.test_right) == (state.test_answered, state.test_right) == (1, 1)
+    for bad in (None, "", "x" * 32, "0" * 31, "retake-" + "z" * 32, "../" + "0" * 32):
+        assert runner.resume(bad) is None
+    other = SurveyRunner(load_survey(survey_dir), VoteStore(sqlite_url(tmp_path / "other.sqlite")), config)
+    assert other.resume(state.session_id).index == 0  # known shape, no votes there yet: from the start
+    retake = runner.start(retake=True)
+    assert retake.session_id.startswith("retake-") and runner.resume(retake.session_id) is not None

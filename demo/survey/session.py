@@ -8,6 +8,7 @@ web app keeps per browser session in ``gr.State``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +17,10 @@ from demo.survey.prepare import Survey
 from demo.survey.sampling import Trial, sample_session
 from demo.survey.storage import QUESTIONS, SIDES, VoteStore, is_fooled
 
-__all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer"]
+__all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer", "RETAKE_PREFIX", "MIN_ANSWER_GAP_S"]
+
+RETAKE_PREFIX = "retake-"  # session ids of participants who asked to start over (the results count them apart)
+MIN_ANSWER_GAP_S = 0.1  # a session's answers closer together than this are ignored (scripted or double clicks)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ class SessionState:
     answered: int = 0  # test trials (colorizations) answered
     test_answered: int = 0  # pairs of the test block answered: colorizations and attention checks
     test_right: int = 0  # of those, answered right (the real photo, or the fake one when asked for it)
+    last_answer_at: float = float("-inf")
 
     @property
     def done(self) -> bool:
@@ -100,6 +105,8 @@ class SurveyRunner:
         if not survey.pairs:
             raise ValueError(f"{survey.folder}: the survey has no colorized pairs")
         self.survey, self.store, self.config = survey, store, config
+        self._locks: dict[str, threading.Lock] = {}  # one per session: its clicks are answered one at a time
+        self._locks_guard = threading.Lock()
         sample = self.start(seed=0)  # every session has the same counts
         self.n_practice, self.n_test = sample.n_practice, sample.n_test
         if self.n_practice < config.n_practice:
@@ -109,29 +116,81 @@ class SurveyRunner:
                 survey.folder, len(survey.photos), config.n_trials, config.n_practice, self.n_practice,
             )  # fmt: skip
 
-    def start(self, seed: int | None = None) -> SessionState:
-        """A new participant: a fresh random session id and their trials."""
+    def _trials(self, seed: int | None) -> list[Trial]:
         c = self.config
-        trials = sample_session(self.survey.pairs, self.survey.checks, c.n_trials, c.n_practice, c.n_attention, seed)
-        return SessionState(session_id=uuid.uuid4().hex, trials=trials)
+        return sample_session(self.survey.pairs, self.survey.checks, c.n_trials, c.n_practice, c.n_attention, seed)
+
+    @staticmethod
+    def _seed(session_id: str) -> int:
+        """The trials of a session follow from its id, so a session can be resumed from it."""
+        return int(session_id[-15:], 16)
+
+    def start(self, seed: int | None = None, retake: bool = False) -> SessionState:
+        """A new participant: a fresh random session id and their trials (drawn from the id,
+        or from ``seed``; a seeded session cannot be resumed). ``retake``: the same person
+        starting over, marked in the session id so the results can tell."""
+        session_id = (RETAKE_PREFIX if retake else "") + uuid.uuid4().hex
+        return SessionState(session_id=session_id, trials=self._trials(self._seed(session_id) if seed is None else seed))
+
+    def resume(self, session_id: str | None) -> SessionState | None:
+        """The session ``session_id`` where its stored votes left it (after a page reload or a
+        server restart: the browser keeps the id), or None for an id this survey never issued."""
+        if not session_id or len(session_id) < 32 or session_id.removeprefix(RETAKE_PREFIX) != session_id[-32:]:
+            return None
+        try:
+            seed = self._seed(session_id)
+            uuid.UUID(session_id[-32:])
+        except ValueError:
+            return None
+        state = SessionState(session_id=session_id, trials=self._trials(seed))
+        votes = self.store.session_votes(session_id)
+        if any(v["pair_id"] not in {t.pair_id for t in state.trials} for v in votes):
+            return None  # not this survey's session (another survey, or other weights)
+        for v in votes:
+            if v["kind"] == "trial":
+                state.answered += 1
+                state.fooled += bool(v["fooled"])
+            if v["kind"] != "practice":
+                state.test_answered += 1
+                state.test_right += not v["fooled"]
+        state.index = min(len(votes), len(state.trials))
+        return state
+
+    def _lock(self, session_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(session_id, threading.Lock())
 
     def shown(self, state: SessionState, now: float | None = None) -> None:
         """Mark the current trial as shown now (starts its response clock)."""
         state.shown_at = time.monotonic() if now is None else now
 
-    def answer(self, state: SessionState, side: str, now: float | None = None) -> Answer:
+    def answer(self, state: SessionState, side: str, now: float | None = None, index: int | None = None) -> Answer | None:
         """Record the participant's click on ``side`` ("left"/"right") for the current
         trial and advance. The vote is committed before this returns.
 
+        A session's clicks are answered one at a time; a click for another trial than the
+        current one (``index``: the trial on the participant's screen; a second click that
+        arrived while the first advanced) or within ``MIN_ANSWER_GAP_S`` of the last answer
+        is ignored: None, nothing stored, nothing advanced.
+
         Raises:
             ValueError: a bad side, or the session is over.
+            StoreUnavailable: the database did not take the vote; the trial stays current.
         """
         if side not in SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+        with self._lock(state.session_id):
+            now = time.monotonic() if now is None else now
+            if (index is not None and index != state.index) or now - state.last_answer_at < MIN_ANSWER_GAP_S:
+                return None
+            if state.current is None:
+                raise ValueError("the session is over: no trial to answer")
+            answer = self._record(state, side, now)
+            state.last_answer_at = now
+            return answer
+
+    def _record(self, state: SessionState, side: str, now: float) -> Answer:
         trial = state.current
-        if trial is None:
-            raise ValueError("the session is over: no trial to answer")
-        now = time.monotonic() if now is None else now
         response_ms = max(0, round((now - state.shown_at) * 1000))
         stored = self.store.record(
             session_id=state.session_id,

@@ -228,6 +228,12 @@ class VoteStore:
         with Session(self.engine) as session:
             return int(session.scalar(query) or 0)
 
+    def session_votes(self, session_id: str) -> list[dict]:
+        """One session's votes, oldest first."""
+        query = select(Vote).where(Vote.session_id == session_id).order_by(Vote.id)
+        with Session(self.engine) as session:
+            return [{c.name: getattr(v, c.name) for c in Vote.__table__.columns} for v in session.scalars(query)]
+
     def votes(self, kind: str | None = None) -> list[dict]:
         """All votes as dicts (the ``Vote`` columns), oldest first."""
         query = select(Vote).order_by(Vote.id)

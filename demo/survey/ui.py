@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import logging
 from pathlib import Path
 
@@ -103,9 +104,15 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
         else "Take the time you need."
     )
     state = gr.State(None, time_to_live=6 * 3600)
+    # the participant's session id, kept by the browser: a reload or a server restart resumes it
+    manifest = Path(runner.survey.folder) / "survey.json"
+    secret = hashlib.sha256(b"colorizer-survey|" + (manifest.read_bytes() if manifest.is_file() else b"")).hexdigest()
+    browser = gr.BrowserState(None, storage_key="colorizer-turing-test", secret=secret)
+    shown_index = gr.Number(None, visible=False, elem_id="survey-index")  # the trial on the participant's screen
     with gr.Column(visible=True) as intro:
         gr.Markdown(intro_text(runner.n_practice, runner.n_test, prompt, shown), elem_id="survey-intro")
         start = gr.Button("Start", variant="primary", elem_id="survey-start")
+    restart = gr.Button("Start over (a new session)", visible=False, elem_id="survey-restart")
     with gr.Column(visible=False) as trial_col:
         status = gr.Markdown(elem_id="survey-status")
         pair = gr.HTML("", js_on_load=None, elem_id="survey-pair")
@@ -123,26 +130,34 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
             if s.test_answered:
                 summary = f" You answered {s.test_right} of the {s.test_answered} test pairs right."
             return (
-                s, gr.update(visible=True), gr.update(visible=False), "", "",
-                f"**Thank you — all done.**{summary}", gr.update(visible=False),
+                s, gr.update(visible=False), gr.update(visible=False), "", "",
+                f"**Thank you — all done.**{summary}", gr.update(visible=False), None, s.session_id,
+                gr.update(visible=True),
             )  # fmt: skip
         runner.shown(s)
         return (s, gr.update(visible=False), gr.update(visible=True), _status(s), pair_html(s, cfg.display_seconds),
-                "", gr.update(visible=False))
+                "", gr.update(visible=False), s.index, s.session_id, gr.update(visible=False))
 
-    def on_start():
-        return show(runner.start())
+    def on_start(kept: str | None):
+        """A new participant, or the one this browser already started (after a reload or a restart)."""
+        s = runner.resume(kept)
+        return show(s if s is not None else runner.start())
 
-    def on_answer(s: SessionState | None, side: str):
+    def on_restart():
+        return show(runner.start(retake=True))
+
+    def on_answer(s: SessionState | None, index, side: str):
         if s is None or s.done:
             return gr.skip()
         try:
-            a = runner.answer(s, side)
+            a = runner.answer(s, side, index=None if index is None else int(index))
         except StoreUnavailable as e:  # the trial stays; the same click works once the database is back
             log.warning("vote not stored, the participant was asked to answer again: %s", e)
             message = ("**Your answer was not saved**: the survey's database is not reachable right now. "
                        "Please click your answer again in a moment.")
-            return s, gr.skip(), gr.skip(), gr.skip(), gr.skip(), message, gr.skip()
+            return (s, *[gr.skip()] * 4, message, *[gr.skip()] * 4)
+        if a is None:  # a repeated or too fast click: the screen already moved on
+            return gr.skip()
         if a.trial.kind != "practice" or not a.stored:
             return show(s)
         # practice feedback gets its own moment: the next pair waits for "Next pair"
@@ -151,14 +166,15 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
             message += " Practice is over; the test pairs come next (no more feedback)."
         label = "Start the test" if s.current is not None and s.current.kind != "practice" else "Next pair"
         return (s, gr.update(visible=False), gr.update(visible=False), "", "", message,
-                gr.update(visible=True, value=label))
+                gr.update(visible=True, value=label), None, s.session_id, gr.update(visible=False))
 
     def on_continue(s: SessionState | None):
         return gr.skip() if s is None else show(s)
 
-    outputs = [state, intro, trial_col, status, pair, feedback, proceed]
+    outputs = [state, intro, trial_col, status, pair, feedback, proceed, shown_index, browser, restart]
     common = dict(concurrency_limit=concurrency_limit, concurrency_id="survey", show_progress="hidden")
-    start.click(on_start, None, outputs, **common)
-    left.click(lambda s: on_answer(s, "left"), [state], outputs, **common)
-    right.click(lambda s: on_answer(s, "right"), [state], outputs, **common)
+    start.click(on_start, [browser], outputs, **common)
+    restart.click(on_restart, None, outputs, **common)
+    left.click(lambda s, i: on_answer(s, i, "left"), [state, shown_index], outputs, **common)
+    right.click(lambda s, i: on_answer(s, i, "right"), [state, shown_index], outputs, **common)
     proceed.click(on_continue, [state], outputs, **common)
