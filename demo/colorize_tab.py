@@ -205,8 +205,8 @@ def build_colorize_tab(
     )
     analysis = gr.State(None, time_to_live=STATE_TTL_S)
     rendered = gr.State(None, time_to_live=STATE_TTL_S)  # the temperature of the file behind the download button
-    with gr.Row():
-        with gr.Column(scale=1):
+    with gr.Row(elem_id="colorize-row"):
+        with gr.Column(scale=1, min_width=280, elem_id="controls-column"):
             upload = PhotoUpload(
                 type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="upload"
             )
@@ -220,7 +220,7 @@ def build_colorize_tab(
             download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
             if examples:
                 gr.Examples(examples=[[e] for e in examples], inputs=[upload], label="Examples")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=280, elem_id="result-column"):
             slider = gr.ImageSlider(
                 label="Grayscale input | colorized", type="pil", format="png", elem_id="result", interactive=False
             )

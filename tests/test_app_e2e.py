@@ -163,3 +163,31 @@ def test_colorize_turing_test_and_results(served_app, page):
     assert f"{fooled}/3)" in text and "with test votes: 1" in text and "1 complete, 0 unfinished" in text
     assert votes[0]["session_id"] not in page.content()
     page.locator("#results-csv").wait_for(state="visible")
+
+
+def test_phone_layout_puts_the_result_first_and_the_pair_side_by_side(served_app, page, tmp_path):
+    """A 390x844 phone viewport: after an upload the result is above the controls (visible
+    without scrolling), and the survey's two photos stay side by side, as their names say."""
+    url, _, _ = served_app
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.set_default_timeout(20_000)
+    try:
+        phone.goto(url)
+        photo = tmp_path / "upload.png"
+        Image.fromarray(data.chelsea()).resize((300, 200)).save(photo)
+        phone.locator("#upload input[type=file]").set_input_files(str(photo))
+        phone.locator("#result img").nth(1).wait_for()
+        result, controls = phone.locator("#result").bounding_box(), phone.locator("#upload").bounding_box()
+        assert result["y"] < controls["y"] and result["y"] < 844
+        phone.screenshot(path=str(tmp_path / "phone-colorize.png"))
+        phone.get_by_role("tab", name="Turing test").click()
+        phone.click("#survey-start")
+        phone.locator("#survey-left").wait_for(state="attached")
+        left, right = phone.locator("#survey-left").bounding_box(), phone.locator("#survey-right").bounding_box()
+        assert abs(left["y"] - right["y"]) < 2 and left["x"] + left["width"] <= right["x"] + 1
+        assert right["x"] + right["width"] <= 390
+        lb, rb = phone.locator("#survey-left-button").bounding_box(), phone.locator("#survey-right-button").bounding_box()
+        assert abs(lb["y"] - rb["y"]) < 2 and lb["x"] < rb["x"]  # the buttons side by side too
+        phone.screenshot(path=str(tmp_path / "phone-survey.png"))
+    finally:
+        phone.close()

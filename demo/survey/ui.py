@@ -55,9 +55,10 @@ def pair_html(state: SessionState, display_seconds: float) -> str:
     )
     css = (
         "<style>@keyframes survey-hide-a{to{visibility:hidden}}@keyframes survey-hide-b{to{visibility:hidden}}"
-        ".survey-pair{display:flex;gap:24px;justify-content:center;flex-wrap:wrap}"
-        ".survey-side{margin:0;text-align:center}"
-        ".survey-frame{min-width:128px;min-height:128px;background:#808080;display:flex;"
+        # always side by side, even on a phone, so "Left" and "Right" are where they say
+        ".survey-pair{display:flex;gap:12px;justify-content:center;flex-wrap:nowrap}"
+        ".survey-side{margin:0;text-align:center;flex:0 1 auto;min-width:0}"
+        ".survey-frame{min-width:64px;min-height:64px;background:#808080;display:flex;"
         "align-items:center;justify-content:center}"
         ".survey-frame img{display:block;max-width:100%}</style>"
     )
@@ -117,7 +118,7 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
         status = gr.Markdown(elem_id="survey-status")
         pair = gr.HTML("", js_on_load=None, elem_id="survey-pair")
         gr.Markdown(prompt)
-        with gr.Row():
+        with gr.Row(elem_id="survey-buttons"):
             left = gr.Button("Left", variant="primary", elem_id="survey-left-button")
             right = gr.Button("Right", variant="primary", elem_id="survey-right-button")
     feedback = gr.Markdown(elem_id="survey-feedback")
