@@ -216,7 +216,7 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file PIL can read") from None
+        raise ImageError(f"{name}: not a readable image file (or a format that is not supported)") from None
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"{name}: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

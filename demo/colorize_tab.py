@@ -108,9 +108,23 @@ class PhotoUpload(gr.Image):
 
 
 def heat_map(values: np.ndarray, cmap: str = "magma") -> Image.Image:
-    """``(H, W)`` values in [0, 1] -> RGB heat map (dark: certain, bright: uncertain)."""
+    """``(H, W)`` values in [0, 1] -> RGB heat map (dark: certain, bright: uncertain), with its
+    colour scale drawn underneath: 0 (one colour certain) to 1 (all colours equally likely)."""
+    from PIL import ImageDraw
+
     rgba = colormaps[cmap](np.clip(values, 0.0, 1.0))  # (H, W, 4) float
-    return Image.fromarray((rgba[..., :3] * 255 + 0.5).astype(np.uint8))
+    heat = Image.fromarray((rgba[..., :3] * 255 + 0.5).astype(np.uint8))
+    w, h = heat.size
+    bar_h, text_h = max(6, h // 40), 14
+    ramp = colormaps[cmap](np.linspace(0.0, 1.0, w))[None, :, :3].repeat(bar_h, axis=0)  # (bar_h, W, 3)
+    out = Image.new("RGB", (w, h + bar_h + text_h + 4), "white")
+    out.paste(heat, (0, 0))
+    out.paste(Image.fromarray((ramp * 255 + 0.5).astype(np.uint8)), (0, h + 2))
+    draw = ImageDraw.Draw(out)
+    draw.text((2, h + bar_h + 3), "0: sure", fill="black")
+    label = "1: any colour"
+    draw.text((max(2, w - 6 * len(label) - 2), h + bar_h + 3), label, fill="black")
+    return out
 
 
 def _user_message(e: Exception, path: str | Path) -> str:
@@ -236,7 +250,7 @@ def build_colorize_tab(
         progress(0.1, desc="Reading the photo and running the network")
         try:
             a = analyze(model, path, max_pixels)
-        except ImageError as e:
+        except ImageError as e:  # one message (the upload is then cleared: no broken thumbnail)
             raise gr.Error(_user_message(e, path), print_exception=False) from None
         except (MemoryError, RuntimeError) as e:
             log.exception("colorizing %s failed", path)
@@ -266,7 +280,10 @@ def build_colorize_tab(
         return gr.skip() if done is not None and abs(t - done) < 1e-9 else hidden
 
     common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer")
-    upload.change(on_upload, [upload, temperature], [analysis, slider, uncertainty, download, render], **common)
+    upload.change(on_upload, [upload, temperature], [analysis, slider, uncertainty, download, render], **common).failure(
+        lambda: (None, None, None, hidden, gr.update(visible=False), None), None,
+        [analysis, slider, uncertainty, download, render, upload], queue=False, show_progress="hidden",
+    )  # a photo that could not be colorized leaves nothing behind, not even its broken thumbnail
     # a file made for another temperature must never be downloadable: hide it at once, re-render the preview
     temperature.change(lambda: hidden, None, [download], queue=False, show_progress="hidden")
     temperature.change(

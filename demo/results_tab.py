@@ -114,7 +114,8 @@ def build_results_tab(store: VoteStore, results_key: str | None = None, per_sess
 
     def on_refresh(given_key: str, exclude_failed: bool):
         if results_key and not hmac.compare_digest((given_key or "").encode(), results_key.encode()):
-            raise gr.Error("Wrong or missing results key.", print_exception=False)
+            # one message where the results would be, and nothing else changes
+            return ("**Wrong or missing results key.**", *[gr.skip()] * 5, gr.update(visible=False, value=None))
         votes = store.votes()
         r = results(votes, exclude_failed, per_session)
         folder = exports / uuid.uuid4().hex

@@ -72,7 +72,9 @@ def test_analyze_preview_and_temperature(tiny_model, big_photo):
     _, color_hot = render_preview(a, 1.0)
     _, color_cold = render_preview(a, 0.05)
     assert np.abs(np.asarray(color_hot, np.int16) - np.asarray(color_cold, np.int16)).max() > 0
-    assert a.uncertainty.size == (320, 240) and a.uncertainty.mode == "RGB"
+    assert a.uncertainty.width == 320 and 240 + 10 < a.uncertainty.height < 240 + 40 and a.uncertainty.mode == "RGB"
+    scale = np.asarray(a.uncertainty)[242:246]  # the colour scale under the map: dark (sure) to bright
+    assert scale[:, :10].mean() < 60 < 200 < scale[:, -10:].mean()
 
 
 def test_full_resolution_png(tiny_model, big_photo, tmp_path):
@@ -239,7 +241,7 @@ def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, 
     assert str(e.value).startswith("huge.png: ") and "180000000 pixels" in str(e.value)
 
     (gray, color), heat, _ = client.predict(handle_file(str(small)), 0.38, api_name="/on_upload")
-    assert Image.open(gray).size == Image.open(color).size == Image.open(heat).size == (300, 200)
+    assert Image.open(gray).size == Image.open(color).size == (300, 200) and Image.open(heat).width == 300
     gray2, color2 = client.predict(0.9, api_name="/on_temperature")  # the cached prediction, another T
     assert Image.open(color2).size == (300, 200)
     assert not np.array_equal(np.asarray(Image.open(color)), np.asarray(Image.open(color2)))

@@ -157,6 +157,12 @@ def test_csv_never_shows_session_ids(tmp_path):
     assert [r["participant"] for r in rows] == ["1", "2", "1"]  # numbered by first vote
     assert [r["fooled"] for r in rows] == ["1", "1", "0"]
     assert rows[2]["temperature"] == "1" and rows[0]["temperature"] == "0.38"
+    from datetime import datetime, timezone
+
+    for r in rows:  # SQLite returns naive datetimes: the CSV still says UTC
+        when = datetime.fromisoformat(r["created_at"])
+        assert when.tzinfo is not None and when.utcoffset().total_seconds() == 0
+        assert abs((datetime.now(timezone.utc) - when).total_seconds()) < 600
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):

@@ -280,6 +280,14 @@ def anonymize(votes: Iterable[dict]) -> list[dict]:
     return out
 
 
+def _utc_iso(when) -> str:
+    """An ISO 8601 timestamp with its zone: votes are stored in UTC, and SQLite gives them
+    back without the zone."""
+    if not isinstance(when, datetime):
+        return "" if when is None else str(when)
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+
+
 def votes_to_csv(votes: Iterable[dict]) -> str:
     """CSV text of votes (from ``VoteStore.votes``), participant ids anonymized."""
     buf = io.StringIO()
@@ -301,7 +309,7 @@ def votes_to_csv(votes: Iterable[dict]) -> str:
                 v["answer"],
                 int(v["fooled"]),
                 v["response_ms"],
-                created.isoformat() if hasattr(created, "isoformat") else created,
+                _utc_iso(created),
             ]
         )
     return buf.getvalue()
