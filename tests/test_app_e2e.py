@@ -33,6 +33,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _serve(cmd: list[str], env: dict, log_path: Path, url: str) -> subprocess.Popen:
+    """Start ``python app.py ...`` and wait until it answers at ``url``."""
+    log = open(log_path, "a")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"app did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
     """`python app.py` on a free localhost port: tiny model, a 4-photo survey (1 practice,
@@ -53,26 +77,10 @@ def served_app(tmp_path_factory):
     cmd = [sys.executable, "app.py", "--model", str(root / "tiny"), "--survey", str(root / "survey"), "--db", db_url,
            "--host", "127.0.0.1", "--port", str(port), "--trials", "3", "--practice", "1", "--attention", "1",
            "--display-seconds", "0.6"]  # fmt: skip
-    log = open(root / "app.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 45
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"app did not start: {(root / 'app.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+    proc = _serve(cmd, env, root / "app.log", url)
     yield url, db_url, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +199,50 @@ def test_phone_layout_puts_the_result_first_and_the_pair_side_by_side(served_app
         phone.screenshot(path=str(tmp_path / "phone-survey.png"))
     finally:
         phone.close()
+
+
+def test_out_of_the_box_turing_test_survives_a_server_restart(tmp_path, page):
+    """`python app.py` with no survey option: the Turing test runs on the shipped photos (prepared
+    into the cache folder); the server is restarted mid-test and the participant, after a reload,
+    resumes their session; votes land in SQLite in the cache folder."""
+    from colorizer import Colorizer
+    from demo import SURVEY_PHOTOS
+    from demo.survey.storage import VoteStore, sqlite_url
+
+    Colorizer(width=0.125, input_size=64).save_pretrained(tmp_path / "tiny")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               COLORIZER_CACHE=str(tmp_path / "cache"))  # fmt: skip
+    cmd = [sys.executable, "app.py", "--model", str(tmp_path / "tiny"), "--host", "127.0.0.1", "--port", str(port),
+           "--trials", "3", "--practice", "1", "--attention", "1", "--display-seconds", "0"]  # fmt: skip
+    proc = _serve(cmd, env, tmp_path / "app.log", url)
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Turing test").click()
+        page.get_by_text("You will see 5 pairs: first 1 practice pair").wait_for()
+        page.click("#survey-start")
+        page.locator('#survey-left[data-trial="0"]').wait_for(state="attached")
+        page.click("#survey-left-button")
+        page.click("#survey-continue")
+        page.locator('#survey-left[data-trial="1"]').wait_for(state="attached")
+        page.click("#survey-right-button")
+        page.locator('#survey-left[data-trial="2"]').wait_for(state="attached")
+        _stop(proc)  # the server goes away mid-test ...
+        proc = _serve(cmd, env, tmp_path / "app.log", url)  # ... and comes back (the survey is cached)
+        page.reload()
+        page.get_by_role("tab", name="Turing test").click()
+        page.click("#survey-start")
+        page.wait_for_function("() => (document.querySelector('#survey-status')?.innerText || '').includes('Test pair 2 of 4')")
+        for i in (2, 3, 4):
+            page.locator(f'#survey-left[data-trial="{i}"]').wait_for(state="attached")
+            page.click("#survey-left-button")
+        page.get_by_text("Thank you").wait_for()
+        page.screenshot(path=str(tmp_path / "turing-test-done.png"))
+    finally:
+        _stop(proc)
+    votes = VoteStore(sqlite_url(tmp_path / "cache" / "survey" / "votes.sqlite")).votes()
+    assert len(votes) == 5 and len({v["session_id"] for v in votes}) == 1  # one participant, not two
+    shipped = {p.stem for p in SURVEY_PHOTOS.glob("*.jpg")}
+    assert {v["photo"] for v in votes} <= shipped
+    assert "Traceback" not in (tmp_path / "app.log").read_text()

@@ -241,3 +241,38 @@ def test_concurrent_votes_lose_nothing(store):
         per_session[v["session_id"]] = per_session.get(v["session_id"], 0) + 1
     assert per_session == {**{f"s{i}": n_votes for i in range(n_threads)}, "shared": n_votes}
     assert time.monotonic() - start < 60
+
+
+KILLED_WRITER = """
+import sys
+from demo.survey.storage import VoteStore
+store = VoteStore(sys.argv[1])
+for i in range(100000):
+    store.record(session_id="killed", pair_id=f"p{i}", kind="trial", photo="x", model="m", temperature=0.38,
+                 question="real", real_side="left", answer="right", response_ms=1)
+    print(i, flush=True)  # acknowledged: committed before this line
+"""
+
+
+def test_kill_9_in_a_burst_loses_no_acknowledged_vote(store):
+    """A writer process killed with SIGKILL in the middle of a burst of votes: every vote it
+    had acknowledged is stored, and the store works on."""
+    import signal
+
+    proc = subprocess.Popen([os.sys.executable, "-c", KILLED_WRITER, store.url], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    acked = -1
+    deadline = time.monotonic() + 60
+    try:
+        while acked < 40 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked = int(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert acked >= 40, "the writer did not get going"
+    stored = {v["pair_id"] for v in store.votes() if v["session_id"] == "killed"}
+    assert {f"p{i}" for i in range(acked + 1)} <= stored
+    assert store.record(**_vote(session_id="after"))
