@@ -246,3 +246,49 @@ def test_out_of_the_box_turing_test_survives_a_server_restart(tmp_path, page):
     shipped = {p.stem for p in SURVEY_PHOTOS.glob("*.jpg")}
     assert {v["photo"] for v in votes} <= shipped
     assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
+def test_a_vote_while_the_database_is_down_waits_for_it(tmp_path, page, postgres_server):
+    """PostgreSQL goes down mid-test: the participant's click gets a clear message, the pair
+    stays, and the same click is stored once the database is back."""
+    from colorizer import Colorizer
+    from demo.survey.prepare import prepare_survey
+    from demo.survey.storage import VoteStore
+
+    Colorizer(width=0.125, input_size=64).save_pretrained(tmp_path / "tiny")
+    (tmp_path / "photos").mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(getattr(data, name)()).resize((120, 90)).save(tmp_path / "photos" / f"{name}.jpg")
+    prepare_survey(tmp_path / "photos", tmp_path / "survey", [f"tiny={tmp_path / 'tiny'}"], [0.38], size=64,
+                   progress=False)  # fmt: skip
+    store = VoteStore(postgres_server.url)
+    before = store.count()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "app.py", "--model", str(tmp_path / "tiny"), "--survey", str(tmp_path / "survey"),
+           "--db", postgres_server.url, "--host", "127.0.0.1", "--port", str(port), "--trials", "2",
+           "--practice", "0", "--attention", "0", "--display-seconds", "0"]  # fmt: skip
+    proc = _serve(cmd, env, tmp_path / "app.log", url)
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Turing test").click()
+        page.click("#survey-start")
+        page.locator('#survey-left[data-trial="0"]').wait_for(state="attached")
+        postgres_server.stop()
+        try:
+            page.click("#survey-left-button")
+            page.get_by_text("Your answer was not saved").wait_for()
+            assert "Test pair 1 of 2" in page.locator("#survey-status").inner_text()  # the pair stays
+        finally:
+            postgres_server.start()
+        time.sleep(0.2)
+        page.click("#survey-left-button")
+        page.locator('#survey-left[data-trial="1"]').wait_for(state="attached")
+        page.click("#survey-right-button")
+        page.get_by_text("Thank you").wait_for()
+    finally:
+        _stop(proc)
+    assert store.count() == before + 2
+    log = (tmp_path / "app.log").read_text()
+    assert "vote not stored" in log and "Traceback" not in log
