@@ -2,9 +2,12 @@
 
 Colorizes each photo (or every image in a given folder) at full resolution and
 writes ``OUTDIR/<name>.png`` (PNG keeps alpha and adds no compression loss). Never
-writes over an input; an existing output is kept unless ``--overwrite``. A file that
-cannot be colorized gets one line on stderr and the rest go on; the exit status is
-1 if any file failed, 2 for bad arguments.
+writes over an input; an existing output is kept unless ``--overwrite`` (and counted as
+skipped, not failed, so a batch can be rerun to finish what is missing). Outputs are
+marked as colorizer's (a PNG text chunk), and a rerun never takes its own earlier outputs
+for inputs, even with ``-o`` pointing at the photos' folder. A file that cannot be
+colorized gets one line on stderr and the rest go on; the exit status is 1 if any file
+failed, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -64,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--uncertainty", action="store_true", help="also write NAME.uncertainty.png (entropy map)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
-    p.add_argument("--suffix", default="", help="added to each output name, e.g. '-color'")
+    p.add_argument("--suffix", default="", help="added to each output name, e.g. --suffix=-color or --suffix _color")
     p.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
         help=f"refuse larger images (decompression bombs); default {DEFAULT_MAX_PIXELS:,}",
     )
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", default="auto", help="torch device: auto (CUDA when there is a GPU, else cpu), cpu, cuda, cuda:1")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -101,23 +104,33 @@ def main(argv: list[str] | None = None) -> int:
             check_temperature(args.temperature)
         except ValueError as e:
             return report_error(prog, f"--{e}")
+    if args.max_pixels <= 0:
+        return report_error(prog, f"--max-pixels must be positive, got {args.max_pixels}")
+    try:
+        device = _device(args.device)
+    except ValueError as e:
+        return report_error(prog, e)
     inputs = list_images(args.photos, missing="keep")
+    earlier = [p for p in inputs if _is_our_output(p)]
+    inputs = [p for p in inputs if p not in earlier]
     if not inputs:
-        return report_error(prog, f"no image files found in {', '.join(map(str, args.photos))}")
+        where = ", ".join(map(str, args.photos))
+        return report_error(prog, f"no image files found in {where}" + (
+            f" (only {len(earlier)} earlier output(s) of colorizer)" if earlier else ""))
+
+    from colorizer.model import Colorizer
+
+    try:  # the model first: a bad --model leaves no empty output folder behind
+        model = Colorizer.from_pretrained(args.model).to(device).eval()
+    except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
+        return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         return report_error(prog, e.strerror or e, f"cannot create {args.out}")
 
-    from colorizer.model import Colorizer
-
-    try:
-        model = Colorizer.from_pretrained(args.model).to(args.device).eval()
-    except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-        return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
-
     input_set = {p.resolve() for p in inputs}
-    failures = 0
+    failures = skipped = 0
     bar = tqdm(list(zip(inputs, plan_outputs(inputs, args.out, args.suffix))), unit="photo",
                disable=args.quiet, desc="colorizing")
     for src, dst in bar:
@@ -132,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             failed(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
             continue
         if not args.overwrite and any(t.exists() for t in targets):
-            failed(f"{src}: {dst} exists (use --overwrite to replace it)")
+            skipped += 1
+            if not args.quiet:
+                tqdm.write(f"{prog}: skipped {src}: {dst} exists (--overwrite replaces it)", file=sys.stderr)
             continue
         try:
             pred = model.analyze(src, max_pixels=args.max_pixels)
@@ -145,17 +160,53 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, RuntimeError, ValueError) as e:
             failed(f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     bar.close()
+    if skipped:
+        print(f"{prog}: {skipped} of {len(inputs)} photo(s) skipped: their outputs exist", file=sys.stderr)
     if failures:
         print(f"{prog}: {failures} of {len(inputs)} photo(s) failed", file=sys.stderr)
         return 1
     return 0
 
 
+OUTPUT_MARK = "colorizer"  # the PNG "Software" text of every output: a rerun never takes it for an input
+
+
+def _is_our_output(path: Path) -> bool:
+    """Whether ``path`` is a PNG this command wrote (its header says so; pixels are not read)."""
+    if path.suffix.lower() != ".png":
+        return False
+    try:
+        with Image.open(path) as img:
+            return str(img.info.get("Software", "")).startswith(OUTPUT_MARK)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _device(name: str):
+    """``--device``: "auto" is CUDA when torch has a GPU, else the CPU; a CUDA device on a
+    machine or torch build without one is a usage error, not a model error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r}: not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine or torch build has no CUDA GPU; use --device cpu")
+    return device
+
+
 def _save_atomic(img: Image.Image, dst: Path) -> None:
     """Write to a temporary name, then rename: a crash never leaves half a file."""
+    from PIL import PngImagePlugin
+
     tmp = dst.with_name(f".{dst.name}.tmp")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"{OUTPUT_MARK} (colorized from the photo's lightness)")
     try:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", pnginfo=info)
         tmp.replace(dst)
     finally:
         tmp.unlink(missing_ok=True)

@@ -17,8 +17,10 @@ distorts shapes the network sees; keeping the aspect ratio avoids that.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -112,12 +114,35 @@ def _model_dir(name: str) -> Path:
     return Path(str(resources.files("colorizer").joinpath("pretrained", name)))
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
+
+
 def resolve_model(name: str | Path | None = None) -> str:
     """What ``Colorizer.from_pretrained(name)`` loads from: the folder of a shipped model
-    for None or a shipped name, otherwise ``name`` itself (a folder or a Hub repo id)."""
+    for None or a shipped name, an existing folder, or a Hub repo id ("owner/name").
+
+    Fails at once, without touching the network, for what can be neither:
+
+    Raises:
+        FileNotFoundError: a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) that is not a folder.
+        ValueError: a bare name that is not shipped (a typo such as "defualt"); the
+            message lists the shipped names.
+    """
     name = DEFAULT_MODEL if name is None else str(name)
-    if not Path(name).is_dir() and "/" not in name and _model_dir(name).is_dir():
-        return str(_model_dir(name))
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if "/" not in name and "\\" not in name:
+        if _model_dir(name).is_dir():
+            return str(_model_dir(name))
+        shipped = available_models()
+        close = difflib.get_close_matches(name, shipped, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"no model named {name!r}{hint}: the shipped models are {', '.join(shipped) or 'none'}; "
+            "otherwise give a model folder or a Hugging Face Hub id 'owner/name'"
+        )
+    if not _HUB_ID.match(name):
+        raise FileNotFoundError(f"{name}: no such model folder")
     return name
 
 
@@ -360,7 +385,18 @@ class Colorizer(
         ``available_models()``) loads a model shipped in the package; otherwise a
         local folder or a Hub repository id. Loading is strict: a missing or
         unexpected tensor is an error."""
-        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), strict=strict, **kwargs)
+        source = resolve_model(pretrained_model_name_or_path)
+        if os.path.isdir(source):
+            return super().from_pretrained(source, strict=strict, **kwargs)
+        try:
+            return super().from_pretrained(source, strict=strict, **kwargs)
+        except Exception as e:  # the Hub's many error types (HTTP, DNS, offline mode, missing repo): one line
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise OSError(
+                f"{source}: could not load it from the Hugging Face Hub ({type(e).__name__}: {first}); check the "
+                "repository id and the network, or give a local model folder (with HF_HUB_OFFLINE=1, models "
+                "already downloaded load from the cache)"
+            ) from None
 
     @classmethod
     def _from_pretrained(

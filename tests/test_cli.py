@@ -60,8 +60,9 @@ def test_existing_output_kept_unless_overwrite(tmp_path, photos, model_dir, caps
     out = tmp_path / "out"
     out.mkdir()
     (out / "coffee.png").write_bytes(b"keep me")
-    assert main([str(photos / "coffee.jpg"), "-o", str(out), "-m", str(model_dir), "-q"]) == 1
+    assert main([str(photos / "coffee.jpg"), "-o", str(out), "-m", str(model_dir), "-q"]) == 0  # skipped, not failed
     assert (out / "coffee.png").read_bytes() == b"keep me"
+    assert "1 of 1 photo(s) skipped" in capsys.readouterr().err
     assert main([str(photos / "coffee.jpg"), "-o", str(out), "-m", str(model_dir), "-q", "--overwrite"]) == 0
     assert Image.open(out / "coffee.png").size == (600, 400)
 
@@ -84,3 +85,33 @@ def test_temperature_changes_the_result(tmp_path, photos, model_dir):
     a = np.asarray(Image.open(tmp_path / "0.05" / "cat.png"))
     b = np.asarray(Image.open(tmp_path / "1.0" / "cat.png"))
     assert not np.array_equal(a, b)
+
+
+def test_a_rerun_into_the_photos_folder_skips_done_work_and_its_own_outputs(tmp_path, photos, model_dir, capsys):
+    """-o at the photos' folder, run twice: the second run neither fails on the existing
+    outputs nor colorizes them (they carry colorizer's mark), and exits 0."""
+    (photos / "empty.jpg").unlink()
+    (photos / "cat.png").rename(photos / "cat.tif")  # the output cat.png must not be an input's name
+    Image.open(photos / "cat.tif").save(photos / "cat.tif")
+    assert main([str(photos), "-o", str(photos), "-m", str(model_dir), "-q"]) == 0
+    made = sorted(p.name for p in photos.iterdir())
+    assert made == ["cat.png", "cat.tif", "coffee.jpg", "coffee.png", "readme.txt"]
+    capsys.readouterr()
+    assert main([str(photos), "-o", str(photos), "-m", str(model_dir)]) == 0
+    assert sorted(p.name for p in photos.iterdir()) == made  # no cat-2.png, no coffee-2.png
+    err = capsys.readouterr().err
+    assert "2 of 2 photo(s) skipped" in err and "error" not in err
+
+
+def test_a_bad_model_device_or_pixel_limit_is_one_line_and_creates_nothing(tmp_path, photos, model_dir, capsys):
+    out = tmp_path / "never"
+    assert main([str(photos / "cat.png"), "-o", str(out), "-m", "defualt"]) == 2
+    assert main([str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "--max-pixels", "-5"]) == 2
+    assert main([str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "--device", "tpu9"]) == 2
+    if not torch.cuda.is_available():
+        assert main([str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("colorizer: error:") for line in err) and not out.exists()
+    assert "did you mean 'default'" in err[0] and "--max-pixels" in err[1] and "tpu9" in err[2]
+    assert main([str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "-q", "--suffix=-color"]) == 0
+    assert (out / "cat-color.png").is_file()  # the --help example works as typed

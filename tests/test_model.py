@@ -234,3 +234,26 @@ def test_global_local_network_option_round_trips_and_colorizes_any_shape(tmp_pat
         torch.testing.assert_close(again(x), model(x))
     with pytest.raises(ValueError, match="network must be one of"):
         Colorizer(network="vgg")
+
+
+def test_a_name_that_cannot_be_a_model_fails_at_once_with_the_shipped_names(tmp_path, monkeypatch):
+    """A typo is not sent to the Hub: it fails at once, naming the shipped models; a path that
+    is not a folder says so; a Hub id that cannot be loaded is one line saying how to work offline."""
+    import time
+
+    import huggingface_hub.constants
+
+    from colorizer.model import available_models
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="no model named 'defualt' \\(did you mean 'default'\\?\\)") as e:
+        Colorizer.from_pretrained("defualt")
+    assert all(name in str(e.value) for name in available_models())
+    for path in ("./no_such_folder/model", str(tmp_path / "missing"), "runs/x/model", "~/no/such/folder"):
+        with pytest.raises(FileNotFoundError, match="no such model folder"):
+            Colorizer.from_pretrained(path)
+    assert time.monotonic() - t0 < 2.0  # no network, no retries
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match="could not load it from the Hugging Face Hub") as e:
+        Colorizer.from_pretrained("someone/not-downloaded", cache_dir=tmp_path)
+    assert "\n" not in str(e.value) and "HF_HUB_OFFLINE" in str(e.value)
