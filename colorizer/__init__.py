@@ -46,7 +46,9 @@ def colorize(
     return m.colorize(image, temperature=temperature, max_pixels=max_pixels)
 
 
-def colorize_batch(images, temperature: float | None = None, model: str | Colorizer = DEFAULT_MODEL, batch_size: int = 8):
-    """Colorize many photos; see ``Colorizer.colorize_batch``."""
+def colorize_batch(images, temperature: float | None = None, model: str | Colorizer = DEFAULT_MODEL, batch_size: int = 8,
+                   errors: str = "raise"):
+    """Colorize many photos; see ``Colorizer.colorize_batch`` (``errors="return"`` keeps the
+    good results and puts each unreadable photo's ``ImageError`` in its place)."""
     m = load_model(model) if isinstance(model, str) else model
-    return m.colorize_batch(images, temperature=temperature, batch_size=batch_size)
+    return m.colorize_batch(images, temperature=temperature, batch_size=batch_size, errors=errors)

@@ -38,7 +38,7 @@ from torch import nn
 
 from colorizer.bins import annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights
 from colorizer.color import lab_to_rgb_in_gamut
-from colorizer.images import DEFAULT_MAX_PIXELS, ImageInput, Lightness, read_image, split_lightness
+from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import classification_loss, regression_loss
 from colorizer.networks import ECCV16, GlobalLocal
 
@@ -369,13 +369,43 @@ class Colorizer(
         temperature: float | None = None,
         batch_size: int = 8,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    ) -> list[Image.Image]:
+        errors: str = "raise",
+    ) -> list[Image.Image | ImageError]:
         """Colorize many photos; returns PIL images in the same order. Photos are read
-        ``batch_size`` at a time, so only one batch's full-resolution L is in memory."""
-        out: list[Image.Image] = []
+        ``batch_size`` at a time, so only one batch's full-resolution L is in memory.
+
+        Args:
+            errors: "raise" (the first unreadable photo raises its ``ImageError``) or
+                "return" (every readable photo is colorized, and an unreadable one's place
+                in the list holds its ``ImageError``, which names the file).
+
+        Raises:
+            TypeError: ``images`` is one image (a path, bytes, array or PIL image), not a
+                sequence of them: use ``colorize`` for one photo.
+        """
+        if isinstance(images, (str, bytes, os.PathLike, np.ndarray, Image.Image)) or not isinstance(images, Sequence):
+            raise TypeError(
+                f"colorize_batch takes a list of images, got one {type(images).__name__}: use colorize() for one photo"
+            )
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        if temperature is not None:
+            check_temperature(temperature)
+        out: list[Image.Image | ImageError] = []
         for start in range(0, len(images), batch_size):
-            chunk = self.analyze_batch(images[start : start + batch_size], batch_size, max_pixels)
-            out += [p.colorize(temperature) for p in chunk]
+            chunk = list(images[start : start + batch_size])
+            if errors == "return":  # read each photo alone: a bad one costs only itself
+                read: list = []
+                for image in chunk:
+                    try:
+                        read.append(read_image(image, max_pixels))
+                    except ImageError as e:
+                        read.append(e)
+                good = [r for r in read if not isinstance(r, ImageError)]
+                done = iter(self.analyze_batch(good, batch_size, max_pixels) if good else [])
+                out += [r if isinstance(r, ImageError) else next(done).colorize(temperature) for r in read]
+            else:
+                out += [p.colorize(temperature) for p in self.analyze_batch(chunk, batch_size, max_pixels)]
         return out
 
     # ------------------------------------------------------------------ hub

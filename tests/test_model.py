@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data
 
 import colorizer
-from colorizer import Colorizer
+from colorizer import Colorizer, ImageError
 from colorizer.color import rgb_to_lab
 from colorizer.model import network_size
 
@@ -257,3 +257,22 @@ def test_a_name_that_cannot_be_a_model_fails_at_once_with_the_shipped_names(tmp_
     with pytest.raises(OSError, match="could not load it from the Hugging Face Hub") as e:
         Colorizer.from_pretrained("someone/not-downloaded", cache_dir=tmp_path)
     assert "\n" not in str(e.value) and "HF_HUB_OFFLINE" in str(e.value)
+
+
+def test_colorize_batch_can_return_the_good_results_and_the_failures(tmp_path):
+    model = tiny()
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    images = [data.chelsea(), str(bad), data.coffee()]
+    with pytest.raises(ImageError, match="broken.jpg"):
+        model.colorize_batch(images)
+    out = model.colorize_batch(images, temperature=0.5, errors="return", batch_size=2)
+    assert isinstance(out[1], ImageError) and "broken.jpg" in str(out[1])
+    alone = [model.colorize(x, temperature=0.5) for x in (data.chelsea(), data.coffee())]
+    for got, want in zip((out[0], out[2]), alone):
+        assert np.abs(np.asarray(got, np.int16) - np.asarray(want, np.int16)).max() <= 1
+    for one in (str(bad), data.chelsea(), Image.fromarray(data.chelsea())):
+        with pytest.raises(TypeError, match="use colorize\\(\\) for one photo"):
+            model.colorize_batch(one)
+    with pytest.raises(ValueError, match="temperature"):
+        model.colorize_batch([data.chelsea()], temperature="hot")
