@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         return report_error(prog, e.strerror or e, f"cannot create {args.out}")
 
-    input_set = {p.resolve() for p in inputs}
+    input_set = {_resolved(p) for p in inputs}
     failures = skipped = 0
     bar = tqdm(list(zip(inputs, plan_outputs(inputs, args.out, args.suffix))), unit="photo",
                disable=args.quiet, desc="colorizing")
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
         extra = dst.with_name(dst.stem + ".uncertainty.png")
         targets = [dst, extra] if args.uncertainty else [dst]
-        if any(t.resolve() in input_set for t in targets):
+        if any(_resolved(t) in input_set for t in targets):
             failed(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
             continue
         if not args.overwrite and any(t.exists() for t in targets):
@@ -166,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: {failures} of {len(inputs)} photo(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _resolved(path: Path) -> Path:
+    """The path with symbolic links followed, or as given when they loop (reading it then
+    says what is wrong, for that file only)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 OUTPUT_MARK = "colorizer"  # the PNG "Software" text of every output: a rerun never takes it for an input

@@ -122,6 +122,8 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
         raise ImageError(f"{name}: expected an array of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if a.size == 0:
+        raise ImageError(f"{name}: image has no pixels (shape {a.shape})")
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype == np.uint16 and a.ndim == 2:
@@ -180,14 +182,22 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     if isinstance(image, np.ndarray):
         img = _from_array(image, "array")
         _check_size(*img.size, max_pixels, "array")
-        return _normalise_mode(img)
+        return _normalise_mode(img, "array")
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         name = str(path)
-        if not path.exists():
+        try:
+            exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
+        except OSError as e:  # e.g. a name too long, a permission denied on a folder on the way
+            raise ImageError(f"{name}: cannot be read ({e.strerror or e})") from None
+        if not exists:
+            if path.is_symlink():
+                raise ImageError(f"{name}: a symbolic link that leads nowhere (broken, or a loop)")
             raise ImageError(f"{name}: no such file")
-        if path.is_dir():
+        if is_dir:
             raise ImageError(f"{name}: is a directory, not an image")
+        if not is_file:
+            raise ImageError(f"{name}: not a regular file (a pipe, socket or device), not an image")
         if path.stat().st_size == 0:
             raise ImageError(f"{name}: empty file (0 bytes)")
         source: object = path
@@ -222,43 +232,59 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e).strip() or type(e).__name__
         raise ImageError(f"{name}: unreadable or truncated image ({msg})") from None
-    return _normalise_mode(_to_srgb(img))
+    return _normalise_mode(_to_srgb(img), name)
 
 
-def _float_gray(img: Image.Image) -> Image.Image:
-    """A float ('F') image from a file, into [0, 1]: values in [0, 1] are kept, larger
-    ones are read as 8-bit (up to 255) or 16-bit (up to 65535) levels."""
-    a = np.asarray(img, dtype=np.float32)
+def _scaled_gray(img: Image.Image, name: str, integer: bool) -> Image.Image:
+    """A one-channel float or integer image into a float ('F') image in [0, 1]. Floats in
+    [0, 1] are kept; whole numbers up to 255 are 8-bit levels; integers up to 65535 are
+    16-bit ones (a 16-bit mode always is). Anything else (say floats up to 1000) is not
+    guessed silently: values from 0 up to some other maximum are scaled by that maximum,
+    with a warning naming the file; NaN, infinite or negative values are refused."""
+    a = np.asarray(img, dtype=np.float64)
+    if a.size == 0:
+        raise ImageError(f"{name}: image has no pixels")
     if not np.isfinite(a).all():
-        raise ImageError("image: float image has NaN or infinite values")
+        raise ImageError(f"{name}: float image has NaN or infinite values")
     lo, hi = float(a.min()), float(a.max())
-    if lo < 0 or hi > 65535:
-        raise ImageError(f"image: float image values [{lo:.3g}, {hi:.3g}] are not in [0, 1], [0, 255] or [0, 65535]")
-    if hi <= 1.0:
-        return img
-    return Image.fromarray(a / (255.0 if hi <= 255.0 else 65535.0))  # mode F
+    if lo < 0:
+        raise ImageError(f"{name}: pixel values [{lo:.6g}, {hi:.6g}] include negative ones; not an image to colorize")
+    whole = integer or bool(np.all(a == np.round(a)))
+    if img.mode.startswith("I;16"):
+        top = 65535.0
+    elif not integer and hi <= 1.0:
+        top = 1.0
+    elif whole and hi <= 255.0:
+        top = 255.0
+    elif integer and hi <= 65535.0:
+        top = 65535.0
+    else:
+        top = hi if hi > 0 else 1.0
+        warnings.warn(f"{name}: pixel values [{lo:.6g}, {hi:.6g}] fit no usual range; scaled by their maximum",
+                      stacklevel=3)
+    return Image.fromarray((a / top).astype(np.float32))  # mode F
 
 
-def _normalise_mode(img: Image.Image) -> Image.Image:
+def _normalise_mode(img: Image.Image, name: str = "image") -> Image.Image:
     mode = img.mode
     if mode == "F":
-        return _float_gray(img)
+        return _scaled_gray(img, name, integer=False)
     if mode in ("L", "LA", "RGB", "RGBA"):
         return img
-    if mode == "1":
-        return img.convert("L")
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        a = np.asarray(img).astype(np.float64)
-        top = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
-        return Image.fromarray((np.clip(a, 0, top) / top).astype(np.float32))  # mode F
-    if mode in ("P", "PA"):
-        return img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
-    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
-        return img.convert("RGBA" if mode in ("RGBa",) else "RGB")
+        return _scaled_gray(img, name, integer=True)
     try:
+        if mode == "1":
+            return img.convert("L")
+        if mode in ("P", "PA"):
+            return img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
+        if mode == "La":  # L with premultiplied alpha
+            return img.convert("LA")
+        if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+            return img.convert("RGBA" if mode == "RGBa" else "RGB")
         return img.convert("RGB")
     except (ValueError, OSError) as e:
-        raise ImageError(f"image: unsupported mode {mode} ({e})") from None
+        raise ImageError(f"{name}: unsupported image mode {mode} ({e})") from None
 
 
 @dataclass

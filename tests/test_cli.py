@@ -115,3 +115,14 @@ def test_a_bad_model_device_or_pixel_limit_is_one_line_and_creates_nothing(tmp_p
     assert "did you mean 'default'" in err[0] and "--max-pixels" in err[1] and "tpu9" in err[2]
     assert main([str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "-q", "--suffix=-color"]) == 0
     assert (out / "cat-color.png").is_file()  # the --help example works as typed
+
+
+def test_a_symlink_loop_among_the_arguments_fails_alone(tmp_path, photos, model_dir, capsys):
+    import os
+
+    loop = tmp_path / "loop.png"
+    os.symlink(loop, loop)
+    rc = main([str(loop), str(photos / "cat.png"), "-o", str(tmp_path / "out"), "-m", str(model_dir), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and (tmp_path / "out" / "cat.png").is_file() and "Traceback" not in err
+    assert "loop.png: a symbolic link that leads nowhere" in err

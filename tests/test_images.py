@@ -160,13 +160,45 @@ def test_bytes_input(model):
 
 
 def test_float_tiff_in_8_bit_levels_is_normalised(tmp_path, model):
-    ramp = np.linspace(0, 255, 40 * 50, dtype=np.float32).reshape(40, 50)
+    ramp = np.round(np.linspace(0, 255, 40 * 50, dtype=np.float32)).reshape(40, 50)
     p = _save(Image.fromarray(ramp), tmp_path / "float.tif")
     l = split_lightness(read_image(p)).l
     assert 0.0 <= l.min() and l.max() <= 100.0 + 1e-3 and l.max() > 99
     bad = _save(Image.fromarray(np.full((4, 4), -3.0, np.float32)), tmp_path / "neg.tif")
-    with pytest.raises(ImageError, match="not in"):
+    with pytest.raises(ImageError, match="neg.tif: pixel values .* negative"):
         read_image(bad)
+
+
+def test_unusual_value_ranges_are_scaled_with_a_warning_never_silently(tmp_path):
+    """Floats up to 1000 and int32 up to 255000 are neither 8- nor 16-bit: scaled by their
+    maximum with a warning naming the file, not read as nearly black or clipped to white."""
+    cases = {"float1000.tif": np.linspace(0, 1000, 400, dtype=np.float32).reshape(20, 20),
+             "int32.tif": np.linspace(0, 255000, 400).astype(np.int32).reshape(20, 20)}
+    for name, a in cases.items():
+        p = _save(Image.fromarray(a), tmp_path / name)
+        with pytest.warns(UserWarning, match=f"{name}: pixel values .* scaled by their maximum"):
+            img = read_image(p)
+        v = np.asarray(img)
+        assert img.mode == "F" and v.max() == pytest.approx(1.0) and v[10, 10] == pytest.approx(a[10, 10] / a.max(), rel=1e-5)
+    p = _save(Image.fromarray(np.full((4, 4), 40000, np.int32)), tmp_path / "16bit-in-int32.tif")
+    assert np.asarray(read_image(p)).max() == pytest.approx(40000 / 65535)
+
+
+def test_odd_arrays_modes_and_files_are_image_errors(tmp_path):
+    import os
+
+    with pytest.raises(ImageError, match="no pixels"):
+        read_image(np.zeros((64, 0), np.float32))
+    la = Image.new("La", (8, 8))
+    assert read_image(la).mode == "LA"
+    loop = tmp_path / "loop.jpg"
+    os.symlink(loop, loop)
+    with pytest.raises(ImageError, match="symbolic link"):
+        read_image(loop)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_image(fifo)
 
 
 def test_grayscale_detection_and_short_side_resize():
