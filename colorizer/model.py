@@ -114,6 +114,40 @@ def _model_dir(name: str) -> Path:
     return Path(str(resources.files("colorizer").joinpath("pretrained", name)))
 
 
+def _check_config_file(path: Path, cls) -> None:
+    """A model folder's ``config.json``, checked before anything is built from it: one line
+    naming the file for a missing or unreadable file, not a JSON object, unknown settings
+    or a bad temperature."""
+    import inspect
+    import json
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (a model folder holds config.json and model.safetensors)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(config, dict) or not config:
+        raise ValueError(f"{path}: must hold a JSON object of the model's settings, got {type(config).__name__}"
+                         + (" (empty)" if isinstance(config, dict) else ""))
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if "temperature" in config:
+        try:
+            check_temperature(config["temperature"])
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+
+def _first_mismatch(error: RuntimeError) -> str:
+    """The first line of a state-dict error that says what differs (a size mismatch)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("size mismatch")), lines[-1] if lines else "")
+    return (detail[:240] + "...") if len(detail) > 240 else detail
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
 
 
@@ -417,6 +451,7 @@ class Colorizer(
         unexpected tensor is an error."""
         source = resolve_model(pretrained_model_name_or_path)
         if os.path.isdir(source):
+            _check_config_file(Path(source) / "config.json", cls)
             return super().from_pretrained(source, strict=strict, **kwargs)
         try:
             return super().from_pretrained(source, strict=strict, **kwargs)
@@ -444,7 +479,10 @@ class Colorizer(
     ) -> "Colorizer":
         """Build from the config, then load ``model.safetensors`` from the folder or the
         Hub. Only safetensors is accepted: a pickled checkpoint is never opened."""
-        model = cls(**model_kwargs)
+        try:
+            model = cls(**model_kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{model_id}: config.json: {e}") from None
         weights = weights_file(
             model_id,
             revision=revision,
@@ -453,9 +491,16 @@ class Colorizer(
             local_files_only=local_files_only,
             token=token,
         )
-        missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=strict, device=map_location)
+        try:
+            missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=strict, device=map_location)
+        except RuntimeError as e:  # the weights are another network's: say which setting disagrees
+            raise ValueError(f"{weights}: the weights do not fit config.json ({_first_mismatch(e)})") from None
         if missing or unexpected:  # only reachable with strict=False
             warnings.warn(f"{model_id}: missing tensors {missing}, unexpected tensors {unexpected}")
+        bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise ValueError(f"{weights}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]}): "
+                             "a diverged or damaged model, which would colour every photo black")
         return model.to(map_location).eval()
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:

@@ -276,3 +276,37 @@ def test_colorize_batch_can_return_the_good_results_and_the_failures(tmp_path):
             model.colorize_batch(one)
     with pytest.raises(ValueError, match="temperature"):
         model.colorize_batch([data.chelsea()], temperature="hot")
+
+
+@pytest.mark.parametrize(
+    "change,file,message",
+    [
+        (lambda f: (f / "config.json").write_text("{not json"), "config.json", "not readable JSON"),
+        (lambda f: (f / "config.json").write_text("[1, 2]"), "config.json", "must hold a JSON object"),
+        (lambda f: (f / "config.json").write_text("{}"), "config.json", "(empty)"),
+        (lambda f: (f / "config.json").unlink(), "config.json", "no such file"),
+        ("temperature=hot", "config.json", "temperature must be a number"),
+        ("temperature=5.0", "config.json", "temperature must be in \\[0, 1\\]"),
+        ("colour=red", "config.json", "unknown setting\\(s\\) colour"),
+        ("width=0.25", "model.safetensors", "do not fit config.json \\(size mismatch for"),
+        ("nan", "model.safetensors", "NaN or infinite values"),
+    ],
+)
+def test_a_broken_model_folder_is_one_line_naming_the_file(tmp_path, change, file, message):
+    tiny().save_pretrained(tmp_path / "m")
+    folder = tmp_path / "m"
+    if change == "nan":
+        weights = safetensors.torch.load_file(str(folder / "model.safetensors"))
+        name = next(k for k, v in weights.items() if v.is_floating_point() and k.startswith("net."))
+        weights[name][0] = float("nan")
+        safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
+    elif isinstance(change, str):
+        key, value = change.split("=")
+        config = json.loads((folder / "config.json").read_text())
+        config[key] = value if key != "width" and value != "5.0" else float(value)
+        (folder / "config.json").write_text(json.dumps(config))
+    else:
+        change(folder)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as e:
+        Colorizer.from_pretrained(str(folder))
+    assert str(folder / file) in str(e.value) and "\n" not in str(e.value)
