@@ -186,7 +186,7 @@ def test_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_model_not_matching_its_config_is_one_line(tmp_path, capsys):
-    """Weights saved for one width, a config saying another: PyTorch's RuntimeError, one line."""
+    """Weights saved for one width, a config saying another: one line naming the first mismatch."""
     folder = tmp_path / "mismatch"
     Colorizer(width=0.125, input_size=64).save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())

@@ -67,7 +67,7 @@ def test_loading_is_strict(tmp_path):
     weights = safetensors.torch.load_file(tmp_path / "model.safetensors")
     weights.pop("class_weights")
     safetensors.torch.save_file(weights, tmp_path / "model.safetensors")
-    with pytest.raises(RuntimeError, match="class_weights"):
+    with pytest.raises(ValueError, match="Missing key.*class_weights"):
         Colorizer.from_pretrained(tmp_path)
 
 

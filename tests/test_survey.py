@@ -361,7 +361,7 @@ def test_cli_errors_are_one_line(tmp_path, photo_dir, capsys):
     assert "u:***@127.0.0.1" in err and "s3cret-pw" not in err
     err = _cli_error(capsys, ["results", "--db", "mysql+nosuchdriver://u:pw@localhost/db"])
     assert "mysql+nosuchdriver" in err
-    bad = tmp_path / "mismatch"  # weights for one width, a config for another: a RuntimeError inside
+    bad = tmp_path / "mismatch"  # weights for one width, a config for another
     Colorizer(width=0.125, input_size=64).save_pretrained(bad)
     (bad / "config.json").write_text(json.dumps({**json.loads((bad / "config.json").read_text()), "width": 0.25}))
     err = _cli_error(capsys, ["prepare", "--photos", str(photo_dir), "--out", str(tmp_path / "s"), "--model", str(bad)])
