@@ -497,11 +497,46 @@ class Colorizer(
             raise ValueError(f"{weights}: the weights do not fit config.json ({_first_mismatch(e)})") from None
         if missing or unexpected:  # only reachable with strict=False
             warnings.warn(f"{model_id}: missing tensors {missing}, unexpected tensors {unexpected}")
+        if os.path.isdir(model_id) and (Path(model_id) / "README.md").is_file():
+            model._loaded_from = Path(model_id)  # its card travels with it when saved elsewhere
         bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
         if bad:
             raise ValueError(f"{weights}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]}): "
                              "a diverged or damaged model, which would colour every photo black")
         return model.to(map_location).eval()
+
+    def save_pretrained(self, save_directory: str | Path, *, model_card_kwargs: dict | None = None, **kwargs):
+        """Save the config, the weights (safetensors) and the model card into a folder, with
+        the user's umask (not safetensors' private 0600). A model loaded from a folder keeps
+        that folder's card and the figures and training history beside it, unless
+        ``model_card_kwargs`` asks for a new card; otherwise a card is generated."""
+        folder = Path(save_directory)
+        card_existed = (folder / "README.md").exists()
+        out = super().save_pretrained(folder, model_card_kwargs=model_card_kwargs, **kwargs)
+        source = getattr(self, "_loaded_from", None)
+        if model_card_kwargs is None and not card_existed and source is not None and source.resolve() != folder.resolve():
+            for f in source.iterdir():
+                if f.name == "README.md" or f.suffix.lower() == ".png" or f.name == "training_history.json":
+                    if f.is_file() and not (f.name != "README.md" and (folder / f.name).exists()):
+                        (folder / f.name).write_bytes(f.read_bytes())
+        mask = os.umask(0)
+        os.umask(mask)
+        for f in ("model.safetensors", "config.json", "README.md"):
+            if (folder / f).is_file():
+                os.chmod(folder / f, 0o666 & ~mask)
+        return out
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload to a Hugging Face Hub repository (``PyTorchModelHubMixin.push_to_hub``);
+        a failure (no network, no or a wrong token, no write access) is one ``OSError`` line."""
+        try:
+            return super().push_to_hub(repo_id, **kwargs)
+        except Exception as e:  # DNS, HTTP 401/403/404, offline mode: one line, with what to check
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise OSError(
+                f"{repo_id}: could not upload to the Hugging Face Hub ({type(e).__name__}: {first}); check the "
+                "network, and a token with write access (`hf auth login`, or the HF_TOKEN variable)"
+            ) from None
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The Hub model card: metadata (library, tags, pipeline, licence, metrics),

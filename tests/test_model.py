@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -310,3 +311,31 @@ def test_a_broken_model_folder_is_one_line_naming_the_file(tmp_path, change, fil
     with pytest.raises((ValueError, FileNotFoundError), match=message) as e:
         Colorizer.from_pretrained(str(folder))
     assert str(folder / file) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_saving_a_loaded_model_keeps_its_card_and_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    shipped = Colorizer.from_pretrained("default")
+    old = os.umask(0o022)
+    try:
+        shipped.save_pretrained(tmp_path / "copy")
+    finally:
+        os.umask(old)
+    card = (tmp_path / "copy" / "README.md").read_text()
+    assert card == (Path(colorizer.__file__).parent / "pretrained" / "default" / "README.md").read_text()
+    assert "No evaluation results" not in card
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert stat.S_IMODE((tmp_path / "copy" / name).stat().st_mode) == 0o644, name
+    again = Colorizer.from_pretrained(str(tmp_path / "copy"))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), shipped.state_dict().values()))
+
+
+def test_push_to_hub_without_the_hub_is_one_line(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match="could not upload to the Hugging Face Hub") as e:
+        tiny().push_to_hub("someone/colorizer-test")
+    assert "\n" not in str(e.value) and "token" in str(e.value)
