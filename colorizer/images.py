@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,22 +218,51 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
             if source is None:
                 img = image  # type: ignore[assignment]
             else:
-                img = Image.open(source)  # type: ignore[arg-type]
+                img = _open(source, max_pixels)
             _check_size(*img.size, max_pixels, name)
-            if getattr(img, "n_frames", 1) > 1:
+            animated = getattr(img, "n_frames", 1) > 1
+            if animated:
                 img.seek(0)  # animations: the first frame
             img.load()
+            if animated and source is not None:  # a multi-frame file keeps its file open: copy the frame, close it
+                frame = img.copy()
+                img.close()
+                img = frame
+                if img.mode == "RGBA" and img.getextrema()[3][0] == 255:
+                    img = img.convert("RGB")  # animated WebP frames decode as RGBA even without transparency
             img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a readable image file (or a format that is not supported)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{name}: {e}") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(f"{name}: over the limit of {max_pixels:,} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e).strip() or type(e).__name__
         raise ImageError(f"{name}: unreadable or truncated image ({msg})") from None
     return _normalise_mode(_to_srgb(img), name)
+
+
+_PIL_CAP = threading.Lock()
+
+
+def _open(source, max_pixels: int | None) -> Image.Image:
+    """``Image.open``, with Pillow's own decompression-bomb cap (about 179 MP) raised to our
+    ``max_pixels`` for this one call when that is larger (the caller checks the size itself)."""
+    try:
+        return Image.open(source)
+    except Image.DecompressionBombError:
+        if max_pixels is not None and max_pixels <= 2 * (Image.MAX_IMAGE_PIXELS or 0):
+            raise
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with _PIL_CAP:
+            cap = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max_pixels
+            try:
+                return Image.open(source)
+            finally:
+                Image.MAX_IMAGE_PIXELS = cap
 
 
 def _scaled_gray(img: Image.Image, name: str, integer: bool) -> Image.Image:

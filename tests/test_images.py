@@ -239,3 +239,31 @@ def test_list_images_skips_hidden_files_and_folders_and_matches_suffixes_in_any_
     assert [p.relative_to(tmp_path).as_posix() for p in list_images([tmp_path / "a"])] == ["a/b/Z.JPG", "a/c.Tif"]
     with pytest.raises(ValueError, match="missing"):
         list_images([tmp_path], missing="ignore")
+
+
+def test_animations_close_their_file_and_opaque_webp_frames_stay_rgb(tmp_path):
+    import gc
+    import warnings
+
+    frames = [Image.fromarray(data.chelsea()).resize((64, 48)), Image.fromarray(data.coffee()).resize((64, 48))]
+    for name in ("anim.gif", "anim.tif", "anim.webp"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            img = read_image(tmp_path / name)
+            gc.collect()
+        assert img.size == (64, 48)
+        if name == "anim.webp":
+            assert img.mode == "RGB"  # no transparency: no alpha channel made up
+
+
+def test_a_pixel_limit_above_pillows_own_is_ours(tmp_path):
+    """Pillow refuses more than about 179 MP on its own; a larger --max-pixels is honoured,
+    and a photo over our limit is refused with our limit in the message."""
+    big = tmp_path / "big.png"
+    Image.new("1", (15000, 12000)).save(big)  # 180 megapixels in a few kB
+    with pytest.raises(ImageTooLargeError, match="over the limit of 100,000,000"):
+        read_image(big, max_pixels=100_000_000)
+    img = read_image(big, max_pixels=200_000_000)
+    assert img.size == (15000, 12000)
+    assert Image.MAX_IMAGE_PIXELS and Image.MAX_IMAGE_PIXELS < 100_000_000  # Pillow's own cap is left as it was
