@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -509,12 +510,23 @@ def log_training(run: Run, row: dict) -> None:
             run.tensorboard.add_scalar(f"train/{k}", row[k], run.step)
 
 
+def _sample_order(groups: dict[str, ValGroup], n: int) -> list[int]:
+    """Validation photo indices taking turns between the groups (all in order without groups),
+    so that a sample sheet of a few rows shows every group."""
+    if not groups:
+        return list(range(n))
+    lists = [g.index for g in groups.values()]
+    return [i for row in itertools.zip_longest(*lists) for i in row if i is not None]
+
+
 def validate(run: Run) -> dict[str, float]:
     """Validation figures of the shown weights (``evaluate``), a sample grid, and a row of
     ``val.csv``; main process only."""
     figures = evaluate(run.shown, run.val, run.device, run.cfg.batch_size, run.accelerator.autocast, run.val_prior,
                        run.groups)
-    sample_grid(run.shown, run.val, run.device, run.out / "samples" / f"step_{run.step:07d}.png", run.cfg.sample_images)
+    shown = _sample_order(run.groups, len(run.val))[: run.cfg.sample_images]  # every group on the sheet
+    sample_grid(run.shown, run.val[shown], run.device, run.out / "samples" / f"step_{run.step:07d}.png",
+                run.cfg.sample_images)
     when = {"step": run.step, "elapsed_s": round(run.elapsed, 2), "cpu_s": round(run.cpu, 2)}
     _log_row(run.out / "val.csv", {**when, **figures})
     if run.tensorboard is not None:
