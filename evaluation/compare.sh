@@ -29,4 +29,9 @@ run lam0.25 120 --lam 0.25
 run q261 110 --grid 10
 run width0.5-crop64 110 --width 0.5 --crop 64
 python -m evaluation.curves "$out"/*/ --base "$out/base" --out "$out/curves.png" --table "$out/curves.md"
-cp "$out/curves.png" docs/curves.png
+# what the curves are drawn from (a few kB a run, no weights), kept so they can be redrawn and extended
+for run in "$out"/*/; do
+  mkdir -p "docs/compare/$(basename "$run")"
+  cp "$run"/{config.json,val.csv,val_baseline.json,final.json} "docs/compare/$(basename "$run")/"
+done
+cp "$out/curves.png" "$out/curves.md" docs/compare/
