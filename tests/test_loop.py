@@ -306,6 +306,12 @@ def test_log_rows_with_new_columns_rewrite_the_file_without_shifting(tmp_path):
     rows = list(csv.DictReader(open(path)))
     assert list(rows[0]) == ["step", "val_auc", "cpu_s"]
     assert [(r["step"], r["val_auc"], r["cpu_s"]) for r in rows] == [("1", "0.5", ""), ("2", "0.6", "9.0"), ("3", "0.7", "")]
+    # a file an older version extended without its header: rows longer than the header
+    mixed = tmp_path / "log.csv"
+    mixed.write_text("step,loss\n1,0.5\n2,0.4,7.5\n")
+    _log_row(mixed, {"step": 3, "loss": 0.3, "cpu_s": 9.0})
+    rows = list(csv.DictReader(open(mixed)))
+    assert [(r["step"], r["loss"], r["cpu_s"]) for r in rows] == [("1", "0.5", ""), ("2", "0.4", "7.5"), ("3", "0.3", "9.0")]
 
 
 def test_a_checkpoint_without_cpu_time_resumes_with_an_estimate(folder, tmp_path):

@@ -304,11 +304,16 @@ def _log_row(path: Path, row: dict) -> None:
     columns = header + [k for k in row if k not in header]
     if header and columns != header:
         with open(path, newline="") as f:
-            earlier = list(csv.DictReader(f))
-        with open(path, "w", newline="") as f:
+            earlier = list(csv.DictReader(f, restkey="\0extra"))
+        added = columns[len(header):]
+        for r in earlier:  # rows longer than the old header (written by newer code): extras are the new columns
+            r.update(zip(added, r.pop("\0extra", [])))
+        tmp = path.with_name(path.name + ".tmp")  # all or nothing: a failure leaves the old file whole
+        with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=columns, restval="")
             w.writeheader()
             w.writerows(earlier)
+        tmp.replace(path)
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, restval="")
         if not header:
