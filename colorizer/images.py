@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -235,8 +236,10 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a readable image file (or a format that is not supported)") from None
-    except Image.DecompressionBombError:
-        raise ImageTooLargeError(f"{name}: over the limit of {max_pixels:,} pixels") from None
+    except Image.DecompressionBombError as e:  # over Pillow's own cap, and ours is lower: our words, its count
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise ImageTooLargeError(f"{name}: {size} is over the limit of {max_pixels:,}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e).strip() or type(e).__name__
         raise ImageError(f"{name}: unreadable or truncated image ({msg})") from None
