@@ -116,8 +116,8 @@ def _model_dir(name: str) -> Path:
 
 def _check_config_file(path: Path, cls) -> None:
     """A model folder's ``config.json``, checked before anything is built from it: one line
-    naming the file for a missing or unreadable file, not a JSON object, unknown settings
-    or a bad temperature."""
+    naming the file for a missing or unreadable file, not a JSON object, or unknown settings
+    (which the Hub mixin would drop silently). Values are checked by ``Colorizer`` itself."""
     import inspect
     import json
 
@@ -134,11 +134,12 @@ def _check_config_file(path: Path, cls) -> None:
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if "temperature" in config:
-        try:
-            check_temperature(config["temperature"])
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+
+
+def _hub_error(error: Exception, what: str, advice: str) -> OSError:
+    """One ``OSError`` line for a Hub failure: what failed, the error's type and first line, what to check."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return OSError(f"{what} ({type(error).__name__}: {first}); {advice}")
 
 
 def _first_mismatch(error: RuntimeError) -> str:
@@ -417,7 +418,7 @@ class Colorizer(
             TypeError: ``images`` is one image (a path, bytes, array or PIL image), not a
                 sequence of them: use ``colorize`` for one photo.
         """
-        if isinstance(images, (str, bytes, os.PathLike, np.ndarray, Image.Image)) or not isinstance(images, Sequence):
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):  # paths, arrays, PIL images too
             raise TypeError(
                 f"colorize_batch takes a list of images, got one {type(images).__name__}: use colorize() for one photo"
             )
@@ -456,12 +457,9 @@ class Colorizer(
         try:
             return super().from_pretrained(source, strict=strict, **kwargs)
         except Exception as e:  # the Hub's many error types (HTTP, DNS, offline mode, missing repo): one line
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise OSError(
-                f"{source}: could not load it from the Hugging Face Hub ({type(e).__name__}: {first}); check the "
-                "repository id and the network, or give a local model folder (with HF_HUB_OFFLINE=1, models "
-                "already downloaded load from the cache)"
-            ) from None
+            raise _hub_error(e, f"{source}: could not load it from the Hugging Face Hub", "check the repository id "
+                             "and the network, or give a local model folder (with HF_HUB_OFFLINE=1, models already "
+                             "downloaded load from the cache)") from None
 
     @classmethod
     def _from_pretrained(
@@ -481,8 +479,8 @@ class Colorizer(
         Hub. Only safetensors is accepted: a pickled checkpoint is never opened."""
         try:
             model = cls(**model_kwargs)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{model_id}: config.json: {e}") from None
+        except (TypeError, ValueError) as e:  # a setting out of its range, e.g. the temperature
+            raise ValueError(f"{Path(model_id) / 'config.json'}: {e}") from None
         weights = weights_file(
             model_id,
             revision=revision,
@@ -532,11 +530,8 @@ class Colorizer(
         try:
             return super().push_to_hub(repo_id, **kwargs)
         except Exception as e:  # DNS, HTTP 401/403/404, offline mode: one line, with what to check
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise OSError(
-                f"{repo_id}: could not upload to the Hugging Face Hub ({type(e).__name__}: {first}); check the "
-                "network, and a token with write access (`hf auth login`, or the HF_TOKEN variable)"
-            ) from None
+            raise _hub_error(e, f"{repo_id}: could not upload to the Hugging Face Hub", "check the network, and a "
+                             "token with write access (`hf auth login`, or the HF_TOKEN variable)") from None
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The Hub model card: metadata (library, tags, pipeline, licence, metrics),

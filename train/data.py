@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from colorizer.images import ImageError, is_grayscale
-from train.sources import decode_row_image, open_source, row_image_size
+from train.sources import cell_path, decode_row_image, open_source, row_image_size
 from train.config import TrainConfig, parse_repeat
 
 __all__ = [
@@ -100,7 +100,7 @@ def open_rows(cfg: TrainConfig, part: str = "train"):
         want = part == "val"
 
         def keep(image: Any) -> bool:
-            path = image.get("path") if isinstance(image, dict) else None
+            path = cell_path(image)
             if not path:
                 raise ValueError(
                     "--holdout/--holdout-file need image paths, but this data set's rows have none; use --val-split"
@@ -148,7 +148,7 @@ def _repeated(rows, cfg: TrainConfig):
     def reads(image: Any) -> int:
         n = 1
         if rules:
-            path = image.get("path") if isinstance(image, dict) else None
+            path = cell_path(image)
             if not path:
                 raise ValueError("--repeat needs image paths, but this data set's rows have none")
             n = max((count for pattern, count in rules if pattern.search(path)), default=1)
@@ -435,7 +435,7 @@ def load_val_images(
     def tapped(source):  # iter_images yields a row's image before it reads the next row
         for row in source:
             cell = row.get(cfg.image_column)
-            current["path"] = (cell if isinstance(cell, str) else cell.get("path") if isinstance(cell, dict) else None) or ""
+            current["path"] = (cell if isinstance(cell, str) else cell_path(cell)) or ""
             yield row
 
     crops = []

@@ -113,6 +113,15 @@ def validation_prior(val: torch.Tensor, batch_size: int = 64) -> EvaluationPrior
     return evaluation_prior(to_lab(val[i : i + batch_size])[1] for i in range(0, len(val), batch_size))
 
 
+def _aucs(pred: list[torch.Tensor], truth: list[torch.Tensor], prior: EvaluationPrior) -> tuple[float, float]:
+    """AuC and rebalanced AuC (pixels weighted by ``prior``) of ab predictions, pixels pooled."""
+    raw, rebal = AucMeter(), AucMeter()
+    for p, t in zip(pred, truth):
+        raw.update(p, t)
+        rebal.update(p, t, prior.pixel_weights(t))
+    return raw.value(), rebal.value()
+
+
 def _group_figures(
     name: str, pred: list[torch.Tensor], truth: list[torch.Tensor], light: list[torch.Tensor], prior: EvaluationPrior
 ) -> dict[str, float]:
@@ -120,17 +129,15 @@ def _group_figures(
     (median over photos of ``colour_cast``) and ``_colorfulness`` (mean over photos of
     the colorization's Hasler & Suesstrunk colourfulness) of ``(1, 2, S, S)`` ab
     predictions against the truth, with the photos' ``(1, 1, S, S)`` L."""
-    raw, rebal = AucMeter(), AucMeter()
+    auc, auc_rebal = _aucs(pred, truth, prior)
     casts, colourful = [], []
     for p, t, l in zip(pred, truth, light):
-        raw.update(p, t)
-        rebal.update(p, t, prior.pixel_weights(t))
         casts.append(colour_cast(p, t))
         rgb = lab_to_rgb(torch.cat([l, p], dim=1))[0]  # (3, S, S) in [0, 1]
         colourful.append(colorfulness((rgb.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)))
     return {
-        f"{name}_auc": raw.value(),
-        f"{name}_auc_rebal": rebal.value(),
+        f"{name}_auc": auc,
+        f"{name}_auc_rebal": auc_rebal,
         f"{name}_cast": float(np.median(casts)),
         f"{name}_colorfulness": float(np.mean(colourful)),
     }
@@ -203,11 +210,8 @@ def evaluate(
         light += list(l.float().cpu().split(1))
     if model is not None:
         model.train(was_training)
-    raw, rebal = AucMeter(), AucMeter()
-    for p, t in zip(pred, truth):
-        raw.update(p, t)
-        rebal.update(p, t, prior.pixel_weights(t))
-    figures = {"val_auc": raw.value(), "val_auc_rebal": rebal.value()}
+    auc, auc_rebal = _aucs(pred, truth, prior)
+    figures = {"val_auc": auc, "val_auc_rebal": auc_rebal}
     if model is not None:
         figures = {"val_loss": losses / n, **figures}
     for name, group in (groups or {}).items():
@@ -639,8 +643,8 @@ def train(cfg: TrainConfig) -> dict:
                 mid_step = False
                 run.elapsed += time.perf_counter() - t_step
                 run.cpu += cpu_clock() - c_step
-                # every process stops after the same step (each counts its own CPU time)
-                (over,) = _agree(run, bool(budget) and run.cpu >= budget)
+                if budget:  # every process stops after the same step (each counts its own CPU time)
+                    (over,) = _agree(run, run.cpu >= budget)
                 last = run.step == cfg.max_steps or over
                 window["loss"] += loss
                 window["steps"] += 1

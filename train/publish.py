@@ -80,9 +80,9 @@ def _source_history(source: str) -> list[dict]:
     a shipped name, a folder or a Hub repo), or one entry saying they are not available."""
     from colorizer.model import resolve_model
 
-    folder = resolve_model(source)
+    folder = resolve_model(source)  # a folder, or a Hub repo id (anything else raised already)
     path: Path | None = Path(folder) / HISTORY
-    if not os.path.isdir(folder) and "/" in folder and not folder.startswith((".", "/")):  # a Hub repo id
+    if not os.path.isdir(folder):
         from huggingface_hub import hf_hub_download
 
         try:

@@ -36,7 +36,8 @@ from PIL import Image
 
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, read_image
 
-__all__ = ["open_source", "resolve_classes", "iter_images", "label_names_of", "decode_row_image", "row_image_size"]
+__all__ = ["open_source", "resolve_classes", "iter_images", "label_names_of", "cell_path", "decode_row_image",
+           "row_image_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +303,11 @@ def _cell_source(value: Any) -> Any:
     if value is None:
         raise ImageError("image cell is empty")
     return value
+
+
+def cell_path(value: Any) -> str | None:
+    """The file path a row's image cell names (``{"bytes", "path"}``), or None."""
+    return (value.get("path") or None) if isinstance(value, dict) else None
 
 
 def decode_row_image(value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:

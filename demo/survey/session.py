@@ -80,6 +80,15 @@ class SessionState:
     def n_practice(self) -> int:
         return sum(t.kind == "practice" for t in self.trials)
 
+    def count(self, kind: str, fooled: bool) -> None:
+        """Add one stored answer of ``kind`` ("practice", "trial", "attention") to the tallies."""
+        if kind == "trial":
+            self.answered += 1
+            self.fooled += fooled
+        if kind != "practice":
+            self.test_answered += 1
+            self.test_right += not fooled
+
     @property
     def n_test(self) -> int:
         """Pairs of the test block (colorizations and attention checks), as the participant counts them."""
@@ -147,12 +156,7 @@ class SurveyRunner:
         if any(v["pair_id"] not in {t.pair_id for t in state.trials} for v in votes):
             return None  # not this survey's session (another survey, or other weights)
         for v in votes:
-            if v["kind"] == "trial":
-                state.answered += 1
-                state.fooled += bool(v["fooled"])
-            if v["kind"] != "practice":
-                state.test_answered += 1
-                state.test_right += not v["fooled"]
+            state.count(v["kind"], bool(v["fooled"]))
         state.index = min(len(votes), len(state.trials))
         return state
 
@@ -205,11 +209,7 @@ class SurveyRunner:
             response_ms=response_ms,
         )
         fooled = is_fooled(self.config.question, trial.real_side, side)
-        if stored and trial.kind == "trial":
-            state.answered += 1
-            state.fooled += fooled
-        if stored and trial.kind != "practice":
-            state.test_answered += 1
-            state.test_right += not fooled
+        if stored:
+            state.count(trial.kind, fooled)
         state.index += 1
         return Answer(trial, side, stored, not fooled, response_ms)
