@@ -1,18 +1,26 @@
-"""Inference benchmark: end-to-end colorize time and peak memory, ours vs a reference.
+"""Inference benchmark: colorize time against the network's own, content, memory, the CLI.
 
-    python benchmarks/inference.py [--repeats 3] [--sizes 0.25 1 12] [--widths 1.0 0.25]
+    python benchmarks/inference.py [--repeats 5] [--sizes 0.25 1 12] [--quick]
 
-For photos of 0.25, 1 and 12 megapixels and a full-width and a small network, it
-times ``Colorizer.colorize`` (read L, aspect-kept network input, bilinear ab
-upsampling, gamut clipping, recombination with full-resolution L) against a
-straightforward reference pipeline in the style of the original release:
-skimage ``rgb2lab`` on the full image, a square resize of L to 256x256, the same
-network, ab resized back to full size with skimage, skimage ``lab2rgb``. The shipped
-trained model is used where its width matches (its saturated predictions send more
-pixels through gamut clipping than an untrained model's near-zero ab would).
-Each case runs in a fresh subprocess, so peak memory (max RSS above the process's
-resident size after imports, model load and photo decode) is that case's alone.
-Prints a table with ratios reference / ours (higher is better for us).
+Prints Markdown tables, each figure measured in this run, with the targets of issue 15:
+
+1. ``Colorizer.colorize`` of a grayscale photo (NASA's astronaut portrait resized) at each
+   size, against the network alone at its input size (forward and decoding, no photo
+   work), measured interleaved in the same process; and against a plain reference
+   pipeline in the style of the original release (skimage ``rgb2lab`` at full size, a
+   square 256x256 network input, skimage resize and ``lab2rgb``). Targets: colorize at
+   most 3x the network at 12 MP and 1.5x at 1 MP; at least 6x faster than the reference
+   at 12 MP; peak memory above the decoded photo at most 300 MB at 12 MP.
+2. Content: 4 MP photos that are black, white, mid-gray, noise and the photo. Target:
+   within 1.3x of each other.
+3. A 100 MP photo through ``colorize`` (peak memory target 2 GB above the decoded photo)
+   and a 10000x10000 black PNG through the CLI (under 10 s).
+4. The CLI on a folder of 50 one-megapixel JPEGs: photos per second, overlapped (the
+   default) against ``--sequential``.
+
+Each case runs in a fresh subprocess, so its peak memory (VmHWM after a reset, above the
+resident size once the photo is decoded) is its own. Not a test: the figures depend on
+the machine and on whatever else runs on it; the ratios are what to compare.
 """
 
 from __future__ import annotations
@@ -20,26 +28,43 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
-def _photo(megapixels: float):
+def _reset_peak() -> float:
+    """Reset the peak resident size (Linux: /proc/self/clear_refs), return the current one."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
+
+
+def _photo(megapixels: float, kind: str = "photo"):
     import numpy as np
     from PIL import Image
     from skimage import data
 
     w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
     h = int(round(w * 3 / 4))
-    # a real photo (NASA's astronaut portrait), as the grayscale a user would bring
-    img = Image.fromarray(data.astronaut()).convert("L").resize((w, h), Image.Resampling.BICUBIC)
-    return np.asarray(img)
+    if kind == "photo":  # a real photo, as the grayscale a user would bring
+        return np.asarray(Image.fromarray(data.astronaut()).convert("L").resize((w, h), Image.Resampling.BICUBIC))
+    if kind == "noise":
+        return np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8)
+    return np.full((h, w), {"black": 0, "white": 255, "mid-gray": 128}[kind], dtype=np.uint8)
 
 
 def _reference(model, gray, temperature: float):
@@ -60,66 +85,158 @@ def _reference(model, gray, temperature: float):
     return (color.lab2rgb(lab_out) * 255).round().astype(np.uint8)
 
 
-def load(model: str, width: float):
-    """The shipped (or given) model when its width matches, so the ab it predicts, and
-    with it the share of out-of-gamut pixels that cost extra work, are a trained
-    model's; otherwise an untrained model of that width (same architecture and cost)."""
+def _timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def case(kind: str, arg: str, repeats: int, model_name: str) -> dict:
+    """One measurement, in this (fresh) process."""
     import torch
 
     from colorizer import Colorizer
 
-    trained = Colorizer.from_pretrained(model)
-    if abs(trained.net.head.in_channels - Colorizer(width=width).net.head.in_channels) == 0:
-        return trained, f"weights: {model}, input {trained.input_size}"
-    torch.manual_seed(0)
-    return Colorizer(width=width, input_size=256).eval(), "random init"
+    model = Colorizer.from_pretrained(model_name)
+    if kind in ("colorize", "reference"):
+        gray = _photo(float(arg))
+        if kind == "reference":
+            fn = lambda: _reference(model, gray, 0.38)  # noqa: E731
+            fn()
+            base = _reset_peak()
+            times = _timed(fn, repeats)
+            return {"seconds": _median(times), "peak_mb": _status_mb("VmHWM") - base}
+        pred = model.analyze(gray)
+        small = model._network_input(pred.lightness)
 
+        def network():
+            with torch.no_grad():
+                model.decode(model(small))
 
-def run_case(pipeline: str, megapixels: float, width: float, repeats: int, model_name: str) -> dict:
-    model, kind = load(model_name, width)
-    gray = _photo(megapixels)
-    fn = (lambda: model.colorize(gray)) if pipeline == "ours" else (lambda: _reference(model, gray, 0.38))
-    base = _rss_mb()
-    times = []
-    for _ in range(repeats + 1):  # the first run warms up
+        model.colorize(gray), network()  # warm up: tables, allocator, threads
+        base = _reset_peak()
+        ours, net = [], []
+        for _ in range(repeats):  # interleaved, so both see the same machine
+            ours += _timed(lambda: model.colorize(gray), 1)
+            net += _timed(network, 1)
+        return {"seconds": _median(ours), "network": _median(net), "peak_mb": _status_mb("VmHWM") - base,
+                "input": list(small.shape[-2:])}
+    if kind == "content":
+        photos = {k: _photo(float(arg), k) for k in ("black", "white", "mid-gray", "noise", "photo")}
+        for p in photos.values():
+            model.colorize(p)
+        times: dict[str, list[float]] = {k: [] for k in photos}
+        for _ in range(repeats):
+            for k, p in photos.items():
+                times[k] += _timed(lambda: model.colorize(p), 1)
+        return {k: _median(v) for k, v in times.items()}
+    if kind == "big":
+        gray = _photo(float(arg))
+        model.colorize(_photo(1.0))
+        base = _reset_peak()
+        t = _timed(lambda: model.colorize(gray), 1)[0]
+        return {"seconds": t, "peak_mb": _status_mb("VmHWM") - base}
+    if kind == "cli":  # arg: "PHOTO_OR_FOLDER OUT [--sequential]"
+        from colorizer.cli import main
+
+        base = _reset_peak()
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times = sorted(times[1:])
-    return {"seconds": times[len(times) // 2], "peak_mb": _rss_mb() - base, "model": kind}
+        rc = main(arg.split() + ["-q", "-m", model_name])
+        return {"seconds": time.perf_counter() - t0, "rc": rc, "peak_mb": _status_mb("VmHWM") - base}
+    raise ValueError(kind)
+
+
+def run(kind: str, arg: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--case", kind, arg, "--repeats", str(args.repeats), "--model", args.model]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise SystemExit(f"case {kind} {arg} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _folder(folder: Path, n: int = 50) -> Path:
+    """``n`` one-megapixel JPEGs cut from scikit-image's sample photos (gray and colour)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        src = Image.fromarray(sources[i % len(sources)])
+        x0, y0 = int(rng.integers(0, src.width // 5)), int(rng.integers(0, src.height // 5))
+        img = src.crop((x0, y0, x0 + src.width * 4 // 5, y0 + src.height * 4 // 5)).resize((1155, 866))
+        (img.convert("L") if i % 2 else img).save(folder / f"p{i:02d}.jpg", quality=90)
+    return folder
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per case (median reported)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
     p.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1.0, 12.0], help="megapixels")
-    p.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25], help="network widths")
-    p.add_argument("--model", default="default", help="trained model used where its width matches (default: shipped)")
-    p.add_argument("--case", nargs=3, metavar=("PIPELINE", "MP", "WIDTH"), help=argparse.SUPPRESS)
+    p.add_argument("--model", default="default", help="model (default: the shipped one)")
+    p.add_argument("--quick", action="store_true", help="sizes and the folder only, no 100 MP or 10000x10000 cases")
+    p.add_argument("--case", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
-        pipeline, mp, width = args.case
-        print(json.dumps(run_case(pipeline, float(mp), float(width), args.repeats, args.model)))
+        print(json.dumps(case(*args.case, args.repeats, args.model)))
         return
 
     import torch
 
     print(f"# colorizer inference benchmark: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| photo | width (weights) | ours s | reference s | speed-up | ours peak MB | reference peak MB | memory ratio |")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, model {args.model}, median of {args.repeats}")
+    print()
+    print("| photo | network input | colorize s | network alone s | colorize / network (target) | "
+          "reference s | speed-up (target) | peak MB above the photo (target) |")
     print("|---|---|---|---|---|---|---|---|")
-    for width in args.widths:
-        for mp in args.sizes:
-            res = {}
-            for pipeline in ("ours", "reference"):
-                cmd = [sys.executable, __file__, "--case", pipeline, str(mp), str(width), "--repeats", str(args.repeats),
-                       "--model", args.model]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                res[pipeline] = json.loads(out.stdout.strip().splitlines()[-1])
-            o, r = res["ours"], res["reference"]
-            print(f"| {mp:g} MP | {width:g} ({o['model']}) | {o['seconds']:.3f} | {r['seconds']:.3f} | "
-                  f"{r['seconds'] / o['seconds']:.2f}x | {o['peak_mb']:.0f} | {r['peak_mb']:.0f} | "
-                  f"{r['peak_mb'] / max(o['peak_mb'], 1.0):.2f}x |", flush=True)
+    targets = {1.0: ("<= 1.5", "", ""), 12.0: ("<= 3", ">= 6", "<= 300")}
+    for mp in args.sizes:
+        o, r = run("colorize", str(mp), args), run("reference", str(mp), args)
+        t_ratio, t_speed, t_mem = targets.get(mp, ("", "", ""))
+        print(f"| {mp:g} MP | {o['input'][1]}x{o['input'][0]} | {o['seconds']:.3f} | {o['network']:.3f} | "
+              f"{o['seconds'] / o['network']:.2f}x {t_ratio} | {r['seconds']:.3f} | "
+              f"{r['seconds'] / o['seconds']:.1f}x {t_speed} | {o['peak_mb']:.0f} {t_mem} |", flush=True)
+    print()
+    c = run("content", "4", args)
+    fastest = min(c.values())
+    print("| 4 MP photo | " + " | ".join(c) + " | slowest / fastest (target <= 1.3) |")
+    print("|---" * (len(c) + 2) + "|")
+    print("| colorize s | " + " | ".join(f"{v:.3f}" for v in c.values()) + f" | {max(c.values()) / fastest:.2f}x |",
+          flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if not args.quick:
+            print()
+            print("| case | seconds | peak MB above the photo (target) |")
+            print("|---|---|---|")
+            b = run("big", "100", args)
+            print(f"| colorize, 100 MP photo (11547x8660) | {b['seconds']:.1f} | {b['peak_mb']:.0f} (<= 2048) |",
+                  flush=True)
+            from PIL import Image
+
+            Image.new("L", (10000, 10000), 0).save(tmp / "black.png")
+            k = run("cli", f"{tmp / 'black.png'} -o {tmp / 'black-out'}", args)
+            size = (tmp / "black.png").stat().st_size // 1024
+            print(f"| CLI, 10000x10000 black PNG ({size} KB), decode to PNG written (target < 10 s) | "
+                  f"{k['seconds']:.1f} | {k['peak_mb']:.0f} |", flush=True)
+        folder = _folder(tmp / "folder")
+        seq = run("cli", f"{folder} -o {tmp / 'seq'} --sequential", args)
+        ovl = run("cli", f"{folder} -o {tmp / 'ovl'}", args)
+        print()
+        print("| CLI, 50 one-megapixel JPEGs | photos/s | speed-up |")
+        print("|---|---|---|")
+        print(f"| one at a time (--sequential) | {50 / seq['seconds']:.2f} | 1.00x |")
+        print(f"| overlapped (default) | {50 / ovl['seconds']:.2f} | {seq['seconds'] / ovl['seconds']:.2f}x |")
 
 
 if __name__ == "__main__":

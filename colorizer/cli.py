@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorizer.bins import check_temperature
-from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images
+from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images, read_image
 
 __all__ = ["main", "build_parser", "plan_outputs", "error_line", "report_error", "fail"]
 
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when there is a GPU, else cpu), cpu, cuda, cuda:1")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--sequential", action="store_true",
+                   help="read, colorize and write one photo at a time (by default the next photo is decoded "
+                        "and the last one written while this one is colorized)")
     return p
 
 
@@ -131,34 +135,81 @@ def main(argv: list[str] | None = None) -> int:
 
     input_set = {_resolved(p) for p in inputs}
     failures = skipped = 0
-    bar = tqdm(list(zip(inputs, plan_outputs(inputs, args.out, args.suffix))), unit="photo",
-               disable=args.quiet, desc="colorizing")
-    for src, dst in bar:
-        def failed(msg: str) -> None:
-            nonlocal failures
-            failures += 1
-            report_error(prog, msg)
 
+    def failed(msg: str) -> None:
+        nonlocal failures
+        failures += 1
+        report_error(prog, msg)
+
+    todo = []
+    for src, dst in zip(inputs, plan_outputs(inputs, args.out, args.suffix)):
         extra = dst.with_name(dst.stem + ".uncertainty.png")
         targets = [dst, extra] if args.uncertainty else [dst]
         if any(_resolved(t) in input_set for t in targets):
             failed(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
-            continue
-        if not args.overwrite and any(t.exists() for t in targets):
+        elif not args.overwrite and any(t.exists() for t in targets):
             skipped += 1
             if not args.quiet:
                 tqdm.write(f"{prog}: skipped {src}: {dst} exists (--overwrite replaces it)", file=sys.stderr)
-            continue
+        else:
+            todo.append((src, dst, extra))
+
+    def read(src: Path):
+        """Decode in the reader thread (Pillow lets go of the GIL), or the error to report."""
         try:
-            pred = model.analyze(src, max_pixels=args.max_pixels)
-            result = pred.colorize(args.temperature)
-            _save_atomic(result, dst)
-            if args.uncertainty:
-                _save_atomic(_heatmap(pred.uncertainty()), extra)
+            return read_image(src, args.max_pixels)
         except ImageError as e:
-            failed(str(e))
-        except (OSError, RuntimeError, ValueError) as e:
-            failed(f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return e
+
+    def write(result, dst: Path, heatmap, extra: Path) -> None:
+        _save_atomic(result, dst)
+        if heatmap is not None:
+            _save_atomic(heatmap, extra)
+
+    bar = tqdm(total=len(todo), unit="photo", disable=args.quiet, desc="colorizing")
+    # Overlapped: the next photo is decoded and the last one encoded (PNG) in two threads while
+    # the network and the renderer work on this one; --sequential does one thing at a time.
+    reader, writer = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    ahead = None if args.sequential or not todo else reader.submit(read, todo[0][0])
+    writing: list[tuple[Path, Future]] = []
+
+    def collect(keep: int) -> None:
+        while len(writing) > keep:  # at most `keep` photos wait to be written: memory stays bounded
+            src, job = writing.pop(0)
+            try:
+                job.result()
+            except (OSError, ValueError) as e:
+                failed(f"{src}: cannot write the output ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            bar.update(1)
+
+    try:
+        for i, (src, dst, extra) in enumerate(todo):
+            image = read(src) if ahead is None else ahead.result()
+            if ahead is not None and i + 1 < len(todo):
+                ahead = reader.submit(read, todo[i + 1][0])
+            try:
+                if isinstance(image, ImageError):
+                    raise image
+                pred = model.analyze(image, max_pixels=args.max_pixels)
+                result = pred.colorize(args.temperature)
+                heatmap = _heatmap(pred.uncertainty()) if args.uncertainty else None
+            except ImageError as e:
+                failed(str(e))
+                bar.update(1)
+                continue
+            except (OSError, RuntimeError, ValueError) as e:
+                failed(f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                bar.update(1)
+                continue
+            if args.sequential:
+                writing.append((src, _done(write, result, dst, heatmap, extra)))
+            else:
+                writing.append((src, writer.submit(write, result, dst, heatmap, extra)))
+            collect(keep=1)
+        collect(keep=0)
+    finally:
+        reader.shutdown(cancel_futures=True)
+        writer.shutdown(wait=True)
     bar.close()
     if skipped:
         print(f"{prog}: {skipped} of {len(inputs)} photo(s) skipped: their outputs exist", file=sys.stderr)
@@ -166,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: {failures} of {len(inputs)} photo(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _done(fn, *args) -> Future:
+    """``fn(*args)`` run now, as a finished future (its exception kept for ``result()``)."""
+    job: Future = Future()
+    try:
+        job.set_result(fn(*args))
+    except Exception as e:  # noqa: BLE001 - handed to the caller, as a thread pool would
+        job.set_exception(e)
+    return job
 
 
 def _resolved(path: Path) -> Path:

@@ -15,7 +15,6 @@ import os
 import re
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from colorizer.color import rgb_to_l
+from colorizer.color import _EPS, _KAPPA, _T0, _XYZ_FROM_RGB, _srgb_to_linear, rgb_to_l
 
 __all__ = [
     "ImageError",
@@ -231,7 +230,8 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
                 img = frame
                 if img.mode == "RGBA" and img.getextrema()[3][0] == 255:
                     img = img.convert("RGB")  # animated WebP frames decode as RGBA even without transparency
-            img = ImageOps.exif_transpose(img)
+            if img.getexif().get(0x0112, 1) not in (0, 1):  # EXIF orientation: turn upright (a copy)
+                img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -320,39 +320,106 @@ def _normalise_mode(img: Image.Image, name: str = "image") -> Image.Image:
         raise ImageError(f"{name}: unsupported image mode {mode} ({e})") from None
 
 
-@dataclass
 class Lightness:
-    """A photo split for colorization.
+    """A photo split for colorization: its full-resolution CIE L and its alpha.
+
+    An 8-bit gray photo keeps its gray levels (1 byte a pixel) and gives L by lookup, a
+    strip at a time (``rows``); other photos keep L as float32. ``l`` gives the whole L
+    as a tensor either way (made on first use for gray levels, then kept).
 
     Attributes:
-        l: ``(1, 1, H, W)`` float32 CIE L in [0, 100] at full resolution.
         alpha: ``(H, W)`` uint8 alpha, or None.
+        levels: ``(H, W)`` uint8 gray levels, or None.
     """
 
-    l: torch.Tensor
-    alpha: np.ndarray | None
+    def __init__(self, l: torch.Tensor | None = None, alpha: np.ndarray | None = None,
+                 levels: np.ndarray | None = None):
+        if (l is None) == (levels is None):
+            raise ValueError("Lightness: give either l or levels")
+        self._l, self.alpha, self.levels = l, alpha, levels
+
+    @property
+    def l(self) -> torch.Tensor:
+        """``(1, 1, H, W)`` float32 CIE L in [0, 100] at full resolution."""
+        if self._l is None:
+            width, height = self.size
+            self._l = torch.cat([self.rows(top, _STRIP_PIXELS // width or 1).view(1, 1, -1, width)
+                                 for top in range(0, height, _STRIP_PIXELS // width or 1)], dim=2)
+        return self._l
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height), as PIL gives it."""
-        return self.l.shape[-1], self.l.shape[-2]
+        if self.levels is not None:
+            return self.levels.shape[1], self.levels.shape[0]
+        return self._l.shape[-1], self._l.shape[-2]
+
+    def rows(self, top: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """L of rows ``top`` .. ``top + count - 1`` (cut at the bottom), flattened: ``(count * W,)`` float32."""
+        if self.levels is None:
+            return self._l[0, 0, top : top + count].reshape(-1).to(device)
+        index = torch.from_numpy(self.levels[top : top + count]).to(device).reshape(-1).to(torch.int32)
+        return _level_tables(device)[0].index_select(0, index)
+
+
+_STRIP_PIXELS = 1 << 18  # pixels converted at a time: no full-size float temporaries
+
+
+def _level_tables(device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """L of each 8-bit gray level (256,), and Y's share of each 8-bit level of R, G and B
+    (3, 256), both made with ``colorizer.color`` in float64 so that a lookup gives what
+    ``rgb_to_l`` computes; made once per device."""
+    key = str(torch.device(device))
+    if key not in _LEVELS:
+        levels = torch.arange(256, dtype=torch.float64) / 255.0
+        gray = rgb_to_l(levels.view(1, 1, 256).expand(3, 1, 256)).view(256)
+        linear = torch.where(levels > 0.04045, ((levels.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, levels / 12.92)
+        row = torch.tensor(_XYZ_FROM_RGB[1], dtype=torch.float64)  # Y of linear R, G, B
+        _LEVELS[key] = gray.float().to(device), (row[:, None] * linear[None]).float().to(device)
+    return _LEVELS[key]
+
+
+_LEVELS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _y_to_l(y: torch.Tensor) -> torch.Tensor:
+    """Relative luminance Y -> CIE L, in place (the formula of ``rgb_to_l``)."""
+    cube = y.clamp(min=_EPS).pow_(1.0 / 3.0)
+    linear = y.mul_(_KAPPA).add_(_T0)
+    return torch.where(cube > _EPS ** (1.0 / 3.0), cube, linear).mul_(116.0).sub_(16.0)
 
 
 def split_lightness(img: Image.Image) -> Lightness:
-    """Full-resolution L and alpha of an image from ``read_image``."""
+    """Full-resolution L and alpha of an image from ``read_image``.
+
+    8-bit gray photos keep their levels (L is a lookup of them); 8-bit colour takes each
+    channel's share of Y from a table, then the cube root; 16-bit and float gray use
+    ``rgb_to_l``'s formula. Colour and float work in strips of rows, so no full-size float
+    copy of the photo is made besides L itself.
+    """
     alpha = None
     if img.mode in ("LA", "RGBA"):
         alpha = np.asarray(img.getchannel("A")).copy()
-    if img.mode == "F":
-        gray = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())[None, None]  # (1, 1, H, W)
-        rgb = gray.expand(1, 3, *gray.shape[-2:])
-    elif img.mode in ("L", "LA"):
-        gray = torch.from_numpy(np.asarray(img.getchannel("L")).copy())[None, None]
-        rgb = gray.expand(1, 3, *gray.shape[-2:])
-    else:
-        arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
-        rgb = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
-    return Lightness(l=rgb_to_l(rgb), alpha=alpha)
+    if img.mode in ("L", "LA"):
+        return Lightness(levels=np.array(img.getchannel("L") if img.mode == "LA" else img), alpha=alpha)
+    width, height = img.size
+    out = torch.empty(1, 1, height, width)
+    flat = out.view(height, width)
+    rows = max(1, _STRIP_PIXELS // width)
+    if img.mode == "F":  # gray in [0, 1]: R = G = B, so Y is the linear value itself
+        for top in range(0, height, rows):
+            v = torch.from_numpy(np.array(img.crop((0, top, width, min(height, top + rows))), dtype=np.float32))
+            flat[top : top + rows] = _y_to_l(_srgb_to_linear(v))
+        return Lightness(l=out, alpha=alpha)
+    shares = _level_tables()[1]
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    for top in range(0, height, rows):
+        band = torch.from_numpy(np.array(rgb.crop((0, top, width, min(height, top + rows)))))  # (r, W, 3) uint8
+        y = torch.zeros(band.shape[0] * width)
+        for c in range(3):
+            y.add_(shares[c].index_select(0, band[..., c].reshape(-1).to(torch.int32)))
+        flat[top : top + rows] = _y_to_l(y).view(-1, width)
+    return Lightness(l=out, alpha=alpha)
 
 
 def channel_spread(rgb: np.ndarray) -> float:

@@ -37,10 +37,10 @@ from PIL import Image
 from torch import nn
 
 from colorizer.bins import annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights
-from colorizer.color import lab_to_rgb_in_gamut
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import classification_loss, regression_loss
 from colorizer.networks import ECCV16, GlobalLocal
+from colorizer.render import render
 
 __all__ = [
     "Colorizer",
@@ -58,7 +58,6 @@ DEFAULT_MODEL = "default"
 NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal}  # config "network" -> class
 REPO_URL = "https://github.com/colorizer/colorizer"
 PAPER_URL = "https://arxiv.org/abs/1603.08511"
-_STRIP_ROWS = 512  # rows composed at a time: bounds the memory of 12 MP photos
 
 MODEL_CARD_TEMPLATE = """---
 {{ card_data }}
@@ -354,7 +353,7 @@ class Colorizer(
     ) -> list["Prediction"]:
         """``analyze`` for many photos; photos whose network sizes match share a batch."""
         parts = [split_lightness(read_image(im, max_pixels)) for im in images]
-        small = [self._network_input(p.l) for p in parts]
+        small = [self._network_input(p) for p in parts]
         outputs: list[torch.Tensor | None] = [None] * len(parts)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, s in enumerate(small):
@@ -372,9 +371,22 @@ class Colorizer(
             self.train(was_training)
         return [Prediction(self, p, o) for p, o in zip(parts, outputs)]  # type: ignore[arg-type]
 
-    def _network_input(self, lightness: torch.Tensor) -> torch.Tensor:
-        h, w = network_size(*lightness.shape[-2:], self.input_size)
-        return F.interpolate(lightness, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    def _network_input(self, lightness: Lightness | torch.Tensor) -> torch.Tensor:
+        """The photo's L resized (antialiased bilinear) to ``network_size``: ``(1, 1, h, w)``.
+        A ``Lightness`` is resized across a strip of rows at a time, then down (what
+        ``F.interpolate`` does in one call, to the bit), so no full-size float L is made."""
+        if isinstance(lightness, torch.Tensor):
+            h, w = network_size(*lightness.shape[-2:], self.input_size)
+            return F.interpolate(lightness, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        width, height = lightness.size
+        h, w = network_size(height, width, self.input_size)
+        rows = max(1, (1 << 18) // width)
+        across = torch.cat([
+            F.interpolate(lightness.rows(top, rows).view(1, 1, -1, width), size=(min(rows, height - top), w),
+                          mode="bilinear", align_corners=False, antialias=True)
+            for top in range(0, height, rows)], dim=2)  # (1, 1, H, w)
+        out = F.interpolate(across, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return out.contiguous(memory_format=torch.contiguous_format)  # (not channels-last: a slower convolution)
 
     def colorize(
         self,
@@ -572,10 +584,7 @@ class Prediction:
 
     def colorize(self, temperature: float | None = None) -> Image.Image:
         """The full-resolution colour photo (RGB, or RGBA when the input had alpha)."""
-        rgb = compose(self.lightness.l, self.ab(temperature))
-        if self.lightness.alpha is not None:
-            return Image.fromarray(np.dstack([rgb, self.lightness.alpha]))  # RGBA
-        return Image.fromarray(rgb)  # RGB
+        return render(self.lightness, self.ab(temperature))
 
     def uncertainty(self) -> np.ndarray:
         """``(H, W)`` float32 in [0, 1]: entropy of the predicted distribution over bins
@@ -601,14 +610,7 @@ def gray_rgb(lightness: torch.Tensor) -> np.ndarray:
 def compose(lightness: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
     """Full-resolution L ``(1, 1, H, W)`` + low-resolution ab ``(1, 2, h, w)`` -> uint8
     ``(H, W, 3)`` sRGB. ab is upsampled bilinearly and its chroma shrunk where it
-    would leave the gamut, so the output keeps the input's L exactly (up to 8 bits)."""
-    _, _, h, w = lightness.shape
-    ab_full = F.interpolate(ab.float().to(lightness.device), size=(h, w), mode="bilinear", align_corners=False)
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    for top in range(0, h, _STRIP_ROWS):
-        rows = slice(top, top + _STRIP_ROWS)
-        lab = torch.cat([lightness[..., rows, :], ab_full[..., rows, :]], dim=1)  # (1, 3, r, W)
-        rgb = lab_to_rgb_in_gamut(lab)
-        out[rows] = (rgb[0] * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return out
+    would leave the gamut, so the output keeps the input's L exactly (up to 8 bits).
+    ``colorizer.render.render`` gives the same as a PIL image without this copy."""
+    return np.asarray(render(lightness, ab.float()))
 

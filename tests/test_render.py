@@ -1,0 +1,118 @@
+"""The fast full-resolution renderer against the plain reference of colorizer.color."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage import data
+
+from colorizer import Colorizer
+from colorizer.color import lab_to_rgb, lab_to_rgb_in_gamut
+from colorizer.images import Lightness, read_image, split_lightness
+from colorizer.render import _directions, _in_gamut, gamut_table, render
+
+
+def _reference(lightness: torch.Tensor, ab: torch.Tensor, steps: int, tolerance: float | None = None) -> np.ndarray:
+    """What ``compose`` did before the renderer: F.interpolate, then bisection of the
+    chroma (``steps`` halvings; 8 was the default; ``lab_to_rgb_in_gamut``'s own test of
+    the gamut, or one that lets a channel out by ``tolerance``), then rounding."""
+    h, w = lightness.shape[-2:]
+    ab_full = F.interpolate(ab.float(), size=(h, w), mode="bilinear", align_corners=False).double()
+    lab = torch.cat([lightness.double(), ab_full], dim=1)
+    if tolerance is None:
+        rgb = lab_to_rgb_in_gamut(lab, steps)
+    else:
+        lo, hi = torch.zeros(1, 1, h, w, dtype=torch.float64), torch.ones(1, 1, h, w, dtype=torch.float64)
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            trial = lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] * mid], dim=1), clip=False)
+            ok = ((trial >= -tolerance) & (trial <= 1 + tolerance)).all(dim=1, keepdim=True)
+            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        rgb = lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] * lo], dim=1))
+    return (rgb[0] * 255.0 + 0.5).floor().permute(1, 2, 0).numpy().astype(int)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Colorizer.from_pretrained("default")
+
+
+@pytest.mark.parametrize("photo", [data.coffee, data.chelsea, data.rocket])
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_render_matches_the_exact_gamut_clip_within_one_level(model, photo, temperature):
+    lightness = split_lightness(read_image(np.asarray(Image.fromarray(photo()).convert("L"))))
+    pred = model.analyze(photo())
+    ab = pred.ab(temperature)
+    ours = np.asarray(render(lightness.l, ab)).astype(int)
+    exact, today = _reference(lightness.l, ab, 30), _reference(lightness.l, ab, 8)
+    assert np.abs(ours - exact).max() <= 1
+    # the old 8-step bisection was itself up to a few levels off the exact clip; never further than that + 1
+    assert (np.abs(ours - today) <= np.abs(today - exact) + 1).all()
+    assert (np.abs(ours - exact) > 0).mean() < 0.01  # and nearly everywhere the very same levels
+
+
+def test_render_saturated_and_extreme_lightness():
+    """L from black to white under ab of every hue up to the model's range (chroma 110):
+    where the renderer's Newton step has the most to do (every pixel clipped at the ends).
+
+    Near the yellow corner of the gamut (L 90-98, b about 100) a ray from gray can leave
+    the gamut through R = 1 by less than 0.003 and come back in: the bisection stops at the
+    first exit, the renderer may go on to the second (B = 0), and both are in the gamut to
+    within 0.003; there the renderer must match one of the two."""
+    h, w = 200, 400
+    lightness = torch.linspace(0, 100, w).view(1, 1, 1, w).expand(1, 1, h, w).contiguous()
+    angle, chroma = torch.linspace(0, 2 * np.pi, 50)[:, None], torch.linspace(10, 110, 40)
+    ab = torch.stack([torch.cos(angle) * chroma, torch.sin(angle) * chroma])[None]  # (1, 2, 50, 40)
+    ours = np.asarray(render(lightness, ab)).astype(int)
+    first_exit, grazing = _reference(lightness, ab, 30), _reference(lightness, ab, 30, tolerance=3e-3)
+    off = np.minimum(np.abs(ours - first_exit).max(-1), np.abs(ours - grazing).max(-1))
+    assert off.max() <= 1
+    assert (np.abs(ours - first_exit).max(-1) > 1).mean() < 1e-3
+    assert (ours[:, 0] == 0).all() and (ours[:, -1] == 255).all()  # L = 0 is black, L = 100 white, whatever ab
+
+
+def test_gamut_table_is_the_boundary():
+    rows, cols = 32, 64
+    table = gamut_table(rows, cols)
+    lightness = torch.linspace(0, 100, rows, dtype=torch.float64)[:, None].expand(rows, cols + 1)
+    a, b = (d[None].expand(rows, cols + 1) for d in _directions(cols))
+    assert _in_gamut(lightness, a * table, b * table)[:-1].all()  # (L = 100: white itself is at the edge)
+    beyond = _in_gamut(lightness, a * (table + 1e-4), b * (table + 1e-4))
+    assert beyond.float().mean() < 0.01  # out just beyond, but where a ray grazes R = 1 and comes back in
+    assert torch.allclose(table[:, 0], table[:, -1])  # the last direction is the first again
+
+
+def test_gray_levels_render_like_float_lightness(model):
+    gray = np.asarray(Image.fromarray(data.astronaut()).convert("L").resize((333, 250)))
+    lightness = split_lightness(read_image(gray))
+    assert lightness.levels is not None
+    floats = Lightness(l=lightness.l.clone())
+    assert torch.equal(model._network_input(lightness), model._network_input(floats))
+    ab = model.analyze(gray).ab()
+    assert np.array_equal(np.asarray(render(lightness, ab)), np.asarray(render(floats, ab)))
+
+
+def test_strips_and_alpha(model):
+    rgba = np.dstack([data.coffee(), np.linspace(0, 255, 600, dtype=np.uint8)[None].repeat(400, 0)])
+    pred = model.analyze(rgba)
+    whole = render(pred.lightness, pred.ab())
+    assert whole.mode == "RGBA" and np.array_equal(np.asarray(whole)[..., 3], rgba[..., 3])
+    thin = render(pred.lightness, pred.ab(), strip_pixels=1000)  # 1 row a strip
+    assert np.array_equal(np.asarray(thin), np.asarray(whole))
+    assert np.array_equal(np.asarray(pred.colorize()), np.asarray(whole))
+
+
+def test_render_refuses_wrong_shapes():
+    with pytest.raises(ValueError, match="render"):
+        render(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 1, 1))
+    with pytest.raises(ValueError, match="render"):
+        render(torch.zeros(1, 1, 4, 4), torch.zeros(2, 1, 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_render_on_cuda_matches_cpu(model):
+    pred = model.analyze(data.coffee())
+    cpu = np.asarray(render(pred.lightness.l, pred.ab()))
+    gpu = np.asarray(render(pred.lightness.l.cuda(), pred.ab().cuda()))
+    assert np.abs(cpu.astype(int) - gpu).max() <= 1
