@@ -17,6 +17,7 @@ from skimage import data
 import app as app_module
 from colorizer import Colorizer, ImageError, ImageTooLargeError
 from colorizer.color import rgb_to_l
+from colorizer.images import Lightness
 from demo import EXAMPLES, build_app, parser
 from demo.colorize_tab import STATE_TTL_S, _user_message, analyze, full_prediction, render_preview, save_full_png
 from demo.results_tab import bar_chart, results
@@ -100,6 +101,8 @@ def _large_values(obj, seen=None):
         return [obj.width * obj.height * len(obj.getbands())]
     if dataclasses.is_dataclass(obj):
         return [n for f in dataclasses.fields(obj) for n in _large_values(getattr(obj, f.name), seen)]
+    if isinstance(obj, Lightness):  # L as floats or as gray levels, and the alpha
+        return [n for v in (obj._l, obj.levels, obj.alpha) for n in _large_values(v, seen)]
     return []
 
 
