@@ -129,9 +129,9 @@ def test_a_symlink_loop_among_the_arguments_fails_alone(tmp_path, photos, model_
 
 
 def test_overlapped_and_sequential_write_the_same_files(tmp_path, photos, model_dir, capsys):
-    """The default overlaps decoding, colorizing and writing in threads; the files, the
-    failures reported and the exit status are those of one photo at a time."""
-    for name, extra in (("a", []), ("b", ["--sequential"])):
+    """--overlap decodes, colorizes and writes in threads; the files, the failures reported
+    and the exit status are those of one photo at a time."""
+    for name, extra in (("a", ["--overlap"]), ("b", ["--sequential"])):
         rc = main([str(photos), "-o", str(tmp_path / name), "-m", str(model_dir), "-q", "--uncertainty"] + extra)
         assert rc == 1  # empty.jpg
         assert capsys.readouterr().err.count("empty.jpg") >= 1
@@ -146,7 +146,8 @@ def test_an_unwritable_output_is_reported_and_the_rest_goes_on(tmp_path, photos,
     out = tmp_path / "out"
     out.mkdir()
     (out / ".coffee.png.tmp").mkdir()  # the temporary name of coffee's output is taken by a folder
-    rc = main([str(photos / "coffee.jpg"), str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "-q"])
+    rc = main([str(photos / "coffee.jpg"), str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "-q",
+               "--overlap"])
     err = capsys.readouterr().err
     assert rc == 1 and "coffee.jpg: cannot write the output" in err and len(err.strip().splitlines()) == 2
     assert (out / "cat.png").is_file() and not (out / "coffee.png").exists()
