@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rgb_to_lab", "lab_to_rgb", "lab_to_rgb_in_gamut", "rgb_to_l", "clip_chroma", "WHITE_D65"]
+__all__ = ["rgb_to_lab", "lab_to_rgb", "lab_to_rgb_in_gamut", "rgb_to_l", "y_to_l", "clip_chroma", "WHITE_D65"]
 
 # Linear sRGB -> XYZ, as in skimage.color.colorconv.xyz_from_rgb.
 _XYZ_FROM_RGB = (
@@ -123,7 +123,11 @@ def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
     rgb = _as_float_rgb(rgb)
     linear = _srgb_to_linear(rgb)
     row = _matrix(rgb, inverse=False)[1:2]  # Y only; white Y is 1
-    y = _apply_matrix(row, linear)  # (*, 1, H, W)
+    return y_to_l(_apply_matrix(row, linear))  # (*, 1, H, W)
+
+
+def y_to_l(y: torch.Tensor) -> torch.Tensor:
+    """Relative luminance Y (white 1) -> CIE L in [0, 100], any shape."""
     fy = torch.where(y > _EPS, y.clamp(min=_EPS) ** (1.0 / 3.0), _KAPPA * y + _T0)
     return 116.0 * fy - 16.0
 

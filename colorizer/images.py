@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from colorizer.color import _EPS, _KAPPA, _T0, _XYZ_FROM_RGB, _srgb_to_linear, rgb_to_l
+from colorizer.color import _XYZ_FROM_RGB, _srgb_to_linear, rgb_to_l, y_to_l
 
 __all__ = [
     "ImageError",
@@ -343,9 +343,14 @@ class Lightness:
         """``(1, 1, H, W)`` float32 CIE L in [0, 100] at full resolution."""
         if self._l is None:
             width, height = self.size
-            self._l = torch.cat([self.rows(top, _STRIP_PIXELS // width or 1).view(1, 1, -1, width)
-                                 for top in range(0, height, _STRIP_PIXELS // width or 1)], dim=2)
+            self._l = torch.cat([self.rows(top, self.strip_rows).view(1, 1, -1, width)
+                                 for top in range(0, height, self.strip_rows)], dim=2)
         return self._l
+
+    @property
+    def strip_rows(self) -> int:
+        """Rows of a strip for work that goes through the photo a strip at a time."""
+        return max(1, _STRIP_PIXELS // self.size[0])
 
     @property
     def size(self) -> tuple[int, int]:
@@ -373,20 +378,12 @@ def _level_tables(device: torch.device | str = "cpu") -> tuple[torch.Tensor, tor
     if key not in _LEVELS:
         levels = torch.arange(256, dtype=torch.float64) / 255.0
         gray = rgb_to_l(levels.view(1, 1, 256).expand(3, 1, 256)).view(256)
-        linear = torch.where(levels > 0.04045, ((levels.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, levels / 12.92)
         row = torch.tensor(_XYZ_FROM_RGB[1], dtype=torch.float64)  # Y of linear R, G, B
-        _LEVELS[key] = gray.float().to(device), (row[:, None] * linear[None]).float().to(device)
+        _LEVELS[key] = gray.float().to(device), (row[:, None] * _srgb_to_linear(levels)[None]).float().to(device)
     return _LEVELS[key]
 
 
 _LEVELS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _y_to_l(y: torch.Tensor) -> torch.Tensor:
-    """Relative luminance Y -> CIE L, in place (the formula of ``rgb_to_l``)."""
-    cube = y.clamp(min=_EPS).pow_(1.0 / 3.0)
-    linear = y.mul_(_KAPPA).add_(_T0)
-    return torch.where(cube > _EPS ** (1.0 / 3.0), cube, linear).mul_(116.0).sub_(16.0)
 
 
 def split_lightness(img: Image.Image) -> Lightness:
@@ -409,7 +406,7 @@ def split_lightness(img: Image.Image) -> Lightness:
     if img.mode == "F":  # gray in [0, 1]: R = G = B, so Y is the linear value itself
         for top in range(0, height, rows):
             v = torch.from_numpy(np.array(img.crop((0, top, width, min(height, top + rows))), dtype=np.float32))
-            flat[top : top + rows] = _y_to_l(_srgb_to_linear(v))
+            flat[top : top + rows] = y_to_l(_srgb_to_linear(v))
         return Lightness(l=out, alpha=alpha)
     shares = _level_tables()[1]
     rgb = img if img.mode == "RGB" else img.convert("RGB")
@@ -418,7 +415,7 @@ def split_lightness(img: Image.Image) -> Lightness:
         y = torch.zeros(band.shape[0] * width)
         for c in range(3):
             y.add_(shares[c].index_select(0, band[..., c].reshape(-1).to(torch.int32)))
-        flat[top : top + rows] = _y_to_l(y).view(-1, width)
+        flat[top : top + rows] = y_to_l(y).view(-1, width)
     return Lightness(l=out, alpha=alpha)
 
 

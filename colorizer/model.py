@@ -380,7 +380,7 @@ class Colorizer(
             return F.interpolate(lightness, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         width, height = lightness.size
         h, w = network_size(height, width, self.input_size)
-        rows = max(1, (1 << 18) // width)
+        rows = lightness.strip_rows
         across = torch.cat([
             F.interpolate(lightness.rows(top, rows).view(1, 1, -1, width), size=(min(rows, height - top), w),
                           mode="bilinear", align_corners=False, antialias=True)

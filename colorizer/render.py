@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from colorizer.color import _XYZ_FROM_RGB, WHITE_D65
+from colorizer.color import _XYZ_FROM_RGB, WHITE_D65, _shrink_chroma, lab_to_rgb_in_gamut
 from colorizer.images import Lightness
 
 __all__ = ["render", "gamut_table", "STRIP_PIXELS"]
@@ -54,11 +54,6 @@ def _xyz_matrix() -> torch.Tensor:
     return m * torch.tensor([WHITE_D65[0], 1.0, WHITE_D65[2]], dtype=torch.float64)
 
 
-def _finv(f: torch.Tensor) -> torch.Tensor:
-    """CIE's inverse companding: f^3 above 6/29, the linear segment below."""
-    return torch.where(f > _C, f * f * f, (f - 16.0 / 116.0) * _SLOPE)
-
-
 def _directions(cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``cols + 1`` hue directions of the table (the last repeats the first), as
     unit-L1 vectors in the scaled space (a / 500, -b / 200): column j holds
@@ -68,59 +63,21 @@ def _directions(cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     return a, torch.sign(t) * (1.0 - a.abs())
 
 
-def _in_gamut(lightness: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether (L, A = a/500, B = -b/200) is inside the sRGB gamut, as ``clip_chroma``
-    decides it (negative Z clipped first, a tolerance of 1e-6 on each channel)."""
-    fy = (lightness + 16.0) / 116.0
-    tx, ty, tz = _finv(fy + a), _finv(fy), _finv((fy + b).clamp(min=0.0))
-    m = _xyz_matrix()
-    ok = torch.ones_like(tx, dtype=torch.bool)
-    for c in range(3):
-        lin = tx * m[c, 0] + ty * m[c, 1] + tz * m[c, 2]
-        ok &= (lin >= -1e-6) & (lin <= 1 + 1e-6)
-    return ok
-
-
 def gamut_table(rows: int = GAMUT_ROWS, cols: int = GAMUT_COLS, steps: int = 20) -> torch.Tensor:
     """How far from gray each lightness and hue can go inside the sRGB gamut.
 
     Returns ``(rows, cols + 1)`` float64: entry (i, j) is the largest r such that
     L = 100 i / (rows - 1) with (A, B) = r * direction j (see ``_directions``; A = a/500,
-    B = -b/200) is in the gamut, found by bisection to 2^-steps. The gamut is star-shaped
-    around gray at every lightness, so beyond r the colour is out.
+    B = -b/200) is in the gamut, as ``colorizer.color.clip_chroma`` finds it (bisection
+    of the chroma from r = 1.5, far outside at any L, to 1.5 * 2^-steps). The gamut is
+    star-shaped around gray at almost every lightness and hue, so beyond r the colour is out.
     """
+    far = 1.5
     lightness = torch.linspace(0.0, 100.0, rows, dtype=torch.float64)[:, None].expand(rows, cols + 1)
-    a, b = (d[None].expand(rows, cols + 1) for d in _directions(cols))
-    lo = torch.zeros(rows, cols + 1, dtype=torch.float64)
-    hi = torch.full_like(lo, 1.5)  # (A, B) with |A| + |B| = 1.5 is far outside at any L
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        ok = _in_gamut(lightness, a * mid, b * mid)
-        lo = torch.where(ok, mid, lo)
-        hi = torch.where(ok, hi, mid)
-    return lo
-
-
-def _exact(lightness: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int = 20) -> torch.Tensor:
-    """``(3, N)`` linear RGB in [0, 1] of N pixels (L, A = a/500, B = -b/200) with the chroma
-    shrunk by bisection, as ``clip_chroma`` does: the few pixels the Newton step cannot settle."""
-    lightness, a, b = lightness.double(), a.double(), b.double()
-    lo, hi = torch.zeros_like(a), torch.ones_like(a)
-    if bool(_in_gamut(lightness, a, b).all()):
-        return _linear(lightness, a, b)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        ok = _in_gamut(lightness, a * mid, b * mid)
-        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
-    ok = _in_gamut(lightness, a, b)
-    return _linear(lightness, torch.where(ok, a, a * lo), torch.where(ok, b, b * lo)).clamp(0.0, 1.0)
-
-
-def _linear(lightness: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(3, N)`` linear RGB of (L, A = a/500, B = -b/200), negative Z clipped."""
-    fy = (lightness + 16.0) / 116.0
-    t = torch.stack([_finv(fy + a), _finv(fy), _finv((fy + b).clamp(min=0.0))])
-    return _xyz_matrix().to(t.device) @ t
+    a, b = (d[None].expand(rows, cols + 1) * far for d in _directions(cols))
+    lab = torch.stack([lightness, a * 500.0, b * -200.0], dim=-1).reshape(-1, 3)
+    shrunk = _shrink_chroma(lab, steps)
+    return (shrunk[:, 1].abs() / 500.0 + shrunk[:, 2].abs() / 200.0).view(rows, cols + 1)  # |A| + |B|
 
 
 def _srgb_lut(size: int = _LUT_SIZE) -> torch.Tensor:
@@ -156,7 +113,7 @@ def _upsample_plan(n_in: int, n_out: int) -> tuple[list[int], torch.Tensor]:
 
 
 class _Strips:
-    """Buffers for strips of up to ``n`` pixels, made once per ``render`` call."""
+    """Buffers for strips of up to ``n`` pixels (kept per thread by ``_workspace``)."""
 
     def __init__(self, n: int, device: torch.device):
         def f(*shape):
@@ -184,7 +141,7 @@ def _to_srgb8(l: torch.Tensor, ws: _Strips, n: int, matrix: list, kx: torch.Tens
               gamut: torch.Tensor, lut: torch.Tensor, pending: list) -> torch.Tensor:
     """One strip: ``l`` (n) lightness and ``ws.ab[:, :n]`` (A = a/500, B = -b/200) ->
     ``(3, n)`` uint8 sRGB, chroma shrunk into the gamut. The few pixels whose Newton step was
-    long are added to ``pending`` as (their indices, L, A, B) for ``_exact``."""
+    long are added to ``pending`` as (their indices, L, A, B), to be bisected."""
     a, b = ws.ab[0, :n], ws.ab[1, :n]
     norm, t, s = ws.norm[:n], ws.t[:n], ws.s[:n]
     f, m, m2, lin, d = ws.f[:, :n], ws.m[:, :n], ws.m2[:, :n], ws.lin[:, :n], ws.d[:, :n]
@@ -324,8 +281,9 @@ def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndar
         image.paste(Image.merge(mode, bands), (0, top))
     if hard:  # the pixels the Newton step could not settle (a few in 10000): bisected, then set one by one
         index, l, a, b = (torch.cat(x) for x in zip(*hard))
-        codes = (_exact(l, a, b) * (_LUT_SIZE - 1)).clamp(0, _LUT_SIZE - 1).to(torch.int32)
-        rgb = lut.index_select(0, codes.reshape(-1)).view(3, -1).T.cpu().tolist()
+        lab = torch.stack([l, a * 500.0, b * -200.0]).double()[:, :, None]  # (3, N, 1)
+        srgb = lab_to_rgb_in_gamut(lab, steps=20)[:, :, 0]
+        rgb = (srgb * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8).T.cpu().tolist()
         pixels = image.load()
         for i, value in zip(index.tolist(), rgb):
             y, x = divmod(i, width)

@@ -10,7 +10,7 @@ from skimage import data
 from colorizer import Colorizer
 from colorizer.color import lab_to_rgb, lab_to_rgb_in_gamut
 from colorizer.images import Lightness, read_image, split_lightness
-from colorizer.render import _directions, _in_gamut, gamut_table, render
+from colorizer.render import _directions, gamut_table, render
 
 
 def _reference(lightness: torch.Tensor, ab: torch.Tensor, steps: int, tolerance: float | None = None) -> np.ndarray:
@@ -70,6 +70,12 @@ def test_render_saturated_and_extreme_lightness():
     assert off.max() <= 1
     assert (np.abs(ours - first_exit).max(-1) > 1).mean() < 1e-3
     assert (ours[:, 0] == 0).all() and (ours[:, -1] == 255).all()  # L = 0 is black, L = 100 white, whatever ab
+
+
+def _in_gamut(lightness: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Whether (L, A = a/500, B = -b/200) is in the sRGB gamut, as ``clip_chroma`` decides it."""
+    rgb = lab_to_rgb(torch.stack([lightness, a * 500.0, b * -200.0]), clip=False)
+    return ((rgb >= -1e-6) & (rgb <= 1 + 1e-6)).all(dim=0)
 
 
 def test_gamut_table_is_the_boundary():
