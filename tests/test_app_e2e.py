@@ -49,6 +49,16 @@ def _serve(cmd: list[str], env: dict, log_path: Path, url: str) -> subprocess.Po
             time.sleep(0.3)
 
 
+def _answer(page, button: str) -> None:
+    """Click an answer at a human pace: the server refuses a session's answers that come
+    within MIN_ANSWER_GAP_S of the last one (scripted clicks), and a browser driven from
+    here can click that fast on a quick machine."""
+    from demo.survey.session import MIN_ANSWER_GAP_S
+
+    page.wait_for_timeout(2000 * MIN_ANSWER_GAP_S)
+    page.click(button)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -139,7 +149,7 @@ def test_colorize_turing_test_and_results(served_app, page):
             assert "Practice pair 1 of 1" in page.locator("#survey-status").inner_text()
         if i == 1:
             assert "Test pair 1 of 4" in page.locator("#survey-status").inner_text()
-        page.click("#survey-left-button" if i % 2 == 0 else "#survey-right-button")
+        _answer(page, "#survey-left-button" if i % 2 == 0 else "#survey-right-button")
         if i == 0:  # practice: feedback on its own, the next pair when the participant continues
             page.wait_for_function(
                 "() => document.querySelector('#survey-feedback').innerText.includes('the real photo was on the')"
@@ -223,10 +233,10 @@ def test_out_of_the_box_turing_test_survives_a_server_restart(tmp_path, page):
         page.get_by_text("You will see 5 pairs: first 1 practice pair").wait_for()
         page.click("#survey-start")
         page.locator('#survey-left[data-trial="0"]').wait_for(state="attached")
-        page.click("#survey-left-button")
+        _answer(page, "#survey-left-button")
         page.click("#survey-continue")
         page.locator('#survey-left[data-trial="1"]').wait_for(state="attached")
-        page.click("#survey-right-button")
+        _answer(page, "#survey-right-button")
         page.locator('#survey-left[data-trial="2"]').wait_for(state="attached")
         _stop(proc)  # the server goes away mid-test ...
         proc = _serve(cmd, env, tmp_path / "app.log", url)  # ... and comes back (the survey is cached)
@@ -236,7 +246,7 @@ def test_out_of_the_box_turing_test_survives_a_server_restart(tmp_path, page):
         page.wait_for_function("() => (document.querySelector('#survey-status')?.innerText || '').includes('Test pair 2 of 4')")
         for i in (2, 3, 4):
             page.locator(f'#survey-left[data-trial="{i}"]').wait_for(state="attached")
-            page.click("#survey-left-button")
+            _answer(page, "#survey-left-button")
         page.get_by_text("Thank you").wait_for()
         page.screenshot(path=str(tmp_path / "turing-test-done.png"))
     finally:
@@ -277,15 +287,15 @@ def test_a_vote_while_the_database_is_down_waits_for_it(tmp_path, page, postgres
         page.locator('#survey-left[data-trial="0"]').wait_for(state="attached")
         postgres_server.stop()
         try:
-            page.click("#survey-left-button")
+            _answer(page, "#survey-left-button")
             page.get_by_text("Your answer was not saved").wait_for()
             assert "Test pair 1 of 2" in page.locator("#survey-status").inner_text()  # the pair stays
         finally:
             postgres_server.start()
         time.sleep(0.2)
-        page.click("#survey-left-button")
+        _answer(page, "#survey-left-button")
         page.locator('#survey-left[data-trial="1"]').wait_for(state="attached")
-        page.click("#survey-right-button")
+        _answer(page, "#survey-right-button")
         page.get_by_text("Thank you").wait_for()
     finally:
         _stop(proc)

@@ -394,10 +394,10 @@ def test_a_vote_while_the_database_is_down_is_kept_for_a_retry(survey_dir, tmp_p
 
 def test_concurrent_clicks_on_one_trial_store_one_vote_and_advance_once(survey_dir, tmp_path):
     """Six clicks for the trial on screen at once: one vote, one step; a click for a trial the
-    screen has left and clicks faster than MIN_ANSWER_GAP_S are ignored."""
+    screen has left is ignored, and one faster than MIN_ANSWER_GAP_S is refused (the trial stays)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from demo.survey.session import MIN_ANSWER_GAP_S
+    from demo.survey.session import MIN_ANSWER_GAP_S, AnswerTooSoon
 
     store = VoteStore(sqlite_url(tmp_path / "votes.sqlite"))
     runner = SurveyRunner(load_survey(survey_dir), store, SurveyConfig(n_trials=3, n_practice=0, n_attention=0))
@@ -407,7 +407,9 @@ def test_concurrent_clicks_on_one_trial_store_one_vote_and_advance_once(survey_d
     assert sum(a is not None for a in answers) == 1 and state.index == 1 and store.count() == 1
     assert runner.answer(state, "left", index=0) is None  # the screen's trial is gone: ignored
     t = state.last_answer_at
-    assert runner.answer(state, "left", now=t + MIN_ANSWER_GAP_S / 2, index=1) is None  # too fast: ignored
+    with pytest.raises(AnswerTooSoon):
+        runner.answer(state, "left", now=t + MIN_ANSWER_GAP_S / 2, index=1)
+    assert state.index == 1 and store.count() == 1
     assert runner.answer(state, "left", now=t + 1.0, index=1).stored and state.index == 2 and store.count() == 2
 
 

@@ -17,12 +17,17 @@ from demo.survey.prepare import Survey
 from demo.survey.sampling import Trial, sample_session
 from demo.survey.storage import QUESTIONS, SIDES, VoteStore, is_fooled
 
-__all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer", "RETAKE_PREFIX", "MIN_ANSWER_GAP_S"]
+__all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer", "AnswerTooSoon", "RETAKE_PREFIX", "MIN_ANSWER_GAP_S"]
 
 RETAKE_PREFIX = "retake-"  # session ids of participants who asked to start over (the results count them apart)
-MIN_ANSWER_GAP_S = 0.1  # a session's answers closer together than this are ignored (scripted or double clicks)
+MIN_ANSWER_GAP_S = 0.1  # a session's answers closer together than this are refused (scripted clicks)
 
 log = logging.getLogger(__name__)
+
+
+class AnswerTooSoon(Exception):
+    """A click for the trial on screen came within ``MIN_ANSWER_GAP_S`` of the session's last
+    answer: nothing stored, the trial stays, and the participant is asked to click again."""
 
 
 @dataclass(frozen=True)
@@ -174,19 +179,21 @@ class SurveyRunner:
 
         A session's clicks are answered one at a time; a click for another trial than the
         current one (``index``: the trial on the participant's screen; a second click that
-        arrived while the first advanced) or within ``MIN_ANSWER_GAP_S`` of the last answer
-        is ignored: None, nothing stored, nothing advanced.
+        arrived while the first advanced) is ignored: None, nothing stored, nothing advanced.
 
         Raises:
             ValueError: a bad side, or the session is over.
+            AnswerTooSoon: within ``MIN_ANSWER_GAP_S`` of the last answer; the trial stays current.
             StoreUnavailable: the database did not take the vote; the trial stays current.
         """
         if side not in SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
         with self._lock(state.session_id):
             now = time.monotonic() if now is None else now
-            if (index is not None and index != state.index) or now - state.last_answer_at < MIN_ANSWER_GAP_S:
+            if index is not None and index != state.index:
                 return None
+            if now - state.last_answer_at < MIN_ANSWER_GAP_S:
+                raise AnswerTooSoon(f"{now - state.last_answer_at:.3f} s after the last answer")
             if state.current is None:
                 raise ValueError("the session is over: no trial to answer")
             answer = self._record(state, side, now)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.survey.session import SessionState, SurveyRunner
+from demo.survey.session import AnswerTooSoon, SessionState, SurveyRunner
 from demo.survey.storage import StoreUnavailable
 
 __all__ = ["build_survey_tab", "pair_html", "intro_text"]
@@ -157,7 +157,10 @@ def build_survey_tab(runner: SurveyRunner, concurrency_limit: int = 16) -> None:
             message = ("**Your answer was not saved**: the survey's database is not reachable right now. "
                        "Please click your answer again in a moment.")
             return (s, *[gr.skip()] * 4, message, *[gr.skip()] * 4)
-        if a is None:  # a repeated or too fast click: the screen already moved on
+        except AnswerTooSoon:  # the trial stays, and the participant knows their click did not count
+            message = "**That click came too soon** after the last one to count. Please look at the pair and click again."
+            return (s, *[gr.skip()] * 4, message, *[gr.skip()] * 4)
+        if a is None:  # a repeated click: the screen already moved on
             return gr.skip()
         if a.trial.kind != "practice" or not a.stored:
             return show(s)
