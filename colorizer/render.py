@@ -4,9 +4,9 @@
 ``render(lightness, ab)`` upsamples ab bilinearly (as ``F.interpolate(...,
 align_corners=False)`` would), shrinks the chroma of colours that would leave the sRGB
 gamut (keeping L and hue, as ``colorizer.color.clip_chroma`` does by bisection), converts
-Lab to sRGB and quantizes to 8 bits, a strip of rows at a time, into a PIL image. Nothing
-of the photo's full size is made besides the output itself, and everything runs in
-float32 on the device of the lightness.
+Lab to sRGB and quantizes to 8 bits, a strip of rows at a time, into one interleaved
+8-bit array that PIL copies once at the end. Nothing else of the photo's full size is
+made, and everything runs in float32 on the device of the lightness.
 
 Three things make it fast, each checked against the plain functions of
 ``colorizer.color`` in the tests:
@@ -15,7 +15,8 @@ Three things make it fast, each checked against the plain functions of
   lightness and hue direction, how far from gray a colour can go (``gamut_table``), and
   one Newton step on the binding RGB channel makes that exact (within a 1/1000th of the
   chroma where the table is coarse, at the corners of the gamut); it costs the same for
-  every pixel, so a black photo, whose every pixel needs clipping, is no slower;
+  every pixel, so a black photo, whose every pixel needs clipping, is no slower; the few
+  pixels (a few in 1000 of a photo) whose step was long are bisected together at the end;
 * the sRGB transfer curve and the 8-bit rounding as one lookup in a 65536-entry table of
   linear values;
 * the Lab -> XYZ -> linear RGB chain written with in-place operations on buffers made once
@@ -46,6 +47,7 @@ _lock = threading.Lock()
 _TINY = 1e-30  # keeps 1 / d finite where d is 0
 _LONG_STEP = 0.005  # a Newton step longer than this (in |a|/500 + |b|/200) is redone by bisection
 _OUTSIDE = 0.005 * (_LUT_SIZE - 1)  # so is one from a start further than this outside the gamut
+_BISECTION_STEPS = 14  # halvings of the chroma for those: within 2^-14 of it, far below an 8-bit level
 
 
 def _xyz_matrix() -> torch.Tensor:
@@ -122,7 +124,7 @@ class _Strips:
         self.ab, self.f, self.m, self.m2, self.lin, self.d = f(2, n), f(3, n), f(3, n), f(3, n), f(3, n), f(3, n)
         self.norm, self.t, self.s, self.o, self.c = f(n), f(n), f(n), f(n), f(n)
         self.index = torch.empty(3 * n, dtype=torch.int32, device=device)
-        self.out = torch.empty(3 * n, dtype=torch.uint8, device=device)
+        self.out = torch.empty(3 * n, dtype=torch.uint8, device=device)  # interleaved RGB, when not written in place
 
 
 _workspaces = threading.local()
@@ -138,10 +140,11 @@ def _workspace(n: int, device: torch.device) -> _Strips:
 
 
 def _to_srgb8(l: torch.Tensor, ws: _Strips, n: int, matrix: list, kx: torch.Tensor, kz: torch.Tensor,
-              gamut: torch.Tensor, lut: torch.Tensor, pending: list) -> torch.Tensor:
+              gamut: torch.Tensor, lut: torch.Tensor, out: torch.Tensor, pending: list) -> None:
     """One strip: ``l`` (n) lightness and ``ws.ab[:, :n]`` (A = a/500, B = -b/200) ->
-    ``(3, n)`` uint8 sRGB, chroma shrunk into the gamut. The few pixels whose Newton step was
-    long are added to ``pending`` as (their indices, L, A, B), to be bisected."""
+    ``out`` (3 n) uint8 sRGB, R G B of each pixel in turn, chroma shrunk into the gamut. The
+    few pixels whose Newton step was long are added to ``pending`` as (their indices, L, A,
+    B), to be bisected."""
     a, b = ws.ab[0, :n], ws.ab[1, :n]
     norm, t, s = ws.norm[:n], ws.t[:n], ws.s[:n]
     f, m, m2, lin, d = ws.f[:, :n], ws.m[:, :n], ws.m2[:, :n], ws.lin[:, :n], ws.d[:, :n]
@@ -210,13 +213,11 @@ def _to_srgb8(l: torch.Tensor, ws: _Strips, n: int, matrix: list, kx: torch.Tens
         if float(delta.amax()) > 1.0:
             hard = torch.nonzero(delta > 1.0).squeeze(1)
             pending.append((hard, l[hard], a[hard], b[hard]))
-    # 4. linear RGB -> 8-bit sRGB by lookup (lin is already scaled to the lookup's size)
+    # 4. linear RGB -> 8-bit sRGB by lookup (lin is already scaled to the lookup's size), pixel-interleaved
     lin.clamp_(0.0, _LUT_SIZE - 1)
     codes = ws.index[: 3 * n]
-    codes.view(3, n).copy_(lin)
-    out = ws.out[: 3 * n]
+    codes.view(n, 3).copy_(lin.t())
     torch.index_select(lut, 0, codes, out=out)
-    return out.view(3, n)
 
 
 def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndarray | None = None,
@@ -255,9 +256,14 @@ def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndar
     wy = wy.to(device)
 
     mode = "RGB" if alpha is None else "RGBA"
-    image = Image.new(mode, (width, height), None)  # not filled: every row is pasted
+    channels = len(mode)
+    # the output, pixel-interleaved, filled a strip at a time; PIL copies it once at the end
+    pixels = np.empty((height, width, channels), dtype=np.uint8)
+    flat = torch.from_numpy(pixels).view(-1, channels)
     rows = max(1, min(height, strip_pixels // width))
+
     ws = _workspace(rows * width, device)
+    direct = channels == 3 and device.type == "cpu"  # the lookup writes straight into the output
     hard: list = []
     for top in range(0, height, rows):
         count = min(height, top + rows) - top
@@ -273,19 +279,17 @@ def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndar
             start = end
         l = lightness.rows(top, count, device)
         pending: list = []
-        rgb = _to_srgb8(l, ws, n, matrix, kx, kz, gamut, lut, pending).view(3, count, width).cpu().numpy()
-        hard += [(top * width + index, *rest) for index, *rest in pending]
-        bands = [Image.frombuffer("L", (width, count), rgb[c], "raw", "L", 0, 1) for c in range(3)]
+        here = flat[top * width : top * width + n]
+        out = here.view(-1) if direct else ws.out[: 3 * n]
+        _to_srgb8(l, ws, n, matrix, kx, kz, gamut, lut, out, pending)
+        if not direct:
+            here[:, :3] = out.view(n, 3).cpu()
         if alpha is not None:
-            bands.append(Image.fromarray(np.ascontiguousarray(alpha[top : top + count])))
-        image.paste(Image.merge(mode, bands), (0, top))
-    if hard:  # the pixels the Newton step could not settle (a few in 10000): bisected, then set one by one
+            here[:, 3] = torch.from_numpy(np.ascontiguousarray(alpha[top : top + count])).view(-1)
+        hard += [(top * width + index, *rest) for index, *rest in pending]
+    if hard:  # the pixels the Newton step could not settle (a few in 1000): bisected
         index, l, a, b = (torch.cat(x) for x in zip(*hard))
         lab = torch.stack([l, a * 500.0, b * -200.0]).double()[:, :, None]  # (3, N, 1)
-        srgb = lab_to_rgb_in_gamut(lab, steps=20)[:, :, 0]
-        rgb = (srgb * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8).T.cpu().tolist()
-        pixels = image.load()
-        for i, value in zip(index.tolist(), rgb):
-            y, x = divmod(i, width)
-            pixels[x, y] = tuple(value) + ((int(alpha[y, x]),) if alpha is not None else ())
-    return image
+        srgb = lab_to_rgb_in_gamut(lab, steps=_BISECTION_STEPS)[:, :, 0]
+        flat[index.cpu(), :3] = (srgb * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8).T.cpu()
+    return Image.fromarray(pixels)  # RGB, or RGBA with the alpha
