@@ -15,7 +15,10 @@ Prints Markdown tables, each figure measured in this run, with the targets of is
    within 1.3x of each other.
 3. A 100 MP photo through ``colorize`` (peak memory target 2 GB above the decoded photo)
    and a 10000x10000 black PNG through the CLI (under 10 s).
-4. The CLI on a folder of 50 one-megapixel JPEGs: photos per second, ``--overlap``
+4. The network in torch against ONNX Runtime (the same weights exported), alone and
+   through ``colorize``, at each size: the default CPU backend is ONNX Runtime only if it
+   is clearly faster.
+5. The CLI on a folder of 50 one-megapixel JPEGs: photos per second, ``--overlap``
    (decoding and writing in threads) against ``--sequential`` (the default on the CPU).
 
 Each case runs in a fresh subprocess, so its peak memory (VmHWM after a reset, above the
@@ -129,6 +132,30 @@ def case(kind: str, arg: str, repeats: int, model_name: str) -> dict:
             net += _timed(network, 1)
         return {"seconds": _median(ours), "network": _median(net), "peak_mb": _status_mb("VmHWM") - base,
                 "input": list(small.shape[-2:])}
+    if kind == "backends":  # torch against ONNX Runtime, the same weights, interleaved
+        import tempfile
+
+        gray = _photo(float(arg))
+        onnx = Colorizer.from_pretrained(model_name)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            onnx.use_onnxruntime(path=onnx.export_onnx(Path(tmp) / "network.onnx"))
+            export_s = time.perf_counter() - t0
+        small = model._network_input(model.analyze(gray).lightness)
+
+        def network(m):
+            with torch.no_grad():
+                m.decode(m._run_network(small))
+
+        times: dict[str, list[float]] = {k: [] for k in ("torch_net", "ort_net", "torch", "ort")}
+        for m in (model, onnx):
+            m.colorize(gray), network(m)
+        for _ in range(repeats):
+            times["torch_net"] += _timed(lambda: network(model), 1)
+            times["ort_net"] += _timed(lambda: network(onnx), 1)
+            times["torch"] += _timed(lambda: model.colorize(gray), 1)
+            times["ort"] += _timed(lambda: onnx.colorize(gray), 1)
+        return {**{k: _median(v) for k, v in times.items()}, "export_s": export_s, "input": list(small.shape[-2:])}
     if kind == "content":
         photos = {k: _photo(float(arg), k) for k in ("black", "white", "mid-gray", "noise", "photo")}
         for p in photos.values():
@@ -213,6 +240,16 @@ def main() -> None:
     print("|---" * (len(c) + 2) + "|")
     print("| colorize s | " + " | ".join(f"{v:.3f}" for v in c.values()) + f" | {max(c.values()) / fastest:.2f}x |",
           flush=True)
+    print()
+    print("| photo | network input | network: torch s | network: onnxruntime s | speed-up | "
+          "colorize: torch s | colorize: onnxruntime s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mp in args.sizes:
+        o = run("backends", str(mp), args)
+        print(f"| {mp:g} MP | {o['input'][1]}x{o['input'][0]} | {o['torch_net']:.3f} | {o['ort_net']:.3f} | "
+              f"{o['torch_net'] / o['ort_net']:.2f}x | {o['torch']:.3f} | {o['ort']:.3f} | {o['torch'] / o['ort']:.2f}x |",
+              flush=True)
+    print(f"\nONNX export (once per set of weights, cached): {o['export_s']:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if not args.quick:

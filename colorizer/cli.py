@@ -8,6 +8,9 @@ marked as colorizer's (a PNG text chunk), and a rerun never takes its own earlie
 for inputs, even with ``-o`` pointing at the photos' folder. A file that cannot be
 colorized gets one line on stderr and the rest go on; the exit status is 1 if any file
 failed, 2 for bad arguments.
+
+``colorizer export-onnx [-m MODEL] OUT.onnx`` writes a model's network as ONNX instead
+(``Colorizer.export_onnx``); ``--backend onnxruntime`` colorizes with it in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tqdm import tqdm
 from colorizer.bins import check_temperature
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images, read_image
 
-__all__ = ["main", "build_parser", "plan_outputs", "error_line", "report_error", "fail"]
+__all__ = ["main", "export_main", "build_parser", "build_export_parser", "plan_outputs", "error_line", "report_error", "fail"]
 
 
 def error_line(prog: str, error: BaseException | str, context: str | None = None, limit: int = 300) -> str:
@@ -74,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse larger images (decompression bombs); default {DEFAULT_MAX_PIXELS:,}",
     )
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when there is a GPU, else cpu), cpu, cuda, cuda:1")
+    p.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), default="torch",
+        help="what runs the network on the CPU: torch (default) or onnxruntime (exported once per model "
+             "into the cache folder; needs pip install 'colorizer[onnx]')",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     order = p.add_mutually_exclusive_group()
     order.add_argument("--overlap", dest="overlap", action="store_const", const=True, default=None,
@@ -103,7 +111,41 @@ def _heatmap(u: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(u, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))  # mode L
 
 
+def build_export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="colorizer export-onnx",
+        description="Write a model's network as ONNX (dynamic batch and sizes, multiples of 8), checked "
+                    "against torch to 1e-4 in ONNX Runtime. Input 'lightness' (B, 1, H, W), L in [0, 100]; "
+                    "output (B, Q, H/4, W/4) logits (or (B, 2, H/4, W/4) ab for a regression model).",
+    )
+    p.add_argument("out", type=Path, help="the .onnx file to write")
+    p.add_argument("-m", "--model", default="default", help="shipped model name, model folder, or Hub repo id")
+    return p
+
+
+def export_main(argv: list[str]) -> int:
+    """``colorizer export-onnx [-m MODEL] OUT.onnx``."""
+    args = build_export_parser().parse_args(argv)
+    prog = "colorizer export-onnx"
+    from colorizer.model import Colorizer
+    from colorizer.onnx_runtime import OnnxExportError
+
+    try:
+        model = Colorizer.from_pretrained(args.model).eval()
+    except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
+        return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
+    try:
+        path = model.export_onnx(args.out)
+    except (ImportError, OnnxExportError, OSError) as e:
+        return report_error(prog, e, status=1)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB): model {args.model}, checked against torch to 1e-4")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export-onnx"]:  # a photo of that name: ./export-onnx
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     prog = "colorizer"
     if args.temperature is not None:
@@ -114,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_pixels <= 0:
         return report_error(prog, f"--max-pixels must be positive, got {args.max_pixels}")
     try:
-        device = _device(args.device)
+        device = _device("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
     except ValueError as e:
         return report_error(prog, e)
     inputs = list_images(args.photos, missing="keep")
@@ -131,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         model = Colorizer.from_pretrained(args.model).to(device).eval()
     except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
         return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
+    if args.backend == "onnxruntime":
+        if device.type != "cpu":
+            return report_error(prog, f"--backend onnxruntime runs on the CPU; use --device cpu (the device is {device})")
+        try:
+            model.use_onnxruntime()
+        except Exception as e:  # noqa: BLE001 - a missing package or a failed export: one line
+            return report_error(prog, e, "--backend onnxruntime")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

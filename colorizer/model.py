@@ -109,6 +109,14 @@ def network_size(height: int, width: int, input_size: int, multiple: int = 8, ma
     return snap(h), snap(w)
 
 
+def cache_folder() -> Path:
+    """Where colorizer keeps what it makes (the app's prepared survey and votes, ONNX exports):
+    ``$COLORIZER_CACHE``, else ``$XDG_CACHE_HOME/colorizer``, else ``~/.cache/colorizer``."""
+    if os.environ.get("COLORIZER_CACHE"):
+        return Path(os.environ["COLORIZER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "colorizer"
+
+
 def _model_dir(name: str) -> Path:
     return Path(str(resources.files("colorizer").joinpath("pretrained", name)))
 
@@ -364,12 +372,65 @@ class Colorizer(
             for idxs in by_size.values():
                 for start in range(0, len(idxs), batch_size):
                     chunk = idxs[start : start + batch_size]
-                    out = self(torch.cat([small[i] for i in chunk]).to(self.device))
+                    out = self._run_network(torch.cat([small[i] for i in chunk]))
                     for i, o in zip(chunk, out):
                         outputs[i] = o[None].float()
         finally:
             self.train(was_training)
         return [Prediction(self, p, o) for p, o in zip(parts, outputs)]  # type: ignore[arg-type]
+
+    def _run_network(self, lightness: torch.Tensor) -> torch.Tensor:
+        """The network's output for a batch of network inputs: ONNX Runtime after
+        ``use_onnxruntime()`` while the model is on the CPU, else torch."""
+        onnx = getattr(self, "_onnxruntime", None)
+        if onnx is not None and self.device.type == "cpu":
+            return onnx(lightness)
+        return self(lightness.to(self.device))
+
+    def use_onnxruntime(self, enable: bool = True, path: str | Path | None = None, threads: int | None = None) -> "Colorizer":
+        """Run the network in ONNX Runtime (CPU) in ``analyze``/``colorize`` and the batch
+        versions; ``enable=False`` goes back to torch. The export of these weights is made
+        once and cached (``colorizer.onnx_runtime.cached_onnx``, checked against torch to
+        1e-4), or ``path`` names an exported file. Call it again after changing the weights;
+        training and ``forward`` always use torch. Returns the model.
+
+        Raises:
+            ImportError: onnx, onnxscript or onnxruntime is missing (``pip install 'colorizer[onnx]'``).
+            ValueError: the model is not on the CPU.
+        """
+        if not enable:
+            self._onnxruntime = None
+            return self
+        if self.device.type != "cpu":
+            raise ValueError(f"use_onnxruntime: ONNX Runtime runs the network on the CPU; this model is on {self.device}")
+        from colorizer.onnx_runtime import OnnxRuntimeNetwork, cached_onnx
+
+        was_training = self.training
+        self.eval()
+        try:
+            self._onnxruntime = OnnxRuntimeNetwork(path if path is not None else cached_onnx(self), threads)
+        finally:
+            self.train(was_training)
+        return self
+
+    @property
+    def backend(self) -> str:
+        """What runs the network in ``analyze``: "onnxruntime" or "torch"."""
+        onnx = getattr(self, "_onnxruntime", None)
+        return "onnxruntime" if onnx is not None and self.device.type == "cpu" else "torch"
+
+    def export_onnx(self, path: str | Path) -> Path:
+        """Write the network as ONNX to ``path`` (dynamic batch and sizes that are multiples of
+        8; input ``lightness`` (B, 1, H, W) L in [0, 100], output (B, Q, H/4, W/4) logits or
+        (B, 2, H/4, W/4) ab), checked against torch to 1e-4. See ``colorizer.onnx_runtime``."""
+        from colorizer.onnx_runtime import export_onnx
+
+        was_training = self.training
+        self.eval()
+        try:
+            return export_onnx(self, path)
+        finally:
+            self.train(was_training)
 
     def _network_input(self, lightness: Lightness | torch.Tensor) -> torch.Tensor:
         """The photo's L resized (antialiased bilinear) to ``network_size``: ``(1, 1, h, w)``.

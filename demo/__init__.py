@@ -29,11 +29,12 @@ TITLE = "Colorizer: automatic colorization"
 
 
 def cache_folder() -> Path:
-    """Where the app keeps what it makes: ``$COLORIZER_CACHE``, else ``$XDG_CACHE_HOME/colorizer``,
-    else ``~/.cache/colorizer``."""
-    if os.environ.get("COLORIZER_CACHE"):
-        return Path(os.environ["COLORIZER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "colorizer"
+    """Where the app keeps what it makes: the library's ``colorizer.model.cache_folder()``
+    (``$COLORIZER_CACHE``, else ``$XDG_CACHE_HOME/colorizer``, else ``~/.cache/colorizer``),
+    imported when asked for so that ``demo`` stays light."""
+    from colorizer.model import cache_folder as library_cache_folder
+
+    return library_cache_folder()
 
 
 def _env(name: str, default=None):
