@@ -8,9 +8,10 @@ with 0 and N workers; training images/s at ``--crop`` px for the full-width netw
 and a small one, on batches already on the device (compute only) and fed by the real
 pipeline; and the share of wall time the device waited for data (on CUDA: GPU idle).
 ``--settings`` then times the small network's compute-only step under the settings
-that decide CPU speed -- torch threads, ``channels_last``, batch size, crop size --
-each as a ratio against the default recipe's (all threads, contiguous, batch 16,
-128 px crops) measured in the same run.
+that decide CPU speed -- bf16 autocast, ``channels_last``, torch threads, batch size,
+crop size -- each as a ratio against fp32 at the default recipe's settings (all
+threads, contiguous, batch 16, 128 px crops: the training step before bf16 on the CPU)
+measured in the same run.
 Not a test: the figures depend on the machine and on whatever else runs on it.
 """
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from colorizer.model import Colorizer  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.data import TrainBatches, open_rows  # noqa: E402
-from train.loop import to_lab  # noqa: E402
+from train.loop import cpu_has_bf16, to_lab  # noqa: E402
 
 
 def make_photos(folder: Path, n: int = 48) -> Path:
@@ -62,18 +63,21 @@ def bench_pipeline(cfg: TrainConfig, batches: int) -> float:
 
 
 def bench_train(cfg: TrainConfig, width: float, steps: int, device: torch.device, fed: bool,
-                channels_last: bool | None = None) -> tuple[float, float]:
+                channels_last: bool | None = None, bf16: bool | None = None) -> tuple[float, float]:
     """(images/s, share of time waiting for data) of training steps at ``width``;
-    ``channels_last`` defaults to what the training loop does (on CUDA only)."""
+    ``bf16`` (autocast) and ``channels_last`` default to what the training loop does
+    (``mixed_precision: auto``: on CUDA and on CPUs with native bf16)."""
     model = Colorizer(width=width).to(device)
+    if bf16 is None:
+        bf16 = device.type == "cuda" or cpu_has_bf16()
     if channels_last is None:
-        channels_last = device.type == "cuda"
+        channels_last = bf16
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3)
     stream = TrainBatches(open_rows(cfg), cfg, pin_memory=device.type == "cuda") if fed else None
     fixed = torch.randint(0, 256, (cfg.batch_size, cfg.crop, cfg.crop, 3), dtype=torch.uint8, device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def step() -> None:
         rgb = next(stream).to(device, non_blocking=True) if fed else fixed
@@ -154,21 +158,24 @@ def bench_settings(base: TrainConfig, width: float, steps: int, device: torch.de
     baseline, their spread says how steady the machine was)."""
     threads = torch.get_num_threads()
     recipe = dataclasses.replace(base, crop=128, batch_size=16)
-    variants = [
-        ("recipe: %d threads, contiguous, batch 16, crop 128" % threads, recipe, threads, False),
-        ("channels_last", recipe, threads, True),
-        ("1 thread", recipe, 1, False),
-        ("batch 8", dataclasses.replace(recipe, batch_size=8), threads, False),
-        ("batch 32", dataclasses.replace(recipe, batch_size=32), threads, False),
-        ("crop 96", dataclasses.replace(recipe, crop=96), threads, False),
-        ("crop 176", dataclasses.replace(recipe, crop=176, resize=256), threads, False),
-        ("recipe again", recipe, threads, False),
+    native = "native" if cpu_has_bf16() else "emulated: no AVX512-BF16 or AMX"
+    variants = [  # (name, config, threads, channels_last, bf16)
+        ("fp32: %d threads, contiguous, batch 16, crop 128" % threads, recipe, threads, False, False),
+        ("channels_last", recipe, threads, True, False),
+        (f"bf16 autocast ({native})", recipe, threads, False, True),
+        ("bf16 + channels_last (mixed_precision auto)", recipe, threads, True, True),
+        ("1 thread", recipe, 1, False, False),
+        ("batch 8", dataclasses.replace(recipe, batch_size=8), threads, False, False),
+        ("batch 32", dataclasses.replace(recipe, batch_size=32), threads, False, False),
+        ("crop 96", dataclasses.replace(recipe, crop=96), threads, False, False),
+        ("crop 176", dataclasses.replace(recipe, crop=176, resize=256), threads, False, False),
+        ("fp32 again", recipe, threads, False, False),
     ]
     figures = []
     try:
-        for name, cfg, n_threads, cl in variants:
+        for name, cfg, n_threads, cl, bf16 in variants:
             torch.set_num_threads(n_threads)
-            rate, _ = bench_train(cfg, width, steps, device, fed=False, channels_last=cl)
+            rate, _ = bench_train(cfg, width, steps, device, fed=False, channels_last=cl, bf16=bf16)
             figures.append((name, cfg, rate))
     finally:
         torch.set_num_threads(threads)

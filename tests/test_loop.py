@@ -326,3 +326,30 @@ def test_a_checkpoint_without_cpu_time_resumes_with_an_estimate(folder, tmp_path
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert final["cpu_estimated"] and final["cpu_s"] >= state["elapsed_s"] * torch.get_num_threads()
     assert final["run_id"] and final["init_from"] is None and final["threads"] == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_mixed_precision_auto_is_bf16_where_the_cpu_computes_in_it(folder, tmp_path, monkeypatch, native):
+    """``mixed_precision: auto`` on the CPU: bf16 autocast and channels-last weights where the
+    CPU has native bf16 (AVX512-BF16 or AMX), fp32 and plain layout where it would be emulated."""
+    from accelerate.state import AcceleratorState
+
+    from train import loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: native)
+    AcceleratorState._reset_state(True)  # one precision per process: this test sets its own
+    try:
+        run = loop.setup(tiny(folder, tmp_path, cpu=True))
+        assert run.accelerator.mixed_precision == ("bf16" if native else "no")
+        conv = next(m for m in run.raw.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == native
+        assert np.isfinite(loop.train_step(run, next(run.batches), 1e-3))
+    finally:
+        AcceleratorState._reset_state(True)
+
+
+def test_cpu_has_bf16_says_no_without_the_helpers(monkeypatch):
+    from train import loop
+
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert loop.cpu_has_bf16() is False

@@ -143,7 +143,7 @@ class TrainConfig:
     beta2: float = _opt(0.99, "AdamW beta2")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: off)")
     mixed_precision: str = _opt(
-        "auto", "auto (bf16 on CUDA, off on CPU), bf16, fp16 or no", choices=["auto", "bf16", "fp16", "no"]
+        "auto", "auto (bf16 on CUDA and on CPUs with native bf16, AVX512-BF16 or AMX; else off), bf16, fp16 or no", choices=["auto", "bf16", "fp16", "no"]
     )
     compile: bool = _opt(False, "torch.compile the model (CUDA)")
 

@@ -30,6 +30,7 @@ higher peak with a decay to the paper's rate converges far sooner;
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import itertools
@@ -375,13 +376,24 @@ def _prior(cfg: TrainConfig, out: Path, accelerator) -> list[float] | None:
     return read_prior(path, cfg.grid)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX), where
+    autocast to bf16 is a speed-up; elsewhere it is emulated and slower."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private helpers: absent in another torch, say no
+        return False
+
+
 def setup(cfg: TrainConfig) -> Run:
     """Devices, data, prior, model, optimiser and (with ``--resume``) the checkpoint's
     state: a ``Run`` ready for its first step. Bad settings and data fail here."""
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available() and not cfg.cpu
-    precision = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    precision = cfg.mixed_precision
+    if precision == "auto":  # bf16 where the hardware computes in it (1.75x the images/s on a Zen 4 CPU)
+        precision = "bf16" if cuda or cpu_has_bf16() else "no"
     accelerator = Accelerator(cpu=not cuda, mixed_precision=precision)
     torch.manual_seed(cfg.seed + accelerator.process_index)
     if cfg.threads > 0:
@@ -450,10 +462,12 @@ def setup(cfg: TrainConfig) -> Run:
         betas=(cfg.beta1, cfg.beta2),
         fused=cuda or None,
     )
-    if cuda:
+    if cuda or precision == "bf16":  # faster convolutions in bf16 on the CPU too (oneDNN)
         model = model.to(memory_format=torch.channels_last)
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    raw = accelerator.unwrap_model(prepared)
+    # the plain module, without accelerate's autocast wrapper around forward (train_step enters
+    # autocast itself): the moving average, the sample sheets and the saved model run as users' do
+    raw = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
     ema = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     step, elapsed, cpu, cpu_estimated, data_state = 0, 0.0, 0.0, False, None
     run_id = uuid.uuid4().hex  # names this run in the training history of the weights it publishes
@@ -534,7 +548,9 @@ def validate(run: Run) -> dict[str, float]:
     figures = evaluate(run.shown, run.val, run.device, run.cfg.batch_size, run.accelerator.autocast, run.val_prior,
                        run.groups)
     shown = _sample_order(run.groups, len(run.val))[: run.cfg.sample_images]  # every group on the sheet
-    sample_grid(run.shown, run.val[shown], run.device, run.out / "samples" / f"step_{run.step:07d}.png",
+    # the weights as users load them (contiguous, not channels-last): the sheet shows what colorize gives
+    plain = copy.deepcopy(run.shown).to(memory_format=torch.contiguous_format)
+    sample_grid(plain, run.val[shown], run.device, run.out / "samples" / f"step_{run.step:07d}.png",
                 run.cfg.sample_images)
     when = {"step": run.step, "elapsed_s": round(run.elapsed, 2), "cpu_s": round(run.cpu, 2)}
     _log_row(run.out / "val.csv", {**when, **figures})
