@@ -40,15 +40,17 @@ def colorize(
     temperature: float | None = None,
     model: str | Colorizer = DEFAULT_MODEL,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    reference: ImageInput | None = None,
 ):
-    """Colorize one photo with the default (or a named) model; see ``Colorizer.colorize``."""
+    """Colorize one photo with the default (or a named) model; see ``Colorizer.colorize``
+    (``reference``: colour it after another photo's global features)."""
     m = load_model(model) if isinstance(model, str) else model
-    return m.colorize(image, temperature=temperature, max_pixels=max_pixels)
+    return m.colorize(image, temperature=temperature, max_pixels=max_pixels, reference=reference)
 
 
 def colorize_batch(images, temperature: float | None = None, model: str | Colorizer = DEFAULT_MODEL, batch_size: int = 8,
-                   errors: str = "raise"):
+                   errors: str = "raise", reference: ImageInput | None = None):
     """Colorize many photos; see ``Colorizer.colorize_batch`` (``errors="return"`` keeps the
     good results and puts each unreadable photo's ``ImageError`` in its place)."""
     m = load_model(model) if isinstance(model, str) else model
-    return m.colorize_batch(images, temperature=temperature, batch_size=batch_size, errors=errors)
+    return m.colorize_batch(images, temperature=temperature, batch_size=batch_size, errors=errors, reference=reference)

@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-m", "--model", default="default",
         help="shipped model name, model folder, or Hugging Face Hub repo id (default: the shipped default)",
     )
+    p.add_argument(
+        "--reference", type=Path, default=None, metavar="PHOTO",
+        help="colour every photo after this photo's global features (Iizuka et al.'s global-feature transfer; "
+             "models with a global branch, network global_local)",
+    )
     p.add_argument("--uncertainty", action="store_true", help="also write NAME.uncertainty.png (entropy map)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--suffix", default="", help="added to each output name, e.g. --suffix=-color or --suffix _color")
@@ -180,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             model.use_onnxruntime()
         except Exception as e:  # noqa: BLE001 - a missing package or a failed export: one line
             return report_error(prog, e, "--backend onnxruntime")
+    reference = None
+    if args.reference is not None:
+        try:
+            reference = model.reference_features(args.reference, args.max_pixels)
+        except (ImageError, ValueError) as e:
+            return report_error(prog, e, "--reference")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -243,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if isinstance(image, ImageError):
                     raise image
-                pred = model.analyze(image, max_pixels=args.max_pixels)
+                pred = model.analyze(image, max_pixels=args.max_pixels, reference=reference)
                 result = pred.colorize(args.temperature)
                 heatmap = _heatmap(pred.uncertainty()) if args.uncertainty else None
             except ImageError as e:

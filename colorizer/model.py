@@ -322,13 +322,55 @@ class Colorizer(
         return self.bin_centers.device
 
     # ------------------------------------------------------------------ network
-    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
+    def forward(self, lightness: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, 1, H, W)`` L in [0, 100] -> ``(B, Q, H/4, W/4)`` logits (classification)
-        or ``(B, 2, H/4, W/4)`` ab (regression)."""
+        or ``(B, 2, H/4, W/4)`` ab (regression). ``global_features`` ``(B, G)`` (from
+        ``reference_features``, global_local networks only) replace the photos' own."""
         if lightness.dim() != 4 or lightness.shape[1] != 1:
             raise ValueError(f"Colorizer.forward: expected L of shape (B, 1, H, W), got {tuple(lightness.shape)}")
-        out = self.net((lightness - self.l_cent) / self.l_norm)
+        x = (lightness - self.l_cent) / self.l_norm
+        if global_features is None:
+            out = self.net(x)
+        else:
+            self._require_global_branch()
+            out = self.net(x, global_features.to(x.device, x.dtype))
         return out * self.ab_norm if self.objective == "regression" else out
+
+    def _require_global_branch(self) -> None:
+        if self.network != "global_local":
+            raise ValueError(f"a reference photo needs a model with a global branch (network global_local, after "
+                             f"Iizuka et al.); this model's network is {self.network}")
+
+    @torch.no_grad()
+    def reference_features(self, reference: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+        """The global features ``(1, G)`` of a reference photo (its scene as the global
+        branch reads it), for ``colorize(..., reference=...)``: Iizuka et al.'s global-feature
+        transfer colours a photo as if it were the reference's kind of scene.
+
+        Raises:
+            ValueError: the model has no global branch (network eccv16).
+            ImageError: the reference cannot be read.
+        """
+        self._require_global_branch()
+        small = self._network_input(split_lightness(read_image(reference, max_pixels)))
+        was_training = self.training
+        self.eval()
+        try:
+            return self.net.global_features(((small - self.l_cent) / self.l_norm).to(self.device))
+        finally:
+            self.train(was_training)
+
+    def _global(self, reference, max_pixels: int | None) -> torch.Tensor | None:
+        """``reference`` (a photo, or features from ``reference_features``) as ``(1, G)`` features."""
+        if reference is None:
+            return None
+        if isinstance(reference, torch.Tensor) and reference.dtype.is_floating_point and reference.dim() <= 2:
+            self._require_global_branch()
+            g = reference.reshape(1, -1)
+            if g.shape[1] != self.net.global_dim:
+                raise ValueError(f"reference features: expected {self.net.global_dim} values, got {g.shape[1]}")
+            return g.to(self.device)
+        return self.reference_features(reference, max_pixels)
 
     def decode(self, output: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Network output -> ``(B, 2, h, w)`` ab: the annealed mean at ``temperature``
@@ -347,19 +389,23 @@ class Colorizer(
 
     # ------------------------------------------------------------------ photos
     @torch.no_grad()
-    def analyze(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "Prediction":
+    def analyze(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS, reference=None) -> "Prediction":
         """Run the network once on a photo; the ``Prediction`` renders any temperature.
+        ``reference``: see ``colorize``.
 
         Raises:
-            ImageError / ImageTooLargeError: the input cannot be read.
+            ImageError / ImageTooLargeError: the input (or the reference) cannot be read.
+            ValueError: a reference with a model that has no global branch.
         """
-        return self.analyze_batch([image], max_pixels=max_pixels)[0]
+        return self.analyze_batch([image], max_pixels=max_pixels, reference=reference)[0]
 
     @torch.no_grad()
     def analyze_batch(
-        self, images: Sequence[ImageInput], batch_size: int = 8, max_pixels: int | None = DEFAULT_MAX_PIXELS
+        self, images: Sequence[ImageInput], batch_size: int = 8, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        reference=None,
     ) -> list["Prediction"]:
         """``analyze`` for many photos; photos whose network sizes match share a batch."""
+        g = self._global(reference, max_pixels)
         parts = [split_lightness(read_image(im, max_pixels)) for im in images]
         small = [self._network_input(p) for p in parts]
         outputs: list[torch.Tensor | None] = [None] * len(parts)
@@ -372,20 +418,21 @@ class Colorizer(
             for idxs in by_size.values():
                 for start in range(0, len(idxs), batch_size):
                     chunk = idxs[start : start + batch_size]
-                    out = self._run_network(torch.cat([small[i] for i in chunk]))
+                    out = self._run_network(torch.cat([small[i] for i in chunk]),
+                                            None if g is None else g.expand(len(chunk), -1))
                     for i, o in zip(chunk, out):
                         outputs[i] = o[None].float()
         finally:
             self.train(was_training)
         return [Prediction(self, p, o) for p, o in zip(parts, outputs)]  # type: ignore[arg-type]
 
-    def _run_network(self, lightness: torch.Tensor) -> torch.Tensor:
+    def _run_network(self, lightness: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         """The network's output for a batch of network inputs: ONNX Runtime after
-        ``use_onnxruntime()`` while the model is on the CPU, else torch."""
+        ``use_onnxruntime()`` while the model is on the CPU (and no reference), else torch."""
         onnx = getattr(self, "_onnxruntime", None)
-        if onnx is not None and self.device.type == "cpu":
+        if onnx is not None and self.device.type == "cpu" and global_features is None:
             return onnx(lightness)
-        return self(lightness.to(self.device))
+        return self(lightness.to(self.device), global_features)
 
     def use_onnxruntime(self, enable: bool = True, path: str | Path | None = None, threads: int | None = None) -> "Colorizer":
         """Run the network in ONNX Runtime (CPU) in ``analyze``/``colorize`` and the batch
@@ -455,6 +502,7 @@ class Colorizer(
         temperature: float | None = None,
         return_uncertainty: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        reference=None,
     ) -> Image.Image | tuple[Image.Image, np.ndarray]:
         """Colorize one photo at full resolution.
 
@@ -463,11 +511,14 @@ class Colorizer(
                 colorized from their L channel).
             temperature: annealed-mean temperature in [0, 1] (default: the model's).
             return_uncertainty: also return the ``(H, W)`` normalised entropy in [0, 1].
+            reference: another photo (or its ``reference_features``) whose global features
+                replace the photo's own: Iizuka et al.'s global-feature transfer, for
+                models with a global branch (network global_local).
         Returns:
             a PIL image the size of the input, RGB (RGBA if the input had alpha), and
             the uncertainty map if asked for.
         """
-        pred = self.analyze(image, max_pixels=max_pixels)
+        pred = self.analyze(image, max_pixels=max_pixels, reference=reference)
         out = pred.colorize(temperature)
         return (out, pred.uncertainty()) if return_uncertainty else out
 
@@ -478,6 +529,7 @@ class Colorizer(
         batch_size: int = 8,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         errors: str = "raise",
+        reference=None,
     ) -> list[Image.Image | ImageError]:
         """Colorize many photos; returns PIL images in the same order. Photos are read
         ``batch_size`` at a time, so only one batch's full-resolution L is in memory.
@@ -486,6 +538,7 @@ class Colorizer(
             errors: "raise" (the first unreadable photo raises its ``ImageError``) or
                 "return" (every readable photo is colorized, and an unreadable one's place
                 in the list holds its ``ImageError``, which names the file).
+            reference: one reference photo for all of them (see ``colorize``); read once.
 
         Raises:
             TypeError: ``images`` is one image (a path, bytes, array or PIL image), not a
@@ -499,6 +552,7 @@ class Colorizer(
             raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
         if temperature is not None:
             check_temperature(temperature)
+        g = self._global(reference, max_pixels)  # read once, and a bad reference fails before any work
         out: list[Image.Image | ImageError] = []
         for start in range(0, len(images), batch_size):
             chunk = list(images[start : start + batch_size])
@@ -510,10 +564,10 @@ class Colorizer(
                     except ImageError as e:
                         read.append(e)
                 good = [r for r in read if not isinstance(r, ImageError)]
-                done = iter(self.analyze_batch(good, batch_size, max_pixels) if good else [])
+                done = iter(self.analyze_batch(good, batch_size, max_pixels, reference=g) if good else [])
                 out += [r if isinstance(r, ImageError) else next(done).colorize(temperature) for r in read]
             else:
-                out += [p.colorize(temperature) for p in self.analyze_batch(chunk, batch_size, max_pixels)]
+                out += [p.colorize(temperature) for p in self.analyze_batch(chunk, batch_size, max_pixels, reference=g)]
         return out
 
     # ------------------------------------------------------------------ hub

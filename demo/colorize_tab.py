@@ -133,13 +133,21 @@ def _user_message(e: Exception, path: str | Path) -> str:
     return html.escape(text.splitlines()[0])  # gr.Error renders HTML
 
 
-def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_side: int = PREVIEW_SIDE) -> Analysis:
-    """Run the network once on an uploaded file; keep only preview-sized results.
+def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_side: int = PREVIEW_SIDE,
+            reference: str | Path | None = None) -> Analysis:
+    """Run the network once on an uploaded file (with the global features of ``reference``,
+    if given); keep only preview-sized results.
 
     Raises:
         ImageError / ImageTooLargeError: unreadable or too large (one-line message).
     """
-    full = model.analyze(path, max_pixels=max_pixels)
+    features = None
+    if reference is not None:
+        try:
+            features = model.reference_features(reference, max_pixels)
+        except ImageError as e:
+            raise ImageError(f"reference photo: {e}") from None
+    full = model.analyze(path, max_pixels=max_pixels, reference=features)
     preview = _preview(full, preview_side)
     gray = Image.fromarray(gray_rgb(preview.lightness.l))
     return Analysis(Path(path).stem, Path(path), full.size, max_pixels, preview, gray, heat_map(preview.uncertainty()))
@@ -229,6 +237,15 @@ def build_colorize_tab(
                 info="annealed mean: 1 = mean of the colour distribution, towards 0 = its mode",
                 elem_id="temperature",
             )  # fmt: skip
+            transfer = model.network == "global_local"  # a global branch to take the reference's scene from
+            reference = PhotoUpload(
+                type="filepath", image_mode=None, label="Reference photo (optional)", sources=["upload", "clipboard"],
+                visible=transfer, elem_id="reference", height=160,
+            )  # fmt: skip
+            if transfer:
+                gr.Markdown("A reference photo lends its *scene* (the network's global features) to yours: "
+                            "a sunny beach's reading makes a gray sky blue. Clear it to go back.",
+                            elem_id="reference-help")  # fmt: skip
             show_uncertainty = gr.Checkbox(False, label="Show uncertainty (entropy of the colour distribution)")
             render = gr.Button("Make the full-resolution PNG", visible=False, elem_id="render")
             download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
@@ -244,14 +261,15 @@ def build_colorize_tab(
 
     hidden = gr.update(visible=False, value=None)
 
-    def on_upload(path, t, progress=gr.Progress()):
+    def on_upload(path, ref, t, progress=gr.Progress()):
         if not path:
             return None, None, None, hidden, gr.update(visible=False)
         progress(0.1, desc="Reading the photo and running the network")
         try:
-            a = analyze(model, path, max_pixels)
+            a = analyze(model, path, max_pixels, reference=ref or None)
         except ImageError as e:  # one message (the upload is then cleared: no broken thumbnail)
-            raise gr.Error(_user_message(e, path), print_exception=False) from None
+            raise gr.Error(_user_message(e, ref if ref and str(e).startswith("reference") else path),
+                           print_exception=False) from None
         except (MemoryError, RuntimeError) as e:
             log.exception("colorizing %s failed", path)
             raise gr.Error(f"Could not colorize this photo: {_user_message(e, path)}", print_exception=False) from None
@@ -280,10 +298,15 @@ def build_colorize_tab(
         return gr.skip() if done is not None and abs(t - done) < 1e-9 else hidden
 
     common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer")
-    upload.change(on_upload, [upload, temperature], [analysis, slider, uncertainty, download, render], **common).failure(
+    outputs = [analysis, slider, uncertainty, download, render]
+    upload.change(on_upload, [upload, reference, temperature], outputs, **common).failure(
         lambda: (None, None, None, hidden, gr.update(visible=False), None), None,
-        [analysis, slider, uncertainty, download, render, upload], queue=False, show_progress="hidden",
+        [*outputs, upload], queue=False, show_progress="hidden",
     )  # a photo that could not be colorized leaves nothing behind, not even its broken thumbnail
+    # a new (or cleared) reference colours the same photo again; an unreadable one is cleared, the photo stays
+    reference.change(on_upload, [upload, reference, temperature], outputs, **common).failure(
+        lambda: None, None, [reference], queue=False, show_progress="hidden",
+    )
     # a file made for another temperature must never be downloadable: hide it at once, re-render the preview
     temperature.change(lambda: hidden, None, [download], queue=False, show_progress="hidden")
     temperature.change(

@@ -230,7 +230,7 @@ def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, 
 
     client = Client(running_app, verbose=False)
     with pytest.raises(AppError) as e:
-        client.predict(handle_file(str(big_photo)), 0.38, api_name="/on_upload")
+        client.predict(handle_file(str(big_photo)), None, 0.38, api_name="/on_upload")
     assert str(e.value) == "astronaut big.jpg: 640x480 = 307,200 pixels is over the limit of 100,000"
 
     small = tmp_path / "coffee.png"
@@ -240,10 +240,10 @@ def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, 
     huge = tmp_path / "huge.png"
     Image.new("1", (15000, 12000)).save(huge)  # 180 megapixels in 22 kB
     with pytest.raises(AppError) as e:
-        client.predict(handle_file(str(huge)), 0.38, api_name="/on_upload")
+        client.predict(handle_file(str(huge)), None, 0.38, api_name="/on_upload")
     assert str(e.value) == "huge.png: 180,000,000 pixels is over the limit of 100,000"
 
-    (gray, color), heat, _ = client.predict(handle_file(str(small)), 0.38, api_name="/on_upload")
+    (gray, color), heat, _ = client.predict(handle_file(str(small)), None, 0.38, api_name="/on_upload")
     assert Image.open(gray).size == Image.open(color).size == (300, 200) and Image.open(heat).width == 300
     gray2, color2 = client.predict(0.9, api_name="/on_temperature")  # the cached prediction, another T
     assert Image.open(color2).size == (300, 200)
@@ -306,3 +306,40 @@ def test_with_no_options_the_turing_test_runs_on_the_shipped_photos(tmp_path, ti
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.png")} == made
     monkeypatch.setenv("COLORIZER_NO_SURVEY", "1")
     assert setup_survey(parser().parse_args([]), tiny_model) is None
+
+
+def test_a_reference_photo_colours_the_upload_after_its_scene(tmp_path):
+    """With a global_local model the tab takes a reference photo: the network runs with its
+    global features, the full-resolution file keeps them, and a bad reference is one line
+    naming it (the photo's own upload stays)."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from tests.test_reference import model as transfer_model
+
+    model = transfer_model.__wrapped__()
+    photo, ref = tmp_path / "coffee.png", tmp_path / "astronaut.png"
+    Image.fromarray(data.coffee()).resize((300, 200)).save(photo)
+    Image.fromarray(data.astronaut()).resize((200, 200)).save(ref)
+    plain, transferred = analyze(model, photo, None), analyze(model, photo, None, reference=ref)
+    expected = model.analyze(photo, reference=model.reference_features(ref))
+    assert torch.equal(transferred.preview.output, expected.output)
+    assert torch.equal(full_prediction(transferred).output, expected.output)
+    assert not torch.equal(plain.preview.output, transferred.preview.output)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="^reference photo: .*empty.jpg"):
+        analyze(model, photo, None, reference=tmp_path / "empty.jpg")
+
+    demo = build_app(model, None, max_pixels=1_000_000, concurrency=1)
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        (_, color), _, _ = client.predict(handle_file(str(photo)), handle_file(str(ref)), 1.0, api_name="/on_upload")
+        assert np.array_equal(np.asarray(Image.open(color).convert("RGB")),
+                              np.asarray(transferred.preview.colorize(1.0).convert("RGB")))
+        with pytest.raises(AppError) as e:
+            client.predict(handle_file(str(photo)), handle_file(str(tmp_path / "empty.jpg")), 1.0, api_name="/on_upload")
+        assert str(e.value).startswith("reference photo: ") and "empty.jpg" in str(e.value) and "/" not in str(e.value)
+    finally:
+        demo.close()
