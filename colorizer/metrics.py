@@ -1,5 +1,5 @@
-"""Colorization metrics, each defined once: AuC (raw and class-rebalanced), PSNR,
-SSIM and colourfulness.
+"""Colorization metrics, each defined once: AuC (raw and class-rebalanced), threshold
+accuracy in RGB, PSNR, SSIM and colourfulness.
 
 Conventions:
 
@@ -25,6 +25,14 @@ grid-10 in-gamut bins, counted once over all its photos, whatever model is score
 colour bin present then gets the same total weight, so the rebalanced accuracy is the
 mean over colour bins of the per-bin accuracy (rare colours count as much as common
 ones), and rows of different models stay comparable.
+
+**Threshold accuracy** (Champati et al., in their study of colour spaces and losses for
+colorization from small data): the AuC's construction on 8-bit RGB instead of ab:
+acc(t) is the share of pixels whose RGB error ||pred_rgb - true_rgb||_2 (levels 0..255)
+is at most t, integrated over t = 0, 1, ..., 150 by the trapezoid rule and divided by
+150 (``THRESHOLD_MAX_DISTANCE``, the AuC's span; the paper leaves the span to the data set).
+Unlike the AuC it also counts errors in lightness, which a Lab model never makes, so it
+scores models that predict RGB or YUV alongside ours on one scale.
 
 **PSNR / SSIM**: scikit-image's ``peak_signal_noise_ratio`` and
 ``structural_similarity`` on 8-bit RGB with data_range 255 (SSIM: 7x7 uniform
@@ -57,6 +65,9 @@ __all__ = [
     "AUC_MAX_DISTANCE",
     "AucMeter",
     "auc",
+    "THRESHOLD_MAX_DISTANCE",
+    "threshold_accuracy",
+    "threshold_meter",
     "rebalanced_pixel_weights",
     "EVAL_PRIOR_GRID",
     "EvaluationPrior",
@@ -68,6 +79,7 @@ __all__ = [
 ]
 
 AUC_MAX_DISTANCE = 150.0
+THRESHOLD_MAX_DISTANCE = 150.0  # in 8-bit RGB levels
 EVAL_PRIOR_GRID = 10.0  # side of the ab bins of the rebalanced AuC's prior (the paper's grid)
 
 
@@ -105,8 +117,11 @@ class AucMeter:
 
     def update(self, pred_ab: torch.Tensor, true_ab: torch.Tensor, weights: torch.Tensor | None = None) -> None:
         _check_ab_pair(pred_ab, true_ab, weights)
-        err = torch.linalg.vector_norm((pred_ab.double() - true_ab.double()), dim=1)  # (B, H, W)
-        slot = torch.bucketize(err.flatten().cpu(), self.thresholds)  # first threshold >= err
+        self.add_errors(torch.linalg.vector_norm((pred_ab.double() - true_ab.double()), dim=1), weights)  # (B, H, W)
+
+    def add_errors(self, errors: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Count per-pixel distances (any shape; ``weights`` the same shape or None)."""
+        slot = torch.bucketize(errors.flatten().double().cpu(), self.thresholds)  # first threshold >= err
         w = None if weights is None else weights.flatten().double().cpu()
         self.mass += torch.bincount(slot, weights=w, minlength=len(self.mass)).double()
 
@@ -147,6 +162,22 @@ def auc(
     meter = AucMeter(max_distance)
     meter.update(pred_ab, true_ab, weights)
     return meter.value()
+
+
+def threshold_meter(pred_rgb: np.ndarray, true_rgb: np.ndarray) -> AucMeter:
+    """An ``AucMeter`` over RGB distances (span ``THRESHOLD_MAX_DISTANCE``) holding one
+    photo's pixels, to pool with other photos' (``meter.mass += other.mass``)."""
+    pred, true = _check_rgb_pair(pred_rgb, true_rgb, "threshold_accuracy")
+    meter = AucMeter(THRESHOLD_MAX_DISTANCE)
+    diff = torch.from_numpy(pred.astype(np.float64) - true.astype(np.float64))  # (H, W, 3)
+    meter.add_errors(torch.linalg.vector_norm(diff, dim=-1))
+    return meter
+
+
+def threshold_accuracy(pred_rgb: np.ndarray, true_rgb: np.ndarray) -> float:
+    """Champati et al.'s threshold accuracy in [0, 1]: the AuC's construction on 8-bit RGB
+    distances (see the module's notes). Identical photos give 1."""
+    return threshold_meter(pred_rgb, true_rgb).value()
 
 
 def rebalanced_pixel_weights(true_ab: torch.Tensor, centres: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:

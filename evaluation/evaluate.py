@@ -58,7 +58,8 @@ from colorizer.color import rgb_to_lab
 from colorizer.bins import check_temperature
 from colorizer.cli import report_error
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, is_grayscale, list_images, read_image, resize_short_side
-from colorizer.metrics import EVAL_PRIOR_GRID, AucMeter, colorfulness, colour_cast, evaluation_prior, psnr, ssim
+from colorizer.metrics import (EVAL_PRIOR_GRID, AucMeter, colorfulness, colour_cast, evaluation_prior, psnr, ssim,
+                               THRESHOLD_MAX_DISTANCE, threshold_meter)
 from colorizer.model import Colorizer, compose, gray_rgb
 
 __all__ = [
@@ -79,7 +80,7 @@ __all__ = [
 
 DEFAULT_SIZE = 256
 MEAN_AB_ROW = "mean ab (of this set)"
-METRICS = ("auc", "auc_rebalanced", "psnr", "ssim", "colorfulness", "delta_colorfulness", "cast")
+METRICS = ("auc", "auc_rebalanced", "threshold_accuracy", "psnr", "ssim", "colorfulness", "delta_colorfulness", "cast")
 
 
 @dataclass
@@ -381,11 +382,13 @@ def evaluate(
             if group_weights is not None:
                 in_group = AucMeter()
                 in_group.update(pred_ab, true_ab, group_weights)
-            mass[row.name] = (plain.mass, rebalanced.mass, None if in_group is None else in_group.mass)
+            rgb_meter = threshold_meter(rgb, photo.rgb)
+            mass[row.name] = (plain.mass, rebalanced.mass, None if in_group is None else in_group.mass, rgb_meter.mass)
             c = colorfulness(rgb)
             figures[row.name] = {
                 "auc": plain.value(),
                 "auc_rebalanced": rebalanced.value(),
+                "threshold_accuracy": rgb_meter.value(),
                 "psnr": psnr(rgb, photo.rgb),
                 "ssim": ssim(rgb, photo.rgb),
                 "colorfulness": c,
@@ -413,6 +416,7 @@ def evaluate(
         "models": {n: {"objective": m.objective, "default_temperature": m.temperature} for n, m in models.items()},
         "temperatures": list(temperatures) if temperatures else None,
         "auc": "thresholds 0..150 step 1 on the ab L2 error, trapezoid area / 150",
+        "threshold_accuracy": "Champati et al.: thresholds 0..150 step 1 on the 8-bit RGB L2 error, trapezoid area / 150",
         "colorfulness": "Hasler & Suesstrunk 2003, signed opponent channels, 8-bit RGB",
     }
     if groups:
@@ -444,13 +448,15 @@ def _summarise(
         def mean(key: str) -> float:
             return float(np.mean([im["rows"][row.name][key] for im in images]))
 
-        plain, rebalanced = AucMeter(), AucMeter()
+        plain, rebalanced, rgb = AucMeter(), AucMeter(), AucMeter(THRESHOLD_MAX_DISTANCE)
         for mass in masses:
             plain.mass += mass[row.name][0]
             rebalanced.mass += mass[row.name][rebalanced_slot]
+            rgb.mass += mass[row.name][3]
         summary[row.name] = {
             "auc": plain.value(),
             "auc_rebalanced": rebalanced.value(),
+            "threshold_accuracy": rgb.value(),
             "auc_per_image": mean("auc"),
             "auc_rebalanced_per_image": mean("auc_rebalanced"),
             "psnr": mean("psnr"),
@@ -472,14 +478,14 @@ def _fmt(x: float, digits: int) -> str:
 def markdown_table(report: Report, group: str | None = None) -> str:
     """The table of all photos (or of one ``group``): one row per baseline and model x temperature."""
     summary = report.summary if group is None else report.groups[group]
-    head = ("| method | AuC | AuC/img | rebal. AuC | PSNR (dB) | SSIM | colourfulness | \\|Δ colourfulness\\| "
-            "| colour cast (median) |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| method | AuC | AuC/img | rebal. AuC | thr. acc. (RGB) | PSNR (dB) | SSIM | colourfulness "
+            "| \\|Δ colourfulness\\| | colour cast (median) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report.rows:
         s = summary[row.name]
         lines.append(
             f"| {row.name} | {_fmt(s['auc'], 3)} | {_fmt(s['auc_per_image'], 3)} | {_fmt(s['auc_rebalanced'], 3)} "
-            f"| {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'], 3)} | {_fmt(s['colorfulness'], 1)} "
+            f"| {_fmt(s.get('threshold_accuracy', math.nan), 3)} | {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'], 3)} | {_fmt(s['colorfulness'], 1)} "
             f"| {_fmt(s['delta_colorfulness'], 1)} | {_fmt(s['cast'], 1)} |"
         )
     return "\n".join(lines)

@@ -157,7 +157,7 @@ def test_write_report_files(photos, tmp_path):
     md = paths["markdown"].read_text()
     for row in report.rows:
         assert f"| {row.name} |" in md
-    assert "| ground truth | 1.000 | 1.000 | 1.000 | inf |" in md
+    assert "| ground truth | 1.000 | 1.000 | 1.000 | 1.000 | inf |" in md
     assert "Command: `python -m evaluation x`" in md
     assert "oracle constant" in md and "| mean ab (of this set) |" in md
     saved = json.loads(paths["json"].read_text())

@@ -246,3 +246,27 @@ def test_colorfulness_ranks_saturation():
 def test_colorfulness_rejects_bad_input():
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         colorfulness(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_threshold_accuracy_is_the_auc_construction_on_rgb_distances():
+    from colorizer.metrics import threshold_accuracy, threshold_meter
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    assert threshold_accuracy(truth, truth) == 1.0
+    shifted = truth.astype(int)
+    shifted[..., 1] = np.clip(shifted[..., 1], 0, 255 - 40) + 0  # room to add 40 to green
+    base = shifted.astype(np.uint8)
+    assert threshold_accuracy(base + np.array([0, 40, 0], np.uint8), base) == pytest.approx((150 - 40 + 0.5) / 150)
+    # against a direct computation on random errors: acc(t) on t = 0..150, trapezoid / 150
+    pred = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    d = np.linalg.norm(pred.astype(float) - truth.astype(float), axis=-1).ravel()
+    acc = np.array([(d <= t).mean() for t in range(151)])
+    assert threshold_accuracy(pred, truth) == pytest.approx(np.trapezoid(acc) / 150, abs=1e-12)
+    # pooled over photos: the meters add
+    a, b = threshold_meter(pred, truth), threshold_meter(truth, truth)
+    a.mass += b.mass
+    both = np.concatenate([d, np.zeros_like(d)])
+    assert a.value() == pytest.approx(np.trapezoid([(both <= t).mean() for t in range(151)]) / 150, abs=1e-12)
+    with pytest.raises(ValueError, match="differ in shape"):
+        threshold_accuracy(pred, truth[:10])
