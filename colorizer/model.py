@@ -258,6 +258,9 @@ class Colorizer(
         regression_loss: "l2" or "smooth_l1" for the regression objective.
         l_cent, l_norm, ab_norm: input and output normalisation (L - l_cent) / l_norm,
             regression output times ab_norm.
+        labels: names of the photo labels the global branch also learns to predict
+            (global_local only; Iizuka et al.'s joint classification); ``scene_labels``
+            reads them back.
     """
 
     def __init__(
@@ -279,6 +282,7 @@ class Colorizer(
         l_cent: float = 50.0,
         l_norm: float = 100.0,
         ab_norm: float = 110.0,
+        labels: list[str] | None = None,
     ):
         super().__init__()
         if objective not in ("classification", "regression"):
@@ -311,7 +315,13 @@ class Colorizer(
         self.register_buffer("prior", p.float())
         self.register_buffer("class_weights", rebalance_weights(p, centres, lam, prior_sigma).float())
         self.network = network
-        self.net = NETWORKS[network](q if objective == "classification" else 2, width)
+        self.labels = list(labels) if labels else None
+        if self.labels and network != "global_local":
+            raise ValueError(f"labels need the global branch of network 'global_local', got network {network!r}")
+        if self.labels and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be distinct names")
+        out = q if objective == "classification" else 2
+        self.net = NETWORKS[network](out, width, len(self.labels)) if self.labels else NETWORKS[network](out, width)
 
     @property
     def num_bins(self) -> int:
@@ -322,19 +332,48 @@ class Colorizer(
         return self.bin_centers.device
 
     # ------------------------------------------------------------------ network
-    def forward(self, lightness: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, lightness: torch.Tensor, global_features: torch.Tensor | None = None, return_labels: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, H, W)`` L in [0, 100] -> ``(B, Q, H/4, W/4)`` logits (classification)
         or ``(B, 2, H/4, W/4)`` ab (regression). ``global_features`` ``(B, G)`` (from
-        ``reference_features``, global_local networks only) replace the photos' own."""
+        ``reference_features``, global_local networks only) replace the photos' own;
+        ``return_labels`` also returns the label head's ``(B, len(labels))`` logits."""
         if lightness.dim() != 4 or lightness.shape[1] != 1:
             raise ValueError(f"Colorizer.forward: expected L of shape (B, 1, H, W), got {tuple(lightness.shape)}")
+        if return_labels and not self.labels:
+            raise ValueError("return_labels: this model has no labels (train it with --label-pattern or --label-column)")
         x = (lightness - self.l_cent) / self.l_norm
-        if global_features is None:
+        if global_features is not None:
+            self._require_global_branch()
+            global_features = global_features.to(x.device, x.dtype)
+        if global_features is None and not return_labels:
             out = self.net(x)
         else:
-            self._require_global_branch()
-            out = self.net(x, global_features.to(x.device, x.dtype))
-        return out * self.ab_norm if self.objective == "regression" else out
+            out = self.net(x, global_features, return_labels=True) if return_labels else self.net(x, global_features)
+        if return_labels:
+            out, label_logits = out
+        out = out * self.ab_norm if self.objective == "regression" else out
+        return (out, label_logits) if return_labels else out
+
+    @torch.no_grad()
+    def scene_labels(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, float]:
+        """The label head's reading of a photo: label -> probability, most likely first
+        (models trained with labels; see ``labels``).
+
+        Raises:
+            ValueError: the model has no labels. ImageError: the photo cannot be read.
+        """
+        if not self.labels:
+            raise ValueError("scene_labels: this model was trained without labels")
+        small = self._network_input(split_lightness(read_image(image, max_pixels))).to(self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            probs = self(small, return_labels=True)[1].float().softmax(dim=1)[0].tolist()
+        finally:
+            self.train(was_training)
+        return dict(sorted(zip(self.labels, probs), key=lambda kv: -kv[1]))
 
     def _require_global_branch(self) -> None:
         if self.network != "global_local":

@@ -13,7 +13,9 @@ branch turns the 1/8 features of blocks 1-3 into one vector per photo (strided
 convolutions, global average pooling, linear layers), and a fusion layer
 broadcasts that vector to every location of block 4's mid-level features before
 blocks 5-8 and the head. Global features can be taken from another photo
-("global feature transfer"): ``net(x_a, net.global_features(x_b))``.
+("global feature transfer"): ``net(x_a, net.global_features(x_b))``. With
+``num_labels`` it also has Iizuka et al.'s classification head on the global
+features (a label per photo, e.g. its scene or source), trained jointly.
 
 Input of both: normalised lightness ``(B, 1, H, W)``; H and W should be
 multiples of 8 (other sizes run, giving ``2 * ceil(H/8)`` rows).
@@ -107,12 +109,18 @@ class GlobalLocal(nn.Module):
     ``load_state_dict(eccv16.state_dict(), strict=False)`` leaves only
     ``global_branch.*`` and ``fusion.*`` missing.
 
+    Label head (``num_labels`` > 0, Iizuka et al.'s joint classification): ``Linear(G,
+    G)``, ReLU, ``Linear(G, num_labels)`` on the global vector, so that the global
+    branch learns what kind of photo it sees; ``forward(x, return_labels=True)`` also
+    returns its logits.
+
     Args:
         out_channels: channels of the 1x1 head (Q logits, or 2 for regression).
         width: channel multiplier; 1.0 gives the paper-sized ECCV16 trunk.
+        num_labels: classes of the label head (0: none).
     """
 
-    def __init__(self, out_channels: int, width: float = 1.0):
+    def __init__(self, out_channels: int, width: float = 1.0, num_labels: int = 0):
         super().__init__()
         c3, c4 = scaled(256, width), scaled(512, width)
         self.global_dim = scaled(256, width)
@@ -132,6 +140,11 @@ class GlobalLocal(nn.Module):
         )
         self.fusion = nn.Sequential(nn.Conv2d(c4 + self.global_dim, c4, 1), nn.ReLU(inplace=True))
         self.head = nn.Conv2d(c3, out_channels, 1)
+        self.label_head = (
+            nn.Sequential(nn.Linear(self.global_dim, self.global_dim), nn.ReLU(inplace=True),
+                          nn.Linear(self.global_dim, num_labels))
+            if num_labels > 0 else None
+        )  # fmt: skip
         with torch.no_grad():
             weight = self.fusion[0].weight  # (c4, c4 + G, 1, 1)
             weight.zero_()
@@ -143,17 +156,23 @@ class GlobalLocal(nn.Module):
         """``(B, 1, H, W)`` normalised L -> global feature vectors ``(B, G)``, ``G = global_dim``."""
         return self.global_branch(self.blocks[:3](x))
 
-    def forward(self, x: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, global_features: torch.Tensor | None = None, return_labels: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``.
 
         Args:
             x: normalised lightness ``(B, 1, H, W)``.
             global_features: ``(B, G)`` from ``global_features`` of other photos (any
                 size) to colorize ``x`` with; None uses those of ``x`` itself.
+            return_labels: also return the label head's ``(B, num_labels)`` logits.
 
         Raises:
-            ValueError: ``global_features`` is not ``(B, G)``.
+            ValueError: ``global_features`` is not ``(B, G)``, or labels asked of a
+                network without a label head.
         """
+        if return_labels and self.label_head is None:
+            raise ValueError("return_labels: this network has no label head (num_labels 0)")
         if global_features is not None:
             expected = (x.shape[0], self.global_dim)
             if global_features.shape != expected:
@@ -164,4 +183,5 @@ class GlobalLocal(nn.Module):
         g_map = g[:, :, None, None].expand(-1, -1, *mid.shape[2:])  # (B, G, H/8, W/8)
         fused = self.fusion(torch.cat([mid, g_map], dim=1))  # (B, c4, H/8, W/8)
         h = self.blocks[4:](self.blocks[3][-1](fused))  # (B, c3, H/4, W/4)
-        return self.head(h)  # (B, out_channels, H/4, W/4)
+        out = self.head(h)  # (B, out_channels, H/4, W/4)
+        return (out, self.label_head(g)) if return_labels else out

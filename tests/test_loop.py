@@ -353,3 +353,50 @@ def test_cpu_has_bf16_says_no_without_the_helpers(monkeypatch):
 
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     assert loop.cpu_has_bf16() is False
+
+
+def test_a_label_head_learns_each_photos_label_beside_its_colours(folder, tmp_path):
+    """--labels (Iizuka et al.'s joint classification): the classes come from the training
+    photos (a column, or a pattern on the path), every batch carries its crops' labels, the
+    loss adds the weighted label loss, and the saved model names its labels and reads them."""
+    from train.data import label_rule
+
+    cfg = tiny(folder, tmp_path, network="global_local", labels="column", label_weight=1.0, max_steps=3)
+    rule = label_rule(cfg)
+    assert rule.names == ["indoor", "outdoor"]
+    by_path = tiny(folder, tmp_path, network="global_local", labels=r"/(in|out)door/")
+    assert label_rule(by_path).names == ["in", "out"]
+    assert label_rule(by_path)({"image": {"path": str(folder / "outdoor" / "x.png")}}) == 1
+    assert label_rule(by_path)({"image": {"path": "/elsewhere/x.png"}}) == -1  # counts for colour only
+
+    batches = TrainBatches(open_rows(cfg), cfg, labels=rule)
+    rgb = next(batches)
+    assert batches.last_labels.shape == (len(rgb),) and set(batches.last_labels.tolist()) <= {0, 1}
+
+    train(cfg)
+    model = Colorizer.from_pretrained(str(tmp_path / "run" / "model"))
+    assert model.labels == ["indoor", "outdoor"] and model.net.label_head is not None
+    reading = model.scene_labels(skimage.data.coffee())
+    assert list(reading) != [] and set(reading) == {"indoor", "outdoor"} and abs(sum(reading.values()) - 1) < 1e-5
+    assert all(np.isfinite(v) for v in losses(tmp_path / "run").values())
+
+    # an eccv16 model seeds it (the label head starts fresh); a model without labels has none to read
+    plain = Colorizer(width=0.125, grid=cfg.grid, input_size=64)
+    plain.save_pretrained(tmp_path / "plain")
+    labelled = Colorizer(width=0.125, grid=cfg.grid, input_size=64, network="global_local", labels=["a", "b", "c"])
+    init_weights(labelled, str(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="trained without labels"):
+        plain.scene_labels(skimage.data.coffee())
+
+
+def test_label_settings_are_checked_before_training(folder, tmp_path):
+    with pytest.raises(ValueError, match="needs --network global_local"):
+        tiny(folder, tmp_path, labels="column")
+    with pytest.raises(ValueError, match="exactly one group"):
+        tiny(folder, tmp_path, network="global_local", labels=r"door")
+    with pytest.raises(ValueError, match="found 1 label"):
+        from train.data import label_rule
+
+        label_rule(tiny(folder, tmp_path, network="global_local", labels=r"(door)"))
+    with pytest.raises(ValueError, match="labels need the global branch"):
+        Colorizer(width=0.125, labels=["a", "b"])

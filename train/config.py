@@ -55,7 +55,15 @@ class TrainConfig:
         "e.g. '^(?!.*/food/)=2' counts every photo outside food/ twice",
     )
     image_column: str = _opt("image", "image column")
-    label_column: str = _opt("label", "label column (needed by --classes)")
+    label_column: str = _opt("label", "label column (needed by --classes and --labels column)")
+    labels: str | None = _opt(
+        None,
+        "train the global branch to also predict a label per photo (Iizuka et al.; network global_local): "
+        "'column' (the --label-column's classes, e.g. an imagefolder's folders) or a regular expression "
+        "with one group, searched in each photo's path (e.g. 'food/([A-Z])' for the food group letters); "
+        "photos it does not match count only for colour",
+    )
+    label_weight: float = _opt(1 / 300, "weight of the label loss beside the colour loss (Iizuka et al.: 1/300)")
     classes: str | None = _opt(
         None,
         "keep only these classes: comma-separated label ids, names, ImageNet synset ids (n07747607) or WordNet words (fruit)",
@@ -193,6 +201,18 @@ class TrainConfig:
             parse_repeat(self.repeat)
         if self.val_groups:
             parse_groups(self.val_groups)
+        if self.labels:
+            if self.network != "global_local":
+                raise ValueError(f"--labels needs --network global_local (a global branch to learn them), got {self.network}")
+            if self.labels != "column":
+                try:
+                    groups = re.compile(self.labels).groups
+                except re.error as e:
+                    raise ValueError(f"--labels {self.labels!r}: not a regular expression ({e})") from None
+                if groups != 1:
+                    raise ValueError(f"--labels {self.labels!r}: needs exactly one group (...), the label; has {groups}")
+        if self.label_weight < 0:
+            raise ValueError(f"--label-weight must be >= 0, got {self.label_weight}")
         if self.max_cpu_hours < 0:
             raise ValueError(f"--max-cpu-hours must be >= 0, got {self.max_cpu_hours}")
         if not 0.0 <= self.ema < 1.0:

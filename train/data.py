@@ -43,6 +43,8 @@ __all__ = [
     "load_val_images",
     "read_classes",
     "holdout_rule",
+    "LabelRule",
+    "label_rule",
 ]
 
 logger = logging.getLogger(__name__)
@@ -164,6 +166,64 @@ def _repeated(rows, cfg: TrainConfig):
     return datasets.concatenate_datasets([rows, *extra])
 
 
+# ----------------------------------------------------------------------------- labels
+class LabelRule:
+    """The label index of a training row (``--labels``): its ``--label-column`` class, or the
+    group a regular expression captures in its path; -1 when it has none (the photo then
+    counts only for colour). Picklable, for the DataLoader's workers.
+
+    Attributes:
+        names: the labels, in index order (stored in the model's config).
+    """
+
+    def __init__(self, cfg: TrainConfig, names: list[str], class_label: bool):
+        self.names = names
+        self.column, self.image_column = cfg.label_column, cfg.image_column
+        self.pattern = None if cfg.labels == "column" else re.compile(cfg.labels)
+        self.class_label = class_label  # the column holds class indices in ``names``' order
+        self.index = {name: i for i, name in enumerate(names)}
+
+    def __call__(self, row: dict) -> int:
+        if self.pattern is None:
+            value = row.get(self.column)
+            if self.class_label and isinstance(value, (int, np.integer)):
+                return int(value) if 0 <= value < len(self.names) else -1
+            return self.index.get(str(value), -1) if value is not None else -1
+        found = self.pattern.search(cell_path(row.get(self.image_column)) or "")
+        return self.index.get(found.group(1), -1) if found else -1
+
+
+def label_rule(cfg: TrainConfig) -> LabelRule | None:
+    """The ``LabelRule`` of ``--labels`` with its label names read from the training rows
+    (the column's class names, or every value the pattern captures, sorted); None without
+    ``--labels``. Reads paths and labels only, no pixels.
+
+    Raises:
+        ValueError: no label column, or fewer than two labels found.
+    """
+    if not cfg.labels:
+        return None
+    rows = open_rows(cfg)
+    if cfg.labels == "column":
+        feature = (rows.features or {}).get(cfg.label_column)
+        if isinstance(feature, datasets.ClassLabel):
+            names, class_label = list(feature.names), True
+        else:
+            if rows.features is not None and cfg.label_column not in rows.features:
+                raise ValueError(f"--labels column: the data set has no {cfg.label_column!r} column "
+                                 f"(columns: {sorted(rows.features)}); set --label-column")
+            values = {r[cfg.label_column] for r in rows.select_columns([cfg.label_column])}
+            names, class_label = sorted(str(v) for v in values if v is not None), False
+    else:
+        pattern = re.compile(cfg.labels)
+        found = (pattern.search(cell_path(r[cfg.image_column]) or "") for r in rows.select_columns([cfg.image_column]))
+        names, class_label = sorted({m.group(1) for m in found if m}), False
+    if len(names) < 2:
+        raise ValueError(f"--labels {cfg.labels!r}: found {len(names)} label(s) in the training photos ({names}); "
+                         "a label head needs at least two")
+    return LabelRule(cfg, names, class_label)
+
+
 # ----------------------------------------------------------------------------- crops
 def train_crops(img: Image.Image, rng: np.random.Generator, cfg: TrainConfig) -> list[np.ndarray]:
     """Random training crops of one RGB photo: ``(crop, crop, 3)`` uint8 arrays.
@@ -244,6 +304,7 @@ class PhotoStream(torch.utils.data.IterableDataset):
         positions: resume state: global worker id -> [epoch, row, crop].
         skipped: resume state: global worker id -> counts of skipped photos.
         offset: resumed loaders start with worker ``offset`` in the round-robin.
+        labels: the ``LabelRule`` of ``--labels``; batches then carry each crop's label.
     """
 
     def __init__(
@@ -256,9 +317,10 @@ class PhotoStream(torch.utils.data.IterableDataset):
         positions: dict[int, list[int]] | None = None,
         skipped: dict[int, dict] | None = None,
         offset: int = 0,
+        labels: LabelRule | None = None,
     ):
         super().__init__()
-        self.rows, self.cfg = rows, cfg
+        self.rows, self.cfg, self.labels = rows, cfg, labels
         self.rank, self.world_size = rank, world_size
         self.slots = max(1, num_workers)
         self.positions = positions or {}
@@ -295,7 +357,7 @@ class PhotoStream(torch.utils.data.IterableDataset):
         cfg = self.cfg
         pos = Position(*self.positions.get(gid, [0, 0, 0]))
         skipped = collections.Counter(self.skipped.get(gid, {}))
-        pending: list[tuple[int, int, int, np.ndarray]] = []  # (epoch, row, crop index, crop)
+        pending: list[tuple[int, int, int, int, np.ndarray]] = []  # (epoch, row, crop index, label, crop)
         epoch = pos.epoch
         while True:
             produced = 0
@@ -305,7 +367,8 @@ class PhotoStream(torch.utils.data.IterableDataset):
                 # skipped photos are counted on the first pass only: counts of distinct photos
                 crops = self._crops(row, gid, epoch, i, skipped if epoch == 0 else collections.Counter())
                 first = pos.crop if (epoch == pos.epoch and i == pos.row) else 0
-                pending.extend((epoch, i, c, crop) for c, crop in enumerate(crops) if c >= first)
+                label = self.labels(row) if self.labels is not None and crops else -1
+                pending.extend((epoch, i, c, label, crop) for c, crop in enumerate(crops) if c >= first)
                 produced += len(crops)
                 while len(pending) >= cfg.batch_size:
                     batch, pending = pending[: cfg.batch_size], pending[cfg.batch_size :]
@@ -337,7 +400,10 @@ class PhotoStream(torch.utils.data.IterableDataset):
 
     def _batch(self, batch, gid: int, nxt: Position, skipped: collections.Counter) -> dict:
         rgb = torch.from_numpy(np.stack([c[-1] for c in batch]))  # (B, S, S, 3) uint8
-        return {"rgb": rgb, "worker": gid, "position": nxt.as_list(), "skipped": dict(skipped)}
+        item = {"rgb": rgb, "worker": gid, "position": nxt.as_list(), "skipped": dict(skipped)}
+        if self.labels is not None:
+            item["labels"] = torch.tensor([c[3] for c in batch], dtype=torch.long)  # (B,), -1: none
+        return item
 
 
 def _ignore_sigint(worker_id: int) -> None:
@@ -351,8 +417,10 @@ class TrainBatches:
     """The training batches of one process, with the state needed to resume exactly.
 
     Iterating yields ``(B, S, S, 3)`` uint8 tensors (pinned when ``pin_memory``);
-    ``wait_s`` accumulates the time spent waiting for them; ``state_dict()`` is
-    JSON-ready and ``TrainBatches(..., state=...)`` continues where it stopped.
+    with ``labels`` (a ``LabelRule``), ``last_labels`` holds the last batch's ``(B,)``
+    label indices (-1: none). ``wait_s`` accumulates the time spent waiting for them;
+    ``state_dict()`` is JSON-ready and ``TrainBatches(..., state=...)`` continues where
+    it stopped.
     """
 
     def __init__(
@@ -363,6 +431,7 @@ class TrainBatches:
         world_size: int = 1,
         pin_memory: bool = False,
         state: dict | None = None,
+        labels: LabelRule | None = None,
     ):
         state = state or {}
         slots = max(1, cfg.num_workers)
@@ -376,8 +445,10 @@ class TrainBatches:
         self.positions = {int(k): v for k, v in state.get("positions", {}).items()}
         self.skipped = {int(k): v for k, v in state.get("skipped", {}).items()}
         self.stream = PhotoStream(
-            rows, cfg, rank, world_size, cfg.num_workers, self.positions, self.skipped, offset=self.batches % slots
+            rows, cfg, rank, world_size, cfg.num_workers, self.positions, self.skipped, offset=self.batches % slots,
+            labels=labels,
         )
+        self.last_labels: torch.Tensor | None = None
         self.loader = torch.utils.data.DataLoader(
             self.stream,
             batch_size=None,
@@ -404,6 +475,7 @@ class TrainBatches:
         self.batches += 1
         self.positions[int(item["worker"])] = [int(x) for x in item["position"]]
         self.skipped[int(item["worker"])] = dict(item["skipped"])
+        self.last_labels = item.get("labels")
         return item["rgb"]
 
     def skipped_total(self) -> dict[str, int]:

@@ -62,7 +62,7 @@ from colorizer.model import Colorizer, gray_rgb
 
 from train.checkpoint import latest_checkpoint, load_checkpoint, load_data_position, prune_checkpoints, save_checkpoint
 from train.config import TrainConfig, parse_args, parse_groups
-from train.data import TrainBatches, load_val_images, open_rows
+from train.data import TrainBatches, label_rule, load_val_images, open_rows
 from train.prior import prior_from_config, read_prior, write_prior
 
 __all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "val_groups", "evaluate", "sample_grid",
@@ -280,8 +280,9 @@ def init_weights(model: Colorizer, source: str) -> None:
     """Copy the weights of the model ``source`` (a shipped name, folder or Hub id) into
     ``model`` for fine-tuning. The networks must match (width, grid, objective), except
     that an eccv16 model may seed a global_local one (whose global branch and fusion
-    then start as fresh, the fusion passing the local features through); the prior and
-    rebalancing weights stay ``model``'s own (this run's data)."""
+    then start as fresh, the fusion passing the local features through); a label head
+    starts fresh unless both models have the same labels; the prior and rebalancing
+    weights stay ``model``'s own (this run's data)."""
     start = Colorizer.from_pretrained(source)
     theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
     for key in ("objective", "width", "grid"):
@@ -291,7 +292,10 @@ def init_weights(model: Colorizer, source: str) -> None:
         raise ValueError(f"--init-from {source!r}: a {start.network} network cannot seed a {model.network} one")
     own = {"prior", "class_weights"}
     fresh = ("net.global_branch.", "net.fusion.") if start.network != model.network else ()
-    weights = {k: v for k, v in start.state_dict().items() if k not in own}
+    fresh += ("net.label_head.",)  # the label head starts fresh unless both have the same labels
+    same_labels = start.labels is not None and start.labels == model.labels
+    weights = {k: v for k, v in start.state_dict().items()
+               if k not in own and (same_labels or not k.startswith("net.label_head."))}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     left = sorted(k for k in missing if k not in own and not k.startswith(fresh))
     if unexpected or left:
@@ -437,6 +441,7 @@ def setup(cfg: TrainConfig) -> Run:
             baseline.setdefault("truth_colorfulness", {})[name] = float(np.mean(truth))
         (out / "val_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
 
+    labels = label_rule(cfg)  # the label head's classes (--labels), read from the training rows' paths
     model = Colorizer(
         objective=cfg.objective,
         width=cfg.width,
@@ -450,6 +455,7 @@ def setup(cfg: TrainConfig) -> Run:
         input_size=cfg.input_size,
         regression_loss=cfg.regression_loss,
         network=cfg.network,
+        labels=labels.names if labels is not None else None,
     )
     if cfg.init_from and ckpt is None:
         init_weights(model, cfg.init_from)
@@ -485,7 +491,8 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.compile:
         prepared = torch.compile(prepared)
     batches = TrainBatches(
-        rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda, state=data_state
+        rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda, state=data_state,
+        labels=labels,
     )
     tensorboard = None
     if accelerator.is_main_process:
@@ -506,9 +513,17 @@ def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
         group["lr"] = lr
     rgb = batch.to(run.device, non_blocking=True)  # (B, S, S, 3) uint8
     l, ab, mask = to_lab(rgb)  # (B, 1, S, S), (B, 2, S, S), (B,)
+    labels = run.batches.last_labels if run.raw.labels else None  # (B,) the batch's photo labels, -1: none
     with run.accelerator.autocast():
-        output = run.model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
-        loss = run.raw.loss(output, ab, mask)
+        if labels is None:
+            output = run.model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
+            loss = run.raw.loss(output, ab, mask)
+        else:  # Iizuka et al.: the colour loss plus the weighted label loss of the global branch
+            output, label_logits = run.model(l, return_labels=True)
+            loss = run.raw.loss(output, ab, mask)
+            labels = labels.to(run.device)
+            if bool((labels >= 0).any()):
+                loss = loss + run.cfg.label_weight * F.cross_entropy(label_logits.float(), labels, ignore_index=-1)
     run.accelerator.backward(loss)
     if run.cfg.grad_clip > 0:
         run.accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
