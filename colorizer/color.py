@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rgb_to_lab", "lab_to_rgb", "lab_to_rgb_in_gamut", "rgb_to_l", "y_to_l", "clip_chroma", "WHITE_D65"]
+__all__ = ["rgb_to_lab", "lab_to_rgb", "lab_to_rgb_in_gamut", "rgb_to_l", "y_to_l", "clip_chroma", "rgb_to_yuv",
+           "yuv_to_rgb", "WHITE_D65"]
 
 # Linear sRGB -> XYZ, as in skimage.color.colorconv.xyz_from_rgb.
 _XYZ_FROM_RGB = (
@@ -21,6 +22,12 @@ _XYZ_FROM_RGB = (
     (0.019334, 0.119193, 0.950227),
 )
 WHITE_D65 = (0.95047, 1.0, 1.08883)
+# sRGB (gamma-encoded, [0, 1]) -> YUV of BT.601, as in skimage.color.colorconv.yuv_from_rgb.
+_YUV_FROM_RGB = (
+    (0.299, 0.587, 0.114),
+    (-0.14714119, -0.28886916, 0.43601035),
+    (0.61497538, -0.51496512, -0.10001026),
+)
 _EPS = 0.008856  # (6/29)^3, the CIE threshold of the cube-root segment
 _KAPPA = 7.787  # slope of the linear segment, as skimage writes it
 _T0 = 16.0 / 116.0
@@ -109,6 +116,25 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
         12.92 * linear,
     )
     return rgb.clamp(0.0, 1.0) if clip else rgb
+
+
+def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB -> YUV (BT.601 on the gamma-encoded values, as skimage's ``rgb2yuv``): Y in
+    [0, 1], U in about [-0.436, 0.436], V in about [-0.615, 0.615].
+
+    Args:
+        rgb: ``(*, 3, H, W)``, uint8 in [0, 255] or float in [0, 1].
+    """
+    _check_channels(rgb, "rgb_to_yuv")
+    rgb = _as_float_rgb(rgb)
+    return _apply_matrix(torch.tensor(_YUV_FROM_RGB, dtype=torch.float64).to(rgb.device, rgb.dtype), rgb)
+
+
+def yuv_to_rgb(yuv: torch.Tensor) -> torch.Tensor:
+    """YUV (BT.601) -> sRGB, not clipped: ``(*, 3, H, W)`` float."""
+    _check_channels(yuv, "yuv_to_rgb")
+    m = torch.linalg.inv(torch.tensor(_YUV_FROM_RGB, dtype=torch.float64))
+    return _apply_matrix(m.to(yuv.device, yuv.dtype), yuv)
 
 
 def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from colorizer.bins import annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights
+from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import classification_loss, regression_loss
 from colorizer.networks import ECCV16, GlobalLocal
@@ -56,6 +57,20 @@ __all__ = [
 
 DEFAULT_MODEL = "default"
 NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal}  # config "network" -> class
+COLOR_SPACES = {"lab": 2, "yuv": 2, "rgb": 3}  # what a regression model predicts -> its output channels
+
+
+def _space_to_ab(pred: torch.Tensor, lightness: torch.Tensor, space: str) -> torch.Tensor:
+    """A YUV (UV) or RGB prediction ``(B, 2|3, h, w)`` with the photo's L ``(B, 1, h, w)`` ->
+    ``(B, 2, h, w)`` ab: the predicted colour, its lightness replaced by the photo's (an RGB
+    prediction's own L is dropped; UV takes the luma Y of the gray photo, whose R = G = B)."""
+    if space == "rgb":
+        rgb = pred.clamp(0.0, 1.0)
+    else:
+        zeros = torch.zeros_like(lightness)
+        luma = lab_to_rgb(torch.cat([lightness, zeros, zeros], dim=1))[:, :1]  # the gray level, in [0, 1]
+        rgb = yuv_to_rgb(torch.cat([luma, pred], dim=1)).clamp(0.0, 1.0)
+    return rgb_to_lab(rgb)[:, 1:]
 REPO_URL = "https://github.com/colorizer/colorizer"
 PAPER_URL = "https://arxiv.org/abs/1603.08511"
 
@@ -258,6 +273,10 @@ class Colorizer(
         regression_loss: "l2" or "smooth_l1" for the regression objective.
         l_cent, l_norm, ab_norm: input and output normalisation (L - l_cent) / l_norm,
             regression output times ab_norm.
+        color_space: what a regression model predicts (Champati et al.'s comparison):
+            "lab" (ab, the default), "yuv" (U and V of BT.601 YUV) or "rgb" (all three sRGB
+            channels); the output is turned into ab with the photo's own L, so rendering
+            and evaluation are the same for all. Classification is over ab bins.
         labels: names of the photo labels the global branch also learns to predict
             (global_local only; Iizuka et al.'s joint classification); ``scene_labels``
             reads them back.
@@ -283,8 +302,14 @@ class Colorizer(
         l_norm: float = 100.0,
         ab_norm: float = 110.0,
         labels: list[str] | None = None,
+        color_space: str = "lab",
     ):
         super().__init__()
+        if color_space not in COLOR_SPACES:
+            raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}, got {color_space!r}")
+        if color_space != "lab" and objective != "regression":
+            raise ValueError(f"color_space {color_space!r} is for the regression objective; "
+                             "classification predicts ab bins")
         if objective not in ("classification", "regression"):
             raise ValueError(f"objective must be 'classification' or 'regression', got {objective!r}")
         if network not in NETWORKS:
@@ -320,7 +345,8 @@ class Colorizer(
             raise ValueError(f"labels need the global branch of network 'global_local', got network {network!r}")
         if self.labels and len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be distinct names")
-        out = q if objective == "classification" else 2
+        self.color_space = color_space
+        out = q if objective == "classification" else COLOR_SPACES[color_space]
         self.net = NETWORKS[network](out, width, len(self.labels)) if self.labels else NETWORKS[network](out, width)
 
     @property
@@ -353,7 +379,8 @@ class Colorizer(
             out = self.net(x, global_features, return_labels=True) if return_labels else self.net(x, global_features)
         if return_labels:
             out, label_logits = out
-        out = out * self.ab_norm if self.objective == "regression" else out
+        if self.objective == "regression":  # to the colour space's own units
+            out = out * self.ab_norm if self.color_space == "lab" else out + (0.5 if self.color_space == "rgb" else 0.0)
         return (out, label_logits) if return_labels else out
 
     @torch.no_grad()
@@ -411,20 +438,37 @@ class Colorizer(
             return g.to(self.device)
         return self.reference_features(reference, max_pixels)
 
-    def decode(self, output: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    def decode(self, output: torch.Tensor, temperature: float | None = None,
+               lightness: torch.Tensor | None = None) -> torch.Tensor:
         """Network output -> ``(B, 2, h, w)`` ab: the annealed mean at ``temperature``
-        (default: the model's) for classification, the output itself for regression."""
+        (default: the model's) for classification, the output itself for an ab regression,
+        and for a YUV or RGB regression the ab of the predicted colour with the photo's L
+        (``lightness``, ``(B, 1, h, w)`` L at the output's resolution, then needed)."""
         t = self.temperature if temperature is None else check_temperature(temperature)
-        if self.objective == "regression":
+        if self.objective == "classification":
+            return annealed_mean(output, self.bin_centers, t)
+        if self.color_space == "lab":
             return output.float()
-        return annealed_mean(output, self.bin_centers, t)
+        if lightness is None:
+            raise ValueError(f"decode: a {self.color_space} model needs the lightness at the output's resolution")
+        return _space_to_ab(output.float(), lightness.to(output.device).float(), self.color_space)
 
-    def loss(self, output: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Training loss of ``output = self(L)`` against ground-truth ``(B, 2, H, W)`` ab."""
+    def loss(self, output: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor | None = None,
+             lightness: torch.Tensor | None = None) -> torch.Tensor:
+        """Training loss of ``output = self(L)`` against ground-truth ``(B, 2, H, W)`` ab
+        (and, for a YUV or RGB regression, the ``(B, 1, H, W)`` L it goes with: the target
+        is that colour in the model's space)."""
         weights = self.class_weights if self.rebalance else None
         if self.objective == "classification":
             return classification_loss(output, ab, self.bin_centers, weights, self.k, self.sigma, mask)
-        return regression_loss(output, ab, self.regression_kind, weights, self.bin_centers, mask)
+        if self.color_space == "lab":
+            return regression_loss(output, ab, self.regression_kind, weights, self.bin_centers, mask)
+        if lightness is None:
+            raise ValueError(f"loss: a {self.color_space} model needs the lightness of the ground truth")
+        with torch.autocast(ab.device.type, enabled=False):
+            rgb = lab_to_rgb(torch.cat([lightness.float(), ab.float()], dim=1))  # (B, 3, H, W) in [0, 1]
+            target = rgb if self.color_space == "rgb" else rgb_to_yuv(rgb)[:, 1:]
+        return regression_loss(output, target, self.regression_kind, None, None, mask)
 
     # ------------------------------------------------------------------ photos
     @torch.no_grad()
@@ -463,7 +507,9 @@ class Colorizer(
                         outputs[i] = o[None].float()
         finally:
             self.train(was_training)
-        return [Prediction(self, p, o) for p, o in zip(parts, outputs)]  # type: ignore[arg-type]
+        lows = [F.interpolate(s, size=o.shape[-2:], mode="area") if self.color_space != "lab" else None
+                for s, o in zip(small, outputs)]  # type: ignore[union-attr]
+        return [Prediction(self, p, o, low) for p, o, low in zip(parts, outputs, lows)]  # type: ignore[arg-type]
 
     def _run_network(self, lightness: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         """The network's output for a batch of network inputs: ONNX Runtime after
@@ -721,12 +767,16 @@ class Prediction:
     Attributes:
         model: the model that made it.
         lightness: the photo's full-resolution L and alpha.
-        output: ``(1, Q, h, w)`` logits (or ``(1, 2, h, w)`` ab for regression).
+        output: ``(1, Q, h, w)`` logits (or ``(1, 2|3, h, w)`` for regression, in the
+            model's colour space).
+        network_l: ``(1, 1, h, w)`` L at the output's resolution, which a YUV or RGB
+            model's output needs to become ab (computed from ``lightness`` when None).
     """
 
     model: Colorizer
     lightness: Lightness
     output: torch.Tensor
+    network_l: torch.Tensor | None = None  # (1, 1, h, w) L at the output's resolution (YUV and RGB models)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -734,7 +784,10 @@ class Prediction:
 
     def ab(self, temperature: float | None = None) -> torch.Tensor:
         """``(1, 2, h, w)`` ab at the network's output resolution."""
-        return self.model.decode(self.output, temperature)
+        if self.model.color_space != "lab" and self.network_l is None:
+            small = self.model._network_input(self.lightness)
+            self.network_l = F.interpolate(small, size=self.output.shape[-2:], mode="area")
+        return self.model.decode(self.output, temperature, self.network_l)
 
     def colorize(self, temperature: float | None = None) -> Image.Image:
         """The full-resolution colour photo (RGB, or RGBA when the input had alpha)."""

@@ -88,7 +88,7 @@ def _preview(pred: Prediction, side: int) -> Prediction:
     alpha = pred.lightness.alpha
     if alpha is not None:
         alpha = np.asarray(Image.fromarray(alpha).resize(size[::-1], Image.Resampling.BILINEAR))
-    return Prediction(pred.model, Lightness(l_small, alpha), pred.output)
+    return Prediction(pred.model, Lightness(l_small, alpha), pred.output, pred.network_l)
 
 
 class PhotoUpload(gr.Image):
@@ -165,7 +165,7 @@ def full_prediction(analysis: Analysis) -> Prediction:
         raise ImageError(f"{analysis.name}: the uploaded photo has expired; upload it again") from None
     if lightness.size != analysis.size:
         raise ImageError(f"{analysis.name}: the uploaded photo changed; upload it again")
-    return Prediction(analysis.preview.model, lightness, analysis.preview.output)
+    return Prediction(analysis.preview.model, lightness, analysis.preview.output, analysis.preview.network_l)
 
 
 def render_preview(analysis: Analysis, temperature: float) -> tuple[Image.Image, Image.Image]:

@@ -28,6 +28,11 @@ run crop64 250 --crop 64
 run lam0.25 120 --lam 0.25
 run q261 110 --grid 10
 run width0.5-crop64 110 --width 0.5 --crop 64
+# Champati et al.'s colour spaces and losses: regression in YUV (uv) and RGB beside Lab (l2 above),
+# classification over ab bins (base); their rebalancing lambda 0.2 (Q 77 here, 81 in theirs)
+run yuv 130 --objective regression --color-space yuv
+run rgb 130 --objective regression --color-space rgb
+run lam0.2 120 --lam 0.2
 python -m evaluation.curves "$out"/*/ --base "$out/base" --out "$out/curves.png" --table "$out/curves.md"
 # what the curves are drawn from (a few kB a run, no weights), kept so they can be redrawn and extended
 for run in "$out"/*/; do

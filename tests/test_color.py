@@ -97,3 +97,16 @@ def test_lab_to_rgb_in_gamut_equals_two_step_path_and_keeps_l():
     one = lab_to_rgb_in_gamut(lab)
     assert torch.allclose(one, lab_to_rgb(clip_chroma(lab)), atol=1e-6)
     assert torch.allclose(rgb_to_lab(one)[0], lab[0], atol=1e-3)
+
+
+def test_yuv_matches_skimage_both_ways():
+    from skimage.color import rgb2yuv, yuv2rgb
+
+    from colorizer.color import rgb_to_yuv, yuv_to_rgb
+
+    rgb = data.astronaut()[::8, ::8]  # (64, 64, 3) uint8
+    ours = rgb_to_yuv(torch.from_numpy(rgb).permute(2, 0, 1)).permute(1, 2, 0).double().numpy()
+    np.testing.assert_allclose(ours, rgb2yuv(rgb), atol=1e-6)
+    back = yuv_to_rgb(torch.from_numpy(rgb2yuv(rgb)).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(back, yuv2rgb(rgb2yuv(rgb)), atol=1e-9)
+    np.testing.assert_allclose(back, rgb / 255.0, atol=1e-9)

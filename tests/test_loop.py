@@ -40,18 +40,19 @@ def test_learning_rate_schedule():
 
 
 # ----------------------------------------------------------------------------- learning
-@pytest.mark.parametrize("objective", ["classification", "regression"])
-def test_a_few_steps_lower_the_loss_on_a_fixed_batch(folder, tmp_path, objective):
+@pytest.mark.parametrize("objective, space", [("classification", "lab"), ("regression", "lab"),
+                                              ("regression", "yuv"), ("regression", "rgb")])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(folder, tmp_path, objective, space):
     torch.manual_seed(0)
     cfg = tiny(folder, tmp_path, batch_size=6)
     rgb = next(TrainBatches(open_rows(cfg), cfg))
-    model = Colorizer(objective=objective, width=0.125, input_size=64)
+    model = Colorizer(objective=objective, width=0.125, input_size=64, color_space=space)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99), weight_decay=1e-3)
     l, ab, mask = to_lab(rgb)
     assert l.shape == (6, 1, 32, 32) and ab.shape == (6, 2, 32, 32) and mask.all()
     history = []
     for _ in range(8):
-        loss = model.loss(model(l), ab, mask)
+        loss = model.loss(model(l), ab, mask, lightness=l)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -400,3 +401,20 @@ def test_label_settings_are_checked_before_training(folder, tmp_path):
         label_rule(tiny(folder, tmp_path, network="global_local", labels=r"(door)"))
     with pytest.raises(ValueError, match="labels need the global branch"):
         Colorizer(width=0.125, labels=["a", "b"])
+
+
+@pytest.mark.parametrize("space", ["yuv", "rgb"])
+def test_a_regression_in_another_colour_space_trains_validates_and_colorizes(folder, tmp_path, space):
+    """Champati et al.'s colour spaces: --color-space yuv|rgb trains, validates (its output made
+    ab with the photo's L), saves and colorizes like any model; it cannot seed a Lab one."""
+    figures = train(tiny(folder, tmp_path, objective="regression", color_space=space))
+    assert 0 < figures["val_auc"] <= 1
+    model = Colorizer.from_pretrained(str(tmp_path / "run" / "model"))
+    assert model.color_space == space
+    out = model.colorize(skimage.data.coffee())
+    assert out.size == (600, 400)
+    with pytest.raises(ValueError, match="color_space"):
+        init_weights(Colorizer(objective="regression", width=0.125, grid=model._hub_mixin_config["grid"]),
+                     str(tmp_path / "run" / "model"))
+    with pytest.raises(ValueError, match="for --objective regression"):
+        tiny(folder, tmp_path, color_space=space)

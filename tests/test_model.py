@@ -339,3 +339,25 @@ def test_push_to_hub_without_the_hub_is_one_line(monkeypatch):
     with pytest.raises(OSError, match="could not upload to the Hugging Face Hub") as e:
         tiny().push_to_hub("someone/colorizer-test")
     assert "\n" not in str(e.value) and "token" in str(e.value)
+
+
+def test_yuv_and_rgb_outputs_become_ab_with_the_photos_own_lightness():
+    """decode: an RGB model's output is its colour's ab (its own L dropped); a YUV model's UV
+    joins the gray photo's luma. The truth's own RGB gives back the truth's ab exactly; its
+    own UV comes close (luma is not CIE L, so a coloured pixel's luma differs from its gray's)."""
+    from colorizer.color import rgb_to_lab, rgb_to_yuv
+
+    rgb = torch.from_numpy(data.astronaut()[::16, ::16].copy()).permute(2, 0, 1)[None].float() / 255  # (1, 3, 32, 32)
+    lab = rgb_to_lab(rgb)
+    l, ab = lab[:, :1], lab[:, 1:]
+    as_rgb = Colorizer(width=0.125, objective="regression", color_space="rgb")
+    torch.testing.assert_close(as_rgb.decode(rgb, lightness=l), ab, atol=1e-3, rtol=0)
+    as_yuv = Colorizer(width=0.125, objective="regression", color_space="yuv")
+    err = (as_yuv.decode(rgb_to_yuv(rgb)[:, 1:], lightness=l) - ab).norm(dim=1)
+    assert err.median() < 6.0, err.median()
+    with pytest.raises(ValueError, match="needs the lightness"):
+        as_yuv.decode(rgb_to_yuv(rgb)[:, 1:])
+    with pytest.raises(ValueError, match="regression objective"):
+        Colorizer(width=0.125, color_space="yuv")
+    with pytest.raises(ValueError, match="color_space must be one of"):
+        Colorizer(width=0.125, objective="regression", color_space="hsv")

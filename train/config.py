@@ -107,6 +107,11 @@ class TrainConfig:
         "classification (rebalanced cross-entropy over ab bins) or regression (ab L2)",
         choices=["classification", "regression"],
     )
+    color_space: str = _opt(
+        "lab",
+        "what a regression model predicts (Champati et al.'s comparison): lab (ab), yuv (U, V) or rgb (R, G, B)",
+        choices=["lab", "yuv", "rgb"],
+    )
     network: str = _opt(
         "eccv16",
         "eccv16 (Zhang et al.) or global_local (with Iizuka et al.'s global branch fused into the mid-level features)",
@@ -201,6 +206,9 @@ class TrainConfig:
             parse_repeat(self.repeat)
         if self.val_groups:
             parse_groups(self.val_groups)
+        if self.color_space != "lab" and self.objective != "regression":
+            raise ValueError(f"--color-space {self.color_space} is for --objective regression "
+                             "(classification predicts ab bins)")
         if self.labels:
             if self.network != "global_local":
                 raise ValueError(f"--labels needs --network global_local (a global branch to learn them), got {self.network}")

@@ -202,8 +202,10 @@ def evaluate(
         else:
             with autocast() if autocast else torch.autocast(device.type, enabled=False):
                 out = model(l)
-                loss = model.loss(out, ab, mask)
-            p = F.interpolate(model.decode(out.float()), size=ab.shape[-2:], mode="bilinear", align_corners=False)
+                loss = model.loss(out, ab, mask, lightness=l)
+            low = F.interpolate(l, size=out.shape[-2:], mode="area") if model.color_space != "lab" else None
+            p = F.interpolate(model.decode(out.float(), lightness=low), size=ab.shape[-2:], mode="bilinear",
+                              align_corners=False)
             losses += float(loss) * len(rgb)
         n += len(rgb)
         pred += list(p.float().cpu().split(1))
@@ -285,9 +287,10 @@ def init_weights(model: Colorizer, source: str) -> None:
     weights stay ``model``'s own (this run's data)."""
     start = Colorizer.from_pretrained(source)
     theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
-    for key in ("objective", "width", "grid"):
-        if theirs.get(key) != ours.get(key):
-            raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key)!r}, this run's is {ours.get(key)!r}")
+    for key, default in (("objective", None), ("width", None), ("grid", None), ("color_space", "lab")):
+        if theirs.get(key, default) != ours.get(key, default):
+            raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key, default)!r}, "
+                             f"this run's is {ours.get(key, default)!r}")
     if start.network != model.network and (start.network, model.network) != ("eccv16", "global_local"):
         raise ValueError(f"--init-from {source!r}: a {start.network} network cannot seed a {model.network} one")
     own = {"prior", "class_weights"}
@@ -456,6 +459,7 @@ def setup(cfg: TrainConfig) -> Run:
         regression_loss=cfg.regression_loss,
         network=cfg.network,
         labels=labels.names if labels is not None else None,
+        color_space=cfg.color_space,
     )
     if cfg.init_from and ckpt is None:
         init_weights(model, cfg.init_from)
@@ -517,10 +521,10 @@ def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
     with run.accelerator.autocast():
         if labels is None:
             output = run.model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
-            loss = run.raw.loss(output, ab, mask)
+            loss = run.raw.loss(output, ab, mask, lightness=l)
         else:  # Iizuka et al.: the colour loss plus the weighted label loss of the global branch
             output, label_logits = run.model(l, return_labels=True)
-            loss = run.raw.loss(output, ab, mask)
+            loss = run.raw.loss(output, ab, mask, lightness=l)
             labels = labels.to(run.device)
             if bool((labels >= 0).any()):
                 loss = loss + run.cfg.label_weight * F.cross_entropy(label_logits.float(), labels, ignore_index=-1)
