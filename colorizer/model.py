@@ -40,6 +40,7 @@ from colorizer.bins import annealed_mean, check_temperature, entropy, gamut_bins
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import classification_loss, regression_loss
+from colorizer.cheng import Cheng15, joint_bilateral
 from colorizer.networks import ECCV16, GlobalLocal
 from colorizer.render import render
 
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "default"
-NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal}  # config "network" -> class
+NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal, "cheng15": Cheng15}  # config "network" -> class
 COLOR_SPACES = {"lab": 2, "yuv": 2, "rgb": 3}  # what a regression model predicts -> its output channels
 
 
@@ -258,9 +259,11 @@ class Colorizer(
         objective: "classification" (Q logits per pixel, the paper) or "regression"
             (ab directly, the baseline).
         width: channel multiplier of the network (1.0 = the paper's).
-        network: "eccv16" (Zhang et al.'s network) or "global_local" (the same with
+        network: "eccv16" (Zhang et al.'s network), "global_local" (the same with
             Iizuka et al.'s global branch fused into the mid-level features: one
-            reading of the whole scene for every pixel).
+            reading of the whole scene for every pixel) or "cheng15" (Cheng et al.'s
+            per-pixel network on patch and DAISY features, with a joint bilateral
+            refinement; regression, see ``colorizer.cheng``).
         grid: side of an ab bin (10 in the paper); ab_range: extent of the ab grid.
         k, sigma: soft-encoding neighbours and Gaussian width (ab units).
         prior: empirical prior over the Q bins (None: uniform); lam, prior_sigma: the
@@ -307,6 +310,8 @@ class Colorizer(
         super().__init__()
         if color_space not in COLOR_SPACES:
             raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}, got {color_space!r}")
+        if network == "cheng15" and objective != "regression":
+            raise ValueError("network cheng15 regresses colour (Cheng et al.): use objective 'regression'")
         if color_space != "lab" and objective != "regression":
             raise ValueError(f"color_space {color_space!r} is for the regression objective; "
                              "classification predicts ab bins")
@@ -445,13 +450,24 @@ class Colorizer(
         and for a YUV or RGB regression the ab of the predicted colour with the photo's L
         (``lightness``, ``(B, 1, h, w)`` L at the output's resolution, then needed)."""
         t = self.temperature if temperature is None else check_temperature(temperature)
+        if self.needs_lightness and lightness is None:
+            raise ValueError(f"decode: a {self.network} {self.color_space} model needs the lightness at the "
+                             "output's resolution")
         if self.objective == "classification":
-            return annealed_mean(output, self.bin_centers, t)
-        if self.color_space == "lab":
-            return output.float()
-        if lightness is None:
-            raise ValueError(f"decode: a {self.color_space} model needs the lightness at the output's resolution")
-        return _space_to_ab(output.float(), lightness.to(output.device).float(), self.color_space)
+            ab = annealed_mean(output, self.bin_centers, t)
+        elif self.color_space == "lab":
+            ab = output.float()
+        else:
+            ab = _space_to_ab(output.float(), lightness.to(output.device).float(), self.color_space)
+        if self.network == "cheng15":  # Cheng et al.'s refinement: chroma smoothed along the gray image
+            ab = joint_bilateral(ab, lightness.to(ab.device).float())
+        return ab
+
+    @property
+    def needs_lightness(self) -> bool:
+        """Whether ``decode`` needs the photo's L at the output's resolution (YUV and RGB
+        models, and Cheng et al.'s, whose joint bilateral filter it guides)."""
+        return self.color_space != "lab" or self.network == "cheng15"
 
     def loss(self, output: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor | None = None,
              lightness: torch.Tensor | None = None) -> torch.Tensor:
@@ -507,7 +523,7 @@ class Colorizer(
                         outputs[i] = o[None].float()
         finally:
             self.train(was_training)
-        lows = [F.interpolate(s, size=o.shape[-2:], mode="area") if self.color_space != "lab" else None
+        lows = [F.interpolate(s, size=o.shape[-2:], mode="area") if self.needs_lightness else None
                 for s, o in zip(small, outputs)]  # type: ignore[union-attr]
         return [Prediction(self, p, o, low) for p, o, low in zip(parts, outputs, lows)]  # type: ignore[arg-type]
 
@@ -784,7 +800,7 @@ class Prediction:
 
     def ab(self, temperature: float | None = None) -> torch.Tensor:
         """``(1, 2, h, w)`` ab at the network's output resolution."""
-        if self.model.color_space != "lab" and self.network_l is None:
+        if self.model.needs_lightness and self.network_l is None:
             small = self.model._network_input(self.lightness)
             self.network_l = F.interpolate(small, size=self.output.shape[-2:], mode="area")
         return self.model.decode(self.output, temperature, self.network_l)

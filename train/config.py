@@ -114,8 +114,9 @@ class TrainConfig:
     )
     network: str = _opt(
         "eccv16",
-        "eccv16 (Zhang et al.) or global_local (with Iizuka et al.'s global branch fused into the mid-level features)",
-        choices=["eccv16", "global_local"],
+        "eccv16 (Zhang et al.), global_local (with Iizuka et al.'s global branch fused into the mid-level "
+        "features) or cheng15 (Cheng et al.'s per-pixel network on patch and DAISY features; regression)",
+        choices=["eccv16", "global_local", "cheng15"],
     )
     width: float = _opt(1.0, "channel multiplier of the network (1.0 = the paper's)")
     grid: float = _opt(10.0, "side of an ab bin (10: Q=261 bins)")
@@ -206,6 +207,8 @@ class TrainConfig:
             parse_repeat(self.repeat)
         if self.val_groups:
             parse_groups(self.val_groups)
+        if self.network == "cheng15" and self.objective != "regression":
+            raise ValueError("--network cheng15 regresses colour (Cheng et al.): use --objective regression")
         if self.color_space != "lab" and self.objective != "regression":
             raise ValueError(f"--color-space {self.color_space} is for --objective regression "
                              "(classification predicts ab bins)")

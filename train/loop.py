@@ -203,7 +203,7 @@ def evaluate(
             with autocast() if autocast else torch.autocast(device.type, enabled=False):
                 out = model(l)
                 loss = model.loss(out, ab, mask, lightness=l)
-            low = F.interpolate(l, size=out.shape[-2:], mode="area") if model.color_space != "lab" else None
+            low = F.interpolate(l, size=out.shape[-2:], mode="area") if model.needs_lightness else None
             p = F.interpolate(model.decode(out.float(), lightness=low), size=ab.shape[-2:], mode="bilinear",
                               align_corners=False)
             losses += float(loss) * len(rgb)
