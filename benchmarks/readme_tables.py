@@ -9,6 +9,10 @@ Runs, in this order, and splices each output into README.md between its markers
   contact sheet becomes the README's first picture (docs/holdout.png), the food one
   docs/holdout-food.png, and the non-food sweep docs/sweep.png;
 - SEMANTIC: ``python -m evaluation.semantic`` on the food photos' group letters;
+- METHODS: ``python -m evaluation`` of the other methods' models (``METHODS``: Zhang et
+  al.'s at equal compute, the L2 baseline, Champati et al.'s colour spaces, Cheng et al.)
+  beside the default on the same held-out photos, when their run folders are there (the
+  commands that train them are in the README); their sheet becomes docs/methods.png;
 - BENCH: ``python benchmarks/inference.py``.
 
 Each can be skipped (``--skip bench`` ...). The photos folder is only needed here, by
@@ -34,6 +38,16 @@ def holdout(photos: Path) -> list[str]:
     return ["--files-from", str(photos.parent / "VALIDATION.txt"), "--group", "food=food/*", "--other-group", "non-food"]
 
 TEMPERATURES = ["0", "0.1", "0.2", "0.38", "0.6", "1"]
+# the methods table: row label -> model (each at its own default temperature), runs under --runs
+METHODS = [
+    ("default (Zhang et al.)", "default"),
+    ("Zhang et al. 0.1 CPU-h", "compare/base/model"),
+    ("lambda 0.2 0.1 CPU-h", "compare/lam0.2/model"),
+    ("L2 Lab 0.1 CPU-h", "compare/l2/model"),
+    ("L2 YUV 0.1 CPU-h", "compare/yuv/model"),
+    ("L2 RGB 0.1 CPU-h", "compare/rgb/model"),
+    ("Cheng et al. 0.2 CPU-h", "cheng/model"),
+]
 
 
 def splice(readme: str, name: str, body: str) -> str:
@@ -54,7 +68,8 @@ def main() -> None:
     p.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
     p.add_argument("--model", default="default")
     p.add_argument("--out", type=Path, default=ROOT / "results")
-    p.add_argument("--skip", nargs="*", default=[], choices=["results", "semantic", "bench"])
+    p.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the methods' run folders are")
+    p.add_argument("--skip", nargs="*", default=[], choices=["results", "semantic", "methods", "bench"])
     args = p.parse_args()
     # relative paths, so the commands the reports print work from any checkout
     args.photos = Path(os.path.relpath(args.photos.resolve(), ROOT))
@@ -77,6 +92,19 @@ def main() -> None:
         run([py, "-m", "evaluation.semantic", "--data-dir", str(args.photos / "food"), "--model", args.model,
              "--threads", "2", "--out", str(out)])  # at the model's own temperature
         readme = splice(readme, "SEMANTIC", (out / "semantic.md").read_text())
+    if "methods" not in args.skip:
+        runs = Path(os.path.relpath(args.runs.resolve(), ROOT))
+        models = [(label, path if path == "default" else str(runs / path)) for label, path in METHODS]
+        missing = [path for _, path in models if path != "default" and not (ROOT / path).is_dir()]
+        if missing:
+            print(f"methods: skipped, no run folder {', '.join(missing)} (train them first; the README says how)")
+        else:
+            out = args.out / "methods"
+            run([py, "-m", "evaluation", str(args.photos), *holdout(args.photos),
+                 *[x for label, path in models for x in ("--model", f"{label}={path}")],
+                 "--sheet", "6", "--out", str(out), "-q"])
+            shutil.copy(out / "contact_sheet_non-food.png", ROOT / "docs" / "methods.png")
+            readme = splice(readme, "METHODS", without_title((out / "results.md").read_text()))
     if "bench" not in args.skip:
         table = run([py, "benchmarks/inference.py", "--model", args.model])
         readme = splice(readme, "BENCH", table)

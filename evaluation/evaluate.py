@@ -675,7 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label")
     p.add_argument("--streaming", action="store_true", help="stream the data set instead of downloading it")
     p.add_argument("-m", "--model", action="append", default=[],
-                   help="shipped model name, model folder or Hub id (repeatable; default: 'default')")
+                   help="shipped model name, model folder or Hub id, or LABEL=THAT to name its rows "
+                        "(repeatable; default: 'default')")
     p.add_argument("-t", "--temperature", type=float, nargs="+",
                    help="annealed-mean temperatures in [0, 1] (default: each model's own)")
     p.add_argument("--baselines-only", action="store_true", help="evaluate no model, only the baselines")
@@ -710,11 +711,14 @@ def main(argv: list[str] | None = None) -> int:
     names = [] if args.baselines_only else (args.model or ["default"])
 
     models: dict[str, Colorizer] = {}
-    for name in names:
+    for spec in names:
+        name, source = spec.split("=", 1) if "=" in spec else (spec, spec)  # LABEL=SOURCE names its rows
+        if name in models:
+            return error(f"--model {spec!r}: two models named {name!r}")
         try:
-            models[name] = Colorizer.from_pretrained(name).to(args.device).eval()
+            models[name] = Colorizer.from_pretrained(source).to(args.device).eval()
         except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-            return error(f"cannot load model {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return error(f"cannot load model {source!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
     progress = not args.quiet
     try:

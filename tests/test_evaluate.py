@@ -313,3 +313,15 @@ def test_main_groups_by_rule_or_folder_and_reads_a_list_of_photos(tmp_path, caps
     for bad, message in [(["--group", "food"], "NAME=GLOB"), (["--files-from", str(tmp_path / "no.txt")], "--files-from")]:
         assert main([str(root), "--baselines-only", "-o", str(out), "-q", *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_models_can_be_named_for_their_rows(photo_dir, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    tiny_model().save_pretrained(model_dir)
+    assert main([str(photo_dir), "--limit", "1", "--model", f"tiny zhang={model_dir}", "-o", str(tmp_path / "r"),
+                 "-q"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| tiny zhang T=0.38 |" in printed and str(model_dir) not in printed.split("Command:")[0]
+    assert main([str(photo_dir), "--model", f"a={model_dir}", "--model", f"a={model_dir}", "-o", str(tmp_path / "s"),
+                 "-q"]) == 2  # fmt: skip
+    assert "two models named 'a'" in capsys.readouterr().err
