@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from colorizer.bins import nearest_bin, soft_encode
 
-__all__ = ["downsample_ab", "classification_loss", "regression_loss"]
+__all__ = ["downsample_ab", "classification_loss", "regression_loss", "masked_mean"]
 
 
 def downsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -51,7 +51,7 @@ def classification_loss(
     ce = -(weights * logp.gather(1, idx)).sum(1)  # (B, h, w)
     if class_weights is not None:
         ce = ce * class_weights.to(ce)[idx[:, 0]]
-    return _masked_mean(ce, mask)
+    return masked_mean(ce, mask)
 
 
 def regression_loss(
@@ -79,10 +79,11 @@ def regression_loss(
         if centres is None:
             raise ValueError("regression_loss: class_weights need centres")
         per_pixel = per_pixel * class_weights.to(per_pixel)[nearest_bin(target, centres)]
-    return _masked_mean(per_pixel, mask)
+    return masked_mean(per_pixel, mask)
 
 
-def _masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``(B, h, w)`` per-pixel losses over the images ``mask`` ``(B,)`` keeps (all when None)."""
     if mask is None:
         return per_pixel.mean()
     mask = mask.to(per_pixel.device)

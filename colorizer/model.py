@@ -39,9 +39,9 @@ from torch import nn
 from colorizer.bins import annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
-from colorizer.losses import classification_loss, regression_loss
+from colorizer.losses import masked_mean, classification_loss, downsample_ab, regression_loss
 from colorizer.cheng import Cheng15, joint_bilateral
-from colorizer.networks import ECCV16, GlobalLocal
+from colorizer.networks import ECCV16, GlobalLocal, Hypercolumn
 from colorizer.render import render
 
 __all__ = [
@@ -57,8 +57,23 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "default"
-NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal, "cheng15": Cheng15}  # config "network" -> class
+NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal, "cheng15": Cheng15, "hypercolumn": Hypercolumn}
 COLOR_SPACES = {"lab": 2, "yuv": 2, "rgb": 3}  # what a regression model predicts -> its output channels
+OBJECTIVES = ("classification", "regression", "channel_classification")
+
+
+def _per_channel_mean(output: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-channel classes ``(B, 2 n, h, w)`` (a's n logits, then b's) -> ``(B, 2, h, w)``
+    ab: each channel's annealed mean over its class centres (T = 0: its most likely class)."""
+    n = len(centres)
+    centres = centres.to(output.device, torch.float32).view(1, n, 1, 1)
+    out = []
+    for logits in (output[:, :n].float(), output[:, n:].float()):
+        if temperature == 0:
+            out.append(centres.view(-1)[logits.argmax(1)])
+        else:
+            out.append((torch.softmax(logits / temperature, dim=1) * centres).sum(1))
+    return torch.stack(out, dim=1)
 
 
 def _space_to_ab(pred: torch.Tensor, lightness: torch.Tensor, space: str) -> torch.Tensor:
@@ -256,8 +271,9 @@ class Colorizer(
     """Zhang et al.'s colorizer (or the regression baseline) with everything it needs.
 
     Args:
-        objective: "classification" (Q logits per pixel, the paper) or "regression"
-            (ab directly, the baseline).
+        objective: "classification" (Q logits per pixel, the paper), "regression"
+            (ab directly, the baseline) or "channel_classification" (a and b each in
+            ``channel_bins`` classes).
         width: channel multiplier of the network (1.0 = the paper's).
         network: "eccv16" (Zhang et al.'s network), "global_local" (the same with
             Iizuka et al.'s global branch fused into the mid-level features: one
@@ -280,6 +296,12 @@ class Colorizer(
             "lab" (ab, the default), "yuv" (U and V of BT.601 YUV) or "rgb" (all three sRGB
             channels); the output is turned into ab with the photo's own L, so rendering
             and evaluation are the same for all. Classification is over ab bins.
+        trunk: the network of the frozen trunk of a "hypercolumn" network (Ciugurean's
+            colorizer: a trained model's features at four depths, stacked per pixel, and a
+            small trained decoder): "eccv16" or "global_local".
+        channel_bins: classes per channel of the "channel_classification" objective (a and
+            b each quantized into ``channel_bins`` classes over [-ab_range, ab_range], two
+            independent softmaxes per pixel, decoded by each one's annealed mean).
         labels: names of the photo labels the global branch also learns to predict
             (global_local only; Iizuka et al.'s joint classification); ``scene_labels``
             reads them back.
@@ -306,6 +328,8 @@ class Colorizer(
         ab_norm: float = 110.0,
         labels: list[str] | None = None,
         color_space: str = "lab",
+        trunk: str = "eccv16",
+        channel_bins: int = 64,
     ):
         super().__init__()
         if color_space not in COLOR_SPACES:
@@ -315,8 +339,10 @@ class Colorizer(
         if color_space != "lab" and objective != "regression":
             raise ValueError(f"color_space {color_space!r} is for the regression objective; "
                              "classification predicts ab bins")
-        if objective not in ("classification", "regression"):
-            raise ValueError(f"objective must be 'classification' or 'regression', got {objective!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+        if channel_bins < 2:
+            raise ValueError(f"channel_bins must be at least 2, got {channel_bins}")
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
         if regression_loss not in ("l2", "smooth_l1"):
@@ -351,8 +377,17 @@ class Colorizer(
         if self.labels and len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be distinct names")
         self.color_space = color_space
-        out = q if objective == "classification" else COLOR_SPACES[color_space]
-        self.net = NETWORKS[network](out, width, len(self.labels)) if self.labels else NETWORKS[network](out, width)
+        if objective == "channel_classification":  # a and b each in channel_bins classes (Ciugurean)
+            edges = torch.linspace(-ab_range, ab_range, channel_bins + 1)
+            self.register_buffer("channel_centres", (edges[:-1] + edges[1:]) / 2)
+            out = 2 * channel_bins
+        else:
+            out = q if objective == "classification" else COLOR_SPACES[color_space]
+        self.ab_range = ab_range
+        if network == "hypercolumn":
+            self.net = Hypercolumn(out, width, trunk)
+        else:
+            self.net = NETWORKS[network](out, width, len(self.labels)) if self.labels else NETWORKS[network](out, width)
 
     @property
     def num_bins(self) -> int:
@@ -450,6 +485,8 @@ class Colorizer(
         and for a YUV or RGB regression the ab of the predicted colour with the photo's L
         (``lightness``, ``(B, 1, h, w)`` L at the output's resolution, then needed)."""
         t = self.temperature if temperature is None else check_temperature(temperature)
+        if self.objective == "channel_classification":
+            return _per_channel_mean(output, self.channel_centres, t)
         if self.needs_lightness and lightness is None:
             raise ValueError(f"decode: a {self.network} {self.color_space} model needs the lightness at the "
                              "output's resolution")
@@ -477,6 +514,14 @@ class Colorizer(
         weights = self.class_weights if self.rebalance else None
         if self.objective == "classification":
             return classification_loss(output, ab, self.bin_centers, weights, self.k, self.sigma, mask)
+        if self.objective == "channel_classification":  # cross-entropy of a's class plus b's
+            n = len(self.channel_centres)
+            target = downsample_ab(ab.float(), output.shape[-2:])
+            classes = ((target + self.ab_range) * (n / (2 * self.ab_range))).floor().long().clamp_(0, n - 1)
+            logits = output.float()
+            per_pixel = (F.cross_entropy(logits[:, :n], classes[:, 0], reduction="none")
+                         + F.cross_entropy(logits[:, n:], classes[:, 1], reduction="none"))  # (B, h, w)
+            return masked_mean(per_pixel, mask)
         if self.color_space == "lab":
             return regression_loss(output, ab, self.regression_kind, weights, self.bin_centers, mask)
         if lightness is None:
@@ -815,7 +860,11 @@ class Prediction:
         w, h = self.size
         if self.model.objective == "regression":
             return np.zeros((h, w), dtype=np.float32)
-        ent = entropy(self.output)  # (1, 1, h', w')
+        if self.model.objective == "channel_classification":  # the mean of a's and b's entropies
+            n = self.output.shape[1] // 2
+            ent = (entropy(self.output[:, :n]) + entropy(self.output[:, n:])) / 2
+        else:
+            ent = entropy(self.output)  # (1, 1, h', w')
         ent = F.interpolate(ent, size=(h, w), mode="bilinear", align_corners=False)
         return ent[0, 0].clamp(0, 1).cpu().numpy()
 

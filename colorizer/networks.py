@@ -25,9 +25,10 @@ Output of both: ``(B, out_channels, H/4, W/4)``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ECCV16", "GlobalLocal", "scaled"]
+__all__ = ["ECCV16", "GlobalLocal", "Hypercolumn", "scaled"]
 
 
 def scaled(channels: int, width: float) -> int:
@@ -84,6 +85,16 @@ class ECCV16(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``."""
         return self.head(self.blocks(x))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features at four depths, for hypercolumns: blocks 1, 2 and 3 (1/2, 1/4, 1/8) and
+        the last features before the head (1/4)."""
+        out = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in (0, 1, 2):
+                out.append(x)
+        return out + [x]
 
 
 class GlobalLocal(nn.Module):
@@ -185,3 +196,68 @@ class GlobalLocal(nn.Module):
         h = self.blocks[4:](self.blocks[3][-1](fused))  # (B, c3, H/4, W/4)
         out = self.head(h)  # (B, out_channels, H/4, W/4)
         return (out, self.label_head(g)) if return_labels else out
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features at four depths, for hypercolumns: blocks 1, 2 and 3 (1/2, 1/4, 1/8) and
+        the last features before the head (1/4, after the fusion with the global vector)."""
+        b1 = self.blocks[0](x)
+        b2 = self.blocks[1](b1)
+        low = self.blocks[2](b2)
+        mid = self.blocks[3][:-1](low)
+        g = self.global_branch(low)
+        fused = self.fusion(torch.cat([mid, g[:, :, None, None].expand(-1, -1, *mid.shape[2:])], dim=1))
+        return [b1, b2, low, self.blocks[4:](self.blocks[3][-1](fused))]
+
+
+class Hypercolumn(nn.Module):
+    """A frozen trained trunk and a small trained decoder on its hypercolumns (Ciugurean's
+    colorizer, with this project's own network as the pre-trained feature extractor).
+
+    The trunk (an ``ECCV16`` or ``GlobalLocal`` without its head, weights copied from a
+    trained model and never updated, batch norm in eval mode) gives features at four
+    depths (``features``: 1/2, 1/4, 1/8 and its last, 1/4); each is resized to 1/4 of the
+    input (bilinear) and stacked per pixel, a hypercolumn of ``c1 + c2 + 2 c3`` values.
+    The decoder: a 1x1 convolution to ``D = scaled(512, width)`` channels, three residual
+    blocks (3x3 conv, batch norm, ReLU, 3x3 conv, batch norm, plus the block's input,
+    ReLU) and a 1x1 head.
+
+    Args:
+        out_channels: channels of the head (2 x 64 per-channel classes, 2 for regression).
+        width: the trunk's width (that of the model it comes from) and the decoder's scale.
+        trunk: "eccv16" or "global_local", the trained model's network.
+    """
+
+    def __init__(self, out_channels: int, width: float = 1.0, trunk: str = "eccv16"):
+        super().__init__()
+        if trunk not in ("eccv16", "global_local"):
+            raise ValueError(f"trunk must be 'eccv16' or 'global_local', got {trunk!r}")
+        self.trunk = (ECCV16 if trunk == "eccv16" else GlobalLocal)(1, width)
+        self.trunk.head = nn.Identity()  # its features are what is used
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+        c1, c2, c3 = (scaled(c, width) for c in (64, 128, 256))
+        d = scaled(512, width)
+        self.reduce = nn.Sequential(nn.Conv2d(c1 + c2 + 2 * c3, d, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True))
+        self.decoder = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(d, d, 3, padding=1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True),
+                          nn.Conv2d(d, d, 3, padding=1, bias=False), nn.BatchNorm2d(d))
+            for _ in range(3)
+        )  # fmt: skip
+        self.head = nn.Conv2d(d, out_channels, 1)
+
+    def train(self, mode: bool = True) -> "Hypercolumn":
+        super().train(mode)
+        self.trunk.eval()  # frozen: its batch-norm statistics stay those it was trained with
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``."""
+        with torch.no_grad():
+            feats = self.trunk.features(x)
+        size = feats[-1].shape[-2:]  # 1/4
+        column = torch.cat([f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear",
+                                                                          align_corners=False) for f in feats], dim=1)
+        h = self.reduce(column)
+        for block in self.decoder:
+            h = torch.relu(block(h) + h)
+        return self.head(h)

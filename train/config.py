@@ -104,9 +104,13 @@ class TrainConfig:
     # ---------------------------------------------------------------- model
     objective: str = _opt(
         "classification",
-        "classification (rebalanced cross-entropy over ab bins) or regression (ab L2)",
-        choices=["classification", "regression"],
+        "classification (rebalanced cross-entropy over ab bins), regression (L2) or channel_classification "
+        "(a and b each in --channel-bins classes, two softmaxes per pixel; Ciugurean)",
+        choices=["classification", "regression", "channel_classification"],
     )
+    channel_bins: int = _opt(64, "classes per channel of --objective channel_classification")
+    trunk: str = _opt("eccv16", "network of the frozen trunk of --network hypercolumn (that of --init-from)",
+                      choices=["eccv16", "global_local"])
     color_space: str = _opt(
         "lab",
         "what a regression model predicts (Champati et al.'s comparison): lab (ab), yuv (U, V) or rgb (R, G, B)",
@@ -115,8 +119,9 @@ class TrainConfig:
     network: str = _opt(
         "eccv16",
         "eccv16 (Zhang et al.), global_local (with Iizuka et al.'s global branch fused into the mid-level "
-        "features) or cheng15 (Cheng et al.'s per-pixel network on patch and DAISY features; regression)",
-        choices=["eccv16", "global_local", "cheng15"],
+        "features), cheng15 (Cheng et al.'s per-pixel network on patch and DAISY features; regression) or "
+        "hypercolumn (a frozen trained trunk's features at four depths and a small trained decoder; Ciugurean)",
+        choices=["eccv16", "global_local", "cheng15", "hypercolumn"],
     )
     width: float = _opt(1.0, "channel multiplier of the network (1.0 = the paper's)")
     grid: float = _opt(10.0, "side of an ab bin (10: Q=261 bins)")

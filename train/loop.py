@@ -286,6 +286,9 @@ def init_weights(model: Colorizer, source: str) -> None:
     starts fresh unless both models have the same labels; the prior and rebalancing
     weights stay ``model``'s own (this run's data)."""
     start = Colorizer.from_pretrained(source)
+    if model.network == "hypercolumn":
+        _init_trunk(model, start, source)
+        return
     theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
     for key, default in (("objective", None), ("width", None), ("grid", None), ("color_space", "lab")):
         if theirs.get(key, default) != ours.get(key, default):
@@ -303,6 +306,24 @@ def init_weights(model: Colorizer, source: str) -> None:
     left = sorted(k for k in missing if k not in own and not k.startswith(fresh))
     if unexpected or left:
         raise ValueError(f"--init-from {source!r}: weights do not fit this network ({(left + sorted(unexpected))[:4]})")
+
+
+def _init_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
+    """A hypercolumn model's frozen trunk: the trained network of ``start`` without its head."""
+    trunk = model._hub_mixin_config.get("trunk", "eccv16") if model._hub_mixin_config else "eccv16"
+    if start.network != trunk:
+        raise ValueError(f"--init-from {source!r}: a {start.network} network cannot be the trunk of a "
+                         f"hypercolumn model with --trunk {trunk}")
+    weights = {"trunk." + k[len("net."):]: v for k, v in start.state_dict().items()
+               if k.startswith("net.") and not k.startswith(("net.head.", "net.label_head."))}
+    try:
+        missing, unexpected = model.net.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # another width
+        raise ValueError(f"--init-from {source!r}: its network does not fit this trunk (width?): "
+                         f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
+    left = [k for k in missing if k.startswith("trunk.")]
+    if unexpected or left:
+        raise ValueError(f"--init-from {source!r}: weights do not fit the trunk ({(left + unexpected)[:4]})")
 
 
 def _log_row(path: Path, row: dict) -> None:
@@ -460,7 +481,11 @@ def setup(cfg: TrainConfig) -> Run:
         network=cfg.network,
         labels=labels.names if labels is not None else None,
         color_space=cfg.color_space,
+        trunk=cfg.trunk,
+        channel_bins=cfg.channel_bins,
     )
+    if cfg.network == "hypercolumn" and not cfg.init_from and ckpt is None:
+        raise ValueError("--network hypercolumn freezes a trained trunk: give it with --init-from (e.g. default)")
     if cfg.init_from and ckpt is None:
         init_weights(model, cfg.init_from)
         logger.info("initial weights: %s", cfg.init_from)
