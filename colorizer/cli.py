@@ -121,7 +121,8 @@ def build_export_parser() -> argparse.ArgumentParser:
         prog="colorizer export-onnx",
         description="Write a model's network as ONNX (dynamic batch and sizes, multiples of 8), checked "
                     "against torch to 1e-4 in ONNX Runtime. Input 'lightness' (B, 1, H, W), L in [0, 100]; "
-                    "output (B, Q, H/4, W/4) logits (or (B, 2, H/4, W/4) ab for a regression model).",
+                    "output (B, Q, H/4, W/4) logits, or a regression model's colour in its colour space "
+                    "(ab, UV or RGB) at H/4 x W/4.",
     )
     p.add_argument("out", type=Path, help="the .onnx file to write")
     p.add_argument("-m", "--model", default="default", help="shipped model name, model folder, or Hub repo id")
@@ -178,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         model = Colorizer.from_pretrained(args.model).to(device).eval()
     except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
         return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
-    if args.backend == "onnxruntime":
+    if args.backend == "onnxruntime" and args.reference is not None:
+        tqdm.write(f"{prog}: note: --reference runs the network in torch (ONNX Runtime takes no reference)",
+                   file=sys.stderr)
+    elif args.backend == "onnxruntime":
         if device.type != "cpu":
             return report_error(prog, f"--backend onnxruntime runs on the CPU; use --device cpu (the device is {device})")
         try:

@@ -401,14 +401,15 @@ class Colorizer(
     def forward(
         self, lightness: torch.Tensor, global_features: torch.Tensor | None = None, return_labels: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``(B, 1, H, W)`` L in [0, 100] -> ``(B, Q, H/4, W/4)`` logits (classification)
-        or ``(B, 2, H/4, W/4)`` ab (regression). ``global_features`` ``(B, G)`` (from
+        """``(B, 1, H, W)`` L in [0, 100] -> ``(B, Q, H/4, W/4)`` logits (classification;
+        ``2 channel_bins`` for channel_classification) or the regression's colour at H/4 x
+        W/4 in ``color_space`` (ab; U, V; or R, G, B). ``global_features`` ``(B, G)`` (from
         ``reference_features``, global_local networks only) replace the photos' own;
         ``return_labels`` also returns the label head's ``(B, len(labels))`` logits."""
         if lightness.dim() != 4 or lightness.shape[1] != 1:
             raise ValueError(f"Colorizer.forward: expected L of shape (B, 1, H, W), got {tuple(lightness.shape)}")
         if return_labels and not self.labels:
-            raise ValueError("return_labels: this model has no labels (train it with --label-pattern or --label-column)")
+            raise ValueError("return_labels: this model has no labels (train it with --labels)")
         x = (lightness - self.l_cent) / self.l_norm
         if global_features is not None:
             self._require_global_branch()
@@ -577,8 +578,15 @@ class Colorizer(
         ``use_onnxruntime()`` while the model is on the CPU (and no reference), else torch."""
         onnx = getattr(self, "_onnxruntime", None)
         if onnx is not None and self.device.type == "cpu" and global_features is None:
-            return onnx(lightness)
+            if self._weights_version() == self._onnxruntime_version:
+                return onnx(lightness)
+            warnings.warn("the weights changed since use_onnxruntime(): back to torch (call it again to re-export)")
+            self._onnxruntime = None
         return self(lightness.to(self.device), global_features)
+
+    def _weights_version(self) -> tuple[int, ...]:
+        """The in-place version counters of every weight and buffer: any change moves one."""
+        return tuple(t._version for t in (*self.parameters(), *self.buffers()))
 
     def use_onnxruntime(self, enable: bool = True, path: str | Path | None = None, threads: int | None = None) -> "Colorizer":
         """Run the network in ONNX Runtime (CPU) in ``analyze``/``colorize`` and the batch
@@ -602,6 +610,7 @@ class Colorizer(
         self.eval()
         try:
             self._onnxruntime = OnnxRuntimeNetwork(path if path is not None else cached_onnx(self), threads)
+            self._onnxruntime_version = self._weights_version()
         finally:
             self.train(was_training)
         return self
@@ -614,8 +623,9 @@ class Colorizer(
 
     def export_onnx(self, path: str | Path) -> Path:
         """Write the network as ONNX to ``path`` (dynamic batch and sizes that are multiples of
-        8; input ``lightness`` (B, 1, H, W) L in [0, 100], output (B, Q, H/4, W/4) logits or
-        (B, 2, H/4, W/4) ab), checked against torch to 1e-4. See ``colorizer.onnx_runtime``."""
+        8; input ``lightness`` (B, 1, H, W) L in [0, 100], output what ``forward`` gives: (B, Q,
+        H/4, W/4) logits, or a regression's colour in the model's ``color_space``), checked
+        against torch to 1e-4. The model itself is not changed. See ``colorizer.onnx_runtime``."""
         from colorizer.onnx_runtime import export_onnx
 
         was_training = self.training

@@ -1,6 +1,7 @@
 """The network in ONNX: export, and ONNX Runtime as an optional CPU backend.
 
-Only the network is exported (L in [0, 100] -> logits, or ab for a regression model), with
+Only the network is exported (L in [0, 100] -> its output: logits for the classification
+objectives, the colour in the model's space for a regression), with
 any batch size and any height and width that are multiples of 8 (what ``network_size``
 gives); decoding at a temperature and the full-resolution work stay in torch. ::
 
@@ -10,8 +11,9 @@ gives); decoding at a temperature and the full-resolution work stay in torch. ::
 
 or ``colorizer export-onnx -m default colorizer.onnx`` and ``colorizer --backend onnxruntime``.
 ``use_onnxruntime`` exports once per set of weights into the cache folder
-(``$COLORIZER_CACHE``, else ``~/.cache/colorizer``). Needs ``pip install colorizer[onnx]``
-(onnx and onnxscript to export, onnxruntime to run).
+(``$COLORIZER_CACHE``, else ``~/.cache/colorizer``) and falls back to torch, with a
+warning, if the weights change afterwards. Needs ``pip install colorizer[onnx]`` (onnx
+and onnxscript to export, onnxruntime to check the export and to run it).
 """
 
 from __future__ import annotations
@@ -94,10 +96,14 @@ def export_onnx(model: "Colorizer", path: str | Path, check: bool = True) -> Pat
     nothing behind."""
     _need("onnx", "ONNX export")
     _need("onnxscript", "ONNX export")
-    path = Path(path)
-    net = _Network(model).eval().to("cpu")
+    if check:
+        _need("onnxruntime", "checking the export")
     if model.device.type != "cpu":
         raise ValueError(f"export_onnx: move the model to the CPU first (it is on {model.device})")
+    path = Path(path)
+    clone = type(model)(**(model._hub_mixin_config or {}))  # the caller's model keeps its mode and device
+    clone.load_state_dict(model.state_dict())
+    net = _Network(clone).eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     height, width = 8 * torch.export.Dim("h8", min=1, max=2048), 8 * torch.export.Dim("w8", min=1, max=2048)
     example = torch.linspace(0.0, 100.0, 2 * 64 * 64).view(2, 1, 64, 64)
@@ -119,7 +125,7 @@ def export_onnx(model: "Colorizer", path: str | Path, check: bool = True) -> Pat
                 raise OnnxExportError(f"the exported network differs from torch by {difference:.2g} "
                                       f"(allowed {ONNX_TOLERANCE:g})")
         os.replace(tmp, path)
-    except OnnxExportError:
+    except (OnnxExportError, ImportError):
         raise
     except Exception as e:  # the exporter's many error types: one line
         raise OnnxExportError(f"ONNX export failed: {type(e).__name__}: {e}") from e

@@ -276,6 +276,17 @@ def build_colorize_tab(
         progress(0.8, desc="Rendering")
         return a, render_preview(a, t), a.uncertainty, hidden, gr.update(visible=True)
 
+    def on_reference(path, ref, t, progress=gr.Progress()):
+        """A new (or cleared) reference: the photo coloured again; without a photo yet, the
+        reference is only read, so a bad one is refused (and cleared) at once."""
+        if ref and not path:
+            try:
+                model.reference_features(ref, max_pixels)
+            except ImageError as e:
+                raise gr.Error(f"reference photo: {_user_message(e, ref)}", print_exception=False) from None
+            return gr.skip()
+        return on_upload(path, ref, t, progress)
+
     def on_temperature(a, t):
         if a is None:
             return gr.skip()
@@ -304,7 +315,7 @@ def build_colorize_tab(
         [*outputs, upload], queue=False, show_progress="hidden",
     )  # a photo that could not be colorized leaves nothing behind, not even its broken thumbnail
     # a new (or cleared) reference colours the same photo again; an unreadable one is cleared, the photo stays
-    reference.change(on_upload, [upload, reference, temperature], outputs, **common).failure(
+    reference.change(on_reference, [upload, reference, temperature], outputs, **common).failure(
         lambda: None, None, [reference], queue=False, show_progress="hidden",
     )
     # a file made for another temperature must never be downloadable: hide it at once, re-render the preview

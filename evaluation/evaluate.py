@@ -712,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
 
     models: dict[str, Colorizer] = {}
     for spec in names:
-        name, source = spec.split("=", 1) if "=" in spec else (spec, spec)  # LABEL=SOURCE names its rows
+        labelled = "=" in spec and not Path(spec).exists()  # LABEL=SOURCE names its rows
+        name, source = spec.split("=", 1) if labelled else (spec, spec)
         if name in models:
             return error(f"--model {spec!r}: two models named {name!r}")
         try:

@@ -418,3 +418,25 @@ def test_a_regression_in_another_colour_space_trains_validates_and_colorizes(fol
                      str(tmp_path / "run" / "model"))
     with pytest.raises(ValueError, match="for --objective regression"):
         tiny(folder, tmp_path, color_space=space)
+
+
+def test_a_resumed_run_keeps_the_precision_it_ran_in(folder, tmp_path, monkeypatch):
+    """``auto`` is decided once: a run started in bf16 resumes in bf16 on a machine that would
+    choose fp32 (and the checkpoint says which)."""
+    from accelerate.state import AcceleratorState
+
+    from train import loop
+
+    AcceleratorState._reset_state(True)
+    try:
+        monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+        first = tiny(folder, tmp_path, cpu=True, max_steps=2)
+        train(first)
+        state = json.loads((latest_checkpoint(tmp_path / "run") / "state.json").read_text())
+        assert state["precision"] == "bf16"
+        AcceleratorState._reset_state(True)
+        monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+        run = loop.setup(dataclasses.replace(first, max_steps=4, resume=True))
+        assert run.accelerator.mixed_precision == "bf16" and run.step == 2
+    finally:
+        AcceleratorState._reset_state(True)

@@ -115,3 +115,19 @@ def test_missing_onnxruntime_is_one_clear_error(models, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if it were not installed
     with pytest.raises(ImportError, match=r"pip install 'colorizer\[onnx\]'"):
         models[0].use_onnxruntime(path=tmp_path / "x.onnx")
+
+
+def test_changed_weights_fall_back_to_torch_and_export_leaves_the_model_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLORIZER_CACHE", str(tmp_path / "cache"))
+    model = Colorizer(width=0.125, input_size=64).train()
+    model.export_onnx(tmp_path / "m.onnx")
+    assert model.training and model.device.type == "cpu"  # mode and device untouched
+    model.eval().use_onnxruntime(path=tmp_path / "m.onnx")
+    with torch.no_grad():
+        model.net.head.bias.add_(3.0)  # fine-tuned after the export
+    with pytest.warns(UserWarning, match="weights changed"):
+        out = model.colorize(data.coffee(), 1.0)
+    assert model.backend == "torch"
+    reference = Colorizer(width=0.125, input_size=64).eval()
+    reference.load_state_dict(model.state_dict())
+    assert np.abs(np.asarray(out, dtype=int) - np.asarray(reference.colorize(data.coffee(), 1.0), dtype=int)).max() == 0

@@ -290,7 +290,8 @@ def init_weights(model: Colorizer, source: str) -> None:
         _init_trunk(model, start, source)
         return
     theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
-    for key, default in (("objective", None), ("width", None), ("grid", None), ("color_space", "lab")):
+    for key, default in (("objective", None), ("width", None), ("grid", None), ("color_space", "lab"),
+                         ("channel_bins", 64)):
         if theirs.get(key, default) != ours.get(key, default):
             raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key, default)!r}, "
                              f"this run's is {ours.get(key, default)!r}")
@@ -419,9 +420,17 @@ def setup(cfg: TrainConfig) -> Run:
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available() and not cfg.cpu
+    out = Path(cfg.out)
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not cfg.resume:
+        raise ValueError(
+            f"{out} already has checkpoints ({ckpt.name}): pass --resume to continue, or choose a new --out"
+        )
+    saved = json.loads((ckpt / "state.json").read_text()) if cfg.resume and ckpt is not None else {}
     precision = cfg.mixed_precision
     if precision == "auto":  # bf16 where the hardware computes in it (1.75x the images/s on a Zen 4 CPU)
-        precision = "bf16" if cuda or cpu_has_bf16() else "no"
+        # a resumed run keeps the precision it ran in, wherever it resumes
+        precision = saved.get("precision") or ("bf16" if cuda or cpu_has_bf16() else "no")
     accelerator = Accelerator(cpu=not cuda, mixed_precision=precision)
     torch.manual_seed(cfg.seed + accelerator.process_index)
     if cfg.threads > 0:
@@ -430,12 +439,6 @@ def setup(cfg: TrainConfig) -> Run:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    out = Path(cfg.out)
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None and not cfg.resume:
-        raise ValueError(
-            f"{out} already has checkpoints ({ckpt.name}): pass --resume to continue, or choose a new --out"
-        )
     if cfg.resume and ckpt is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", out)
     if accelerator.is_main_process:
@@ -466,6 +469,9 @@ def setup(cfg: TrainConfig) -> Run:
         (out / "val_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
 
     labels = label_rule(cfg)  # the label head's classes (--labels), read from the training rows' paths
+    if labels is not None and saved.get("labels") not in (None, labels.names):
+        raise ValueError(f"resume: the training photos' labels changed since the checkpoint ({saved['labels']} -> "
+                         f"{labels.names}); resume on the same data, or start a new --out")
     model = Colorizer(
         objective=cfg.objective,
         width=cfg.width,
@@ -550,9 +556,9 @@ def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
         else:  # Iizuka et al.: the colour loss plus the weighted label loss of the global branch
             output, label_logits = run.model(l, return_labels=True)
             loss = run.raw.loss(output, ab, mask, lightness=l)
-            labels = labels.to(run.device)
-            if bool((labels >= 0).any()):
-                loss = loss + run.cfg.label_weight * F.cross_entropy(label_logits.float(), labels, ignore_index=-1)
+            labels = labels.to(run.device)  # -1: no label; the term is always there (every process's graph alike)
+            label_loss = F.cross_entropy(label_logits.float(), labels, ignore_index=-1, reduction="sum")
+            loss = loss + run.cfg.label_weight * label_loss / (labels >= 0).sum().clamp(min=1)
     run.accelerator.backward(loss)
     if run.cfg.grad_clip > 0:
         run.accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
@@ -625,6 +631,8 @@ def save(run: Run, reason: str) -> None:
             "run_id": run.run_id,
             "init_from": run.started_from,
             "world_size": run.accelerator.num_processes,
+            "precision": run.accelerator.mixed_precision,  # what "auto" chose: kept on resume
+            "labels": run.raw.labels,
             "reason": reason,
             "config": dataclasses.asdict(run.cfg),
         }
