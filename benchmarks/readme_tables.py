@@ -10,7 +10,8 @@ Runs, in this order, and splices each output into README.md between its markers
   docs/holdout-food.png, and the non-food sweep docs/sweep.png;
 - SEMANTIC: ``python -m evaluation.semantic`` on the food photos' group letters;
 - METHODS: ``python -m evaluation`` of the other methods' models (``METHODS``: Zhang et
-  al.'s at equal compute, the L2 baseline, Champati et al.'s colour spaces, Cheng et al.)
+  al.'s at equal compute, the L2 baseline, Champati et al.'s colour spaces, Cheng et al., the
+  global-and-local network, the hypercolumn colorizer with both heads)
   beside the default on the same held-out photos, when their run folders are there (the
   commands that train them are in the README); their sheet becomes docs/methods.png;
 - BENCH: ``python benchmarks/inference.py``.
@@ -46,7 +47,10 @@ METHODS = [
     ("L2 Lab 0.1 CPU-h", "compare/l2/model"),
     ("L2 YUV 0.1 CPU-h", "compare/yuv/model"),
     ("L2 RGB 0.1 CPU-h", "compare/rgb/model"),
-    ("Cheng et al. 0.2 CPU-h", "cheng/model"),
+    ("Cheng et al. 0.1 CPU-h", "cheng/model"),
+    ("global_local, default +2.3 CPU-h", "s4/model"),
+    ("hypercolumn classes 0.1 CPU-h", "hypercolumn-classes/model"),
+    ("hypercolumn L2 0.1 CPU-h", "hypercolumn-l2/model"),
 ]
 
 

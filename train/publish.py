@@ -72,6 +72,10 @@ _NETWORKS = {
     "logits at 1/4 resolution)",
     "global_local": "ECCV16 network of Zhang et al. with the global branch of Iizuka et al. (the whole photo "
     "pooled into one feature vector, fused into every location of the mid-level features)",
+    "cheng15": "Deep Colorization of Cheng et al. (7x7 lightness patches and DAISY descriptors, a per-pixel "
+    "network, a joint bilateral refinement)",
+    "hypercolumn": "hypercolumn colorizer after Ciugurean (a trained network frozen as the trunk, its features "
+    "at four depths stacked per pixel, a small residual decoder)",
 }
 
 
