@@ -97,7 +97,7 @@ def main() -> None:
              "--threads", "2", "--out", str(out)])  # at the model's own temperature
         readme = splice(readme, "SEMANTIC", (out / "semantic.md").read_text())
     if "methods" not in args.skip:
-        runs = Path(os.path.relpath(args.runs.resolve(), ROOT))
+        runs = Path(os.path.relpath(args.runs.absolute(), ROOT))  # as given (runs/ may be a link)
         models = [(label, path if path == "default" else str(runs / path)) for label, path in METHODS]
         missing = [path for _, path in models if path != "default" and not (ROOT / path).is_dir()]
         if missing:
