@@ -129,17 +129,26 @@ def build_export_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_model(prog: str, name: str, device="cpu"):
+    """The model ``name`` on ``device`` in eval mode, or None after its one-line error."""
+    from colorizer.model import Colorizer
+
+    try:
+        return Colorizer.from_pretrained(name).to(device).eval()
+    except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
+        report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {name!r}")
+        return None
+
+
 def export_main(argv: list[str]) -> int:
     """``colorizer export-onnx [-m MODEL] OUT.onnx``."""
     args = build_export_parser().parse_args(argv)
     prog = "colorizer export-onnx"
-    from colorizer.model import Colorizer
     from colorizer.onnx_runtime import OnnxExportError
 
-    try:
-        model = Colorizer.from_pretrained(args.model).eval()
-    except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-        return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
+    model = _load_model(prog, args.model)
+    if model is None:
+        return 2
     try:
         path = model.export_onnx(args.out)
     except (ImportError, OnnxExportError, OSError) as e:
@@ -173,12 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(prog, f"no image files found in {where}" + (
             f" (only {len(earlier)} earlier output(s) of colorizer)" if earlier else ""))
 
-    from colorizer.model import Colorizer
-
-    try:  # the model first: a bad --model leaves no empty output folder behind
-        model = Colorizer.from_pretrained(args.model).to(device).eval()
-    except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-        return report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {args.model!r}")
+    model = _load_model(prog, args.model, device)  # the model first: a bad --model leaves no empty output folder
+    if model is None:
+        return 2
     if args.backend == "onnxruntime" and args.reference is not None:
         tqdm.write(f"{prog}: note: --reference runs the network in torch (ONNX Runtime takes no reference)",
                    file=sys.stderr)

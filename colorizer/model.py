@@ -17,6 +17,7 @@ distorts shapes the network sees; keeping the aspect ratio avoids that.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -87,6 +88,8 @@ def _space_to_ab(pred: torch.Tensor, lightness: torch.Tensor, space: str) -> tor
         luma = lab_to_rgb(torch.cat([lightness, zeros, zeros], dim=1))[:, :1]  # the gray level, in [0, 1]
         rgb = yuv_to_rgb(torch.cat([luma, pred], dim=1)).clamp(0.0, 1.0)
     return rgb_to_lab(rgb)[:, 1:]
+
+
 REPO_URL = "https://github.com/colorizer/colorizer"
 PAPER_URL = "https://arxiv.org/abs/1603.08511"
 
@@ -384,10 +387,10 @@ class Colorizer(
         else:
             out = q if objective == "classification" else COLOR_SPACES[color_space]
         self.ab_range = ab_range
-        if network == "hypercolumn":
-            self.net = Hypercolumn(out, width, trunk)
-        else:
-            self.net = NETWORKS[network](out, width, len(self.labels)) if self.labels else NETWORKS[network](out, width)
+        options = {"trunk": trunk} if network == "hypercolumn" else {}
+        if self.labels:
+            options["num_labels"] = len(self.labels)
+        self.net = NETWORKS[network](out, width, **options)
 
     @property
     def num_bins(self) -> int:
@@ -411,18 +414,32 @@ class Colorizer(
         if return_labels and not self.labels:
             raise ValueError("return_labels: this model has no labels (train it with --labels)")
         x = (lightness - self.l_cent) / self.l_norm
+        options = {}  # only the global_local network takes these
         if global_features is not None:
             self._require_global_branch()
-            global_features = global_features.to(x.device, x.dtype)
-        if global_features is None and not return_labels:
-            out = self.net(x)
-        else:
-            out = self.net(x, global_features, return_labels=True) if return_labels else self.net(x, global_features)
+            options["global_features"] = global_features.to(x.device, x.dtype)
+        if return_labels:
+            options["return_labels"] = True
+        out = self.net(x, **options)
         if return_labels:
             out, label_logits = out
         if self.objective == "regression":  # to the colour space's own units
             out = out * self.ab_norm if self.color_space == "lab" else out + (0.5 if self.color_space == "rgb" else 0.0)
         return (out, label_logits) if return_labels else out
+
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Eval mode (batch-norm statistics, no dropout) for the block, then the mode it was in."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
+
+    def _photo_input(self, image: ImageInput, max_pixels: int | None) -> torch.Tensor:
+        """A photo's network input ``(1, 1, h, w)`` L on the model's device."""
+        return self._network_input(split_lightness(read_image(image, max_pixels))).to(self.device)
 
     @torch.no_grad()
     def scene_labels(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, float]:
@@ -434,13 +451,9 @@ class Colorizer(
         """
         if not self.labels:
             raise ValueError("scene_labels: this model was trained without labels")
-        small = self._network_input(split_lightness(read_image(image, max_pixels))).to(self.device)
-        was_training = self.training
-        self.eval()
-        try:
+        small = self._photo_input(image, max_pixels)
+        with self._evaluating():
             probs = self(small, return_labels=True)[1].float().softmax(dim=1)[0].tolist()
-        finally:
-            self.train(was_training)
         return dict(sorted(zip(self.labels, probs), key=lambda kv: -kv[1]))
 
     def _require_global_branch(self) -> None:
@@ -459,13 +472,9 @@ class Colorizer(
             ImageError: the reference cannot be read.
         """
         self._require_global_branch()
-        small = self._network_input(split_lightness(read_image(reference, max_pixels)))
-        was_training = self.training
-        self.eval()
-        try:
-            return self.net.global_features(((small - self.l_cent) / self.l_norm).to(self.device))
-        finally:
-            self.train(was_training)
+        small = self._photo_input(reference, max_pixels)
+        with self._evaluating():
+            return self.net.global_features((small - self.l_cent) / self.l_norm)
 
     def _global(self, reference, max_pixels: int | None) -> torch.Tensor | None:
         """``reference`` (a photo, or features from ``reference_features``) as ``(1, G)`` features."""
@@ -506,6 +515,11 @@ class Colorizer(
         """Whether ``decode`` needs the photo's L at the output's resolution (YUV and RGB
         models, and Cheng et al.'s, whose joint bilateral filter it guides)."""
         return self.color_space != "lab" or self.network == "cheng15"
+
+    def lightness_for(self, lightness: torch.Tensor, output: torch.Tensor) -> torch.Tensor | None:
+        """``decode``'s ``lightness`` for ``output``: the network input's L ``(B, 1, H, W)``
+        area-averaged to the output's size, or None when this model does not need it."""
+        return F.interpolate(lightness, size=output.shape[-2:], mode="area") if self.needs_lightness else None
 
     def loss(self, output: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor | None = None,
              lightness: torch.Tensor | None = None) -> torch.Tensor:
@@ -557,9 +571,7 @@ class Colorizer(
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, s in enumerate(small):
             by_size.setdefault(tuple(s.shape[-2:]), []).append(i)
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             for idxs in by_size.values():
                 for start in range(0, len(idxs), batch_size):
                     chunk = idxs[start : start + batch_size]
@@ -567,11 +579,8 @@ class Colorizer(
                                             None if g is None else g.expand(len(chunk), -1))
                     for i, o in zip(chunk, out):
                         outputs[i] = o[None].float()
-        finally:
-            self.train(was_training)
-        lows = [F.interpolate(s, size=o.shape[-2:], mode="area") if self.needs_lightness else None
-                for s, o in zip(small, outputs)]  # type: ignore[union-attr]
-        return [Prediction(self, p, o, low) for p, o, low in zip(parts, outputs, lows)]  # type: ignore[arg-type]
+        return [Prediction(self, p, o, self.lightness_for(s, o))  # type: ignore[arg-type]
+                for p, o, s in zip(parts, outputs, small)]
 
     def _run_network(self, lightness: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         """The network's output for a batch of network inputs: ONNX Runtime after
@@ -606,13 +615,8 @@ class Colorizer(
             raise ValueError(f"use_onnxruntime: ONNX Runtime runs the network on the CPU; this model is on {self.device}")
         from colorizer.onnx_runtime import OnnxRuntimeNetwork, cached_onnx
 
-        was_training = self.training
-        self.eval()
-        try:
-            self._onnxruntime = OnnxRuntimeNetwork(path if path is not None else cached_onnx(self), threads)
-            self._onnxruntime_version = self._weights_version()
-        finally:
-            self.train(was_training)
+        self._onnxruntime = OnnxRuntimeNetwork(path if path is not None else cached_onnx(self), threads)
+        self._onnxruntime_version = self._weights_version()
         return self
 
     @property
@@ -628,12 +632,7 @@ class Colorizer(
         against torch to 1e-4. The model itself is not changed. See ``colorizer.onnx_runtime``."""
         from colorizer.onnx_runtime import export_onnx
 
-        was_training = self.training
-        self.eval()
-        try:
-            return export_onnx(self, path)
-        finally:
-            self.train(was_training)
+        return export_onnx(self, path)
 
     def _network_input(self, lightness: Lightness | torch.Tensor) -> torch.Tensor:
         """The photo's L resized (antialiased bilinear) to ``network_size``: ``(1, 1, h, w)``.
@@ -856,8 +855,7 @@ class Prediction:
     def ab(self, temperature: float | None = None) -> torch.Tensor:
         """``(1, 2, h, w)`` ab at the network's output resolution."""
         if self.model.needs_lightness and self.network_l is None:
-            small = self.model._network_input(self.lightness)
-            self.network_l = F.interpolate(small, size=self.output.shape[-2:], mode="area")
+            self.network_l = self.model.lightness_for(self.model._network_input(self.lightness), self.output)
         return self.model.decode(self.output, temperature, self.network_l)
 
     def colorize(self, temperature: float | None = None) -> Image.Image:

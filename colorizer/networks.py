@@ -231,6 +231,7 @@ class Hypercolumn(nn.Module):
         super().__init__()
         if trunk not in ("eccv16", "global_local"):
             raise ValueError(f"trunk must be 'eccv16' or 'global_local', got {trunk!r}")
+        self.trunk_network = trunk
         self.trunk = (ECCV16 if trunk == "eccv16" else GlobalLocal)(1, width)
         self.trunk.head = nn.Identity()  # its features are what is used
         for p in self.trunk.parameters():

@@ -141,19 +141,14 @@ def max_difference(model: "Colorizer", onnx_path: str | Path, shapes=_CHECK_SHAP
     session = OnnxRuntimeNetwork(onnx_path)
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
-    was_training = model.training
-    model.eval()
-    try:
+    with model._evaluating(), torch.no_grad():
         for b, h, w in shapes:
             x = torch.rand(b, 1, h, w, generator=generator) * 100.0
-            with torch.no_grad():
-                ref = model(x).float()
+            ref = model(x).float()
             got = session(x)
             if got.shape != ref.shape:
                 return float("inf")
             worst = max(worst, (got - ref).abs().max().item())
-    finally:
-        model.train(was_training)
     return worst
 
 

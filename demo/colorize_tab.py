@@ -38,6 +38,7 @@ from colorizer.model import gray_rgb
 __all__ = [
     "Analysis",
     "analyze",
+    "reference_features",
     "render_preview",
     "full_prediction",
     "save_full_png",
@@ -141,16 +142,23 @@ def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_
     Raises:
         ImageError / ImageTooLargeError: unreadable or too large (one-line message).
     """
-    features = None
-    if reference is not None:
-        try:
-            features = model.reference_features(reference, max_pixels)
-        except ImageError as e:
-            raise ImageError(f"reference photo: {e}") from None
+    features = None if reference is None else reference_features(model, reference, max_pixels)
     full = model.analyze(path, max_pixels=max_pixels, reference=features)
     preview = _preview(full, preview_side)
     gray = Image.fromarray(gray_rgb(preview.lightness.l))
     return Analysis(Path(path).stem, Path(path), full.size, max_pixels, preview, gray, heat_map(preview.uncertainty()))
+
+
+def reference_features(model: Colorizer, reference: str | Path, max_pixels: int | None):
+    """``model.reference_features`` of an uploaded reference photo.
+
+    Raises:
+        ImageError: it cannot be read; the message starts with "reference photo: ".
+    """
+    try:
+        return model.reference_features(reference, max_pixels)
+    except ImageError as e:
+        raise ImageError(f"reference photo: {e}") from None
 
 
 def full_prediction(analysis: Analysis) -> Prediction:
@@ -281,9 +289,9 @@ def build_colorize_tab(
         reference is only read, so a bad one is refused (and cleared) at once."""
         if ref and not path:
             try:
-                model.reference_features(ref, max_pixels)
+                reference_features(model, ref, max_pixels)
             except ImageError as e:
-                raise gr.Error(f"reference photo: {_user_message(e, ref)}", print_exception=False) from None
+                raise gr.Error(_user_message(e, ref), print_exception=False) from None
             return gr.skip()
         return on_upload(path, ref, t, progress)
 

@@ -30,7 +30,6 @@ higher peak with a decay to the paper's rate converges far sooner;
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import itertools
@@ -203,9 +202,8 @@ def evaluate(
             with autocast() if autocast else torch.autocast(device.type, enabled=False):
                 out = model(l)
                 loss = model.loss(out, ab, mask, lightness=l)
-            low = F.interpolate(l, size=out.shape[-2:], mode="area") if model.needs_lightness else None
-            p = F.interpolate(model.decode(out.float(), lightness=low), size=ab.shape[-2:], mode="bilinear",
-                              align_corners=False)
+            p = F.interpolate(model.decode(out.float(), lightness=model.lightness_for(l, out)), size=ab.shape[-2:],
+                              mode="bilinear", align_corners=False)
             losses += float(loss) * len(rgb)
         n += len(rgb)
         pred += list(p.float().cpu().split(1))
@@ -311,7 +309,7 @@ def init_weights(model: Colorizer, source: str) -> None:
 
 def _init_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
     """A hypercolumn model's frozen trunk: the trained network of ``start`` without its head."""
-    trunk = model._hub_mixin_config.get("trunk", "eccv16") if model._hub_mixin_config else "eccv16"
+    trunk = model.net.trunk_network
     if start.network != trunk:
         raise ValueError(f"--init-from {source!r}: a {start.network} network cannot be the trunk of a "
                          f"hypercolumn model with --trunk {trunk}")
@@ -552,10 +550,10 @@ def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
     with run.accelerator.autocast():
         if labels is None:
             output = run.model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
-            loss = run.raw.loss(output, ab, mask, lightness=l)
-        else:  # Iizuka et al.: the colour loss plus the weighted label loss of the global branch
+        else:
             output, label_logits = run.model(l, return_labels=True)
-            loss = run.raw.loss(output, ab, mask, lightness=l)
+        loss = run.raw.loss(output, ab, mask, lightness=l)
+        if labels is not None:  # Iizuka et al.: plus the weighted label loss of the global branch
             labels = labels.to(run.device)  # -1: no label; the term is always there (every process's graph alike)
             label_loss = F.cross_entropy(label_logits.float(), labels, ignore_index=-1, reduction="sum")
             loss = loss + run.cfg.label_weight * label_loss / (labels >= 0).sum().clamp(min=1)
@@ -598,9 +596,7 @@ def validate(run: Run) -> dict[str, float]:
     figures = evaluate(run.shown, run.val, run.device, run.cfg.batch_size, run.accelerator.autocast, run.val_prior,
                        run.groups)
     shown = _sample_order(run.groups, len(run.val))[: run.cfg.sample_images]  # every group on the sheet
-    # the weights as users load them (contiguous, not channels-last): the sheet shows what colorize gives
-    plain = copy.deepcopy(run.shown).to(memory_format=torch.contiguous_format)
-    sample_grid(plain, run.val[shown], run.device, run.out / "samples" / f"step_{run.step:07d}.png",
+    sample_grid(run.shown, run.val[shown], run.device, run.out / "samples" / f"step_{run.step:07d}.png",
                 run.cfg.sample_images)
     when = {"step": run.step, "elapsed_s": round(run.elapsed, 2), "cpu_s": round(run.cpu, 2)}
     _log_row(run.out / "val.csv", {**when, **figures})
