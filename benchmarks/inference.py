@@ -19,7 +19,8 @@ Prints Markdown tables, each figure measured in this run, with the targets of is
    through ``colorize``, at each size: the default CPU backend is ONNX Runtime only if it
    is clearly faster.
 5. The CLI on a folder of 50 one-megapixel JPEGs: photos per second, ``--overlap``
-   (decoding and writing in threads) against ``--sequential`` (the default on the CPU).
+   (decoding and writing in threads) and ``--workers 2`` (two processes of one thread each,
+   their start-up included) against ``--sequential`` (the default on the CPU).
 
 Each case runs in a fresh subprocess, so its peak memory (VmHWM after a reset, above the
 resident size once the photo is decoded) is its own. Not a test: the figures depend on
@@ -269,11 +270,13 @@ def main() -> None:
         folder = _folder(tmp / "folder")
         seq = run("cli", f"{folder} -o {tmp / 'seq'} --sequential", args)
         ovl = run("cli", f"{folder} -o {tmp / 'ovl'} --overlap", args)
+        par = run("cli", f"{folder} -o {tmp / 'par'} --workers 2", args)
         print()
         print("| CLI, 50 one-megapixel JPEGs | photos/s | speed-up |")
         print("|---|---|---|")
         print(f"| one at a time (--sequential) | {50 / seq['seconds']:.2f} | 1.00x |")
         print(f"| overlapped (--overlap) | {50 / ovl['seconds']:.2f} | {seq['seconds'] / ovl['seconds']:.2f}x |")
+        print(f"| two processes (--workers 2) | {50 / par['seconds']:.2f} | {seq['seconds'] / par['seconds']:.2f}x |")
 
 
 if __name__ == "__main__":

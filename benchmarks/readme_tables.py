@@ -9,11 +9,14 @@ Runs, in this order, and splices each output into README.md between its markers
   contact sheet becomes the README's first picture (docs/holdout.png), the food one
   docs/holdout-food.png, and the non-food sweep docs/sweep.png;
 - SEMANTIC: ``python -m evaluation.semantic`` on the food photos' group letters;
-- METHODS: ``python -m evaluation`` of the other methods' models (``METHODS``: Zhang et
-  al.'s at equal compute, the L2 baseline, Champati et al.'s colour spaces, Cheng et al., the
-  global-and-local network, the hypercolumn colorizer with both heads)
+- METHODS: ``python -m evaluation`` of the other methods' models (``METHODS``: the ECCV16
+  network of Zhang et al. that the default is built on (``runs/zhang-default/model``, a copy of
+  the default before 2026-12-01), Zhang et al.'s at equal compute, the L2 baseline, Champati et
+  al.'s colour spaces and uv bins, Cheng et al., the global-and-local network with and without
+  the label head, the hypercolumn colorizer with both heads)
   beside the default on the same held-out photos, when their run folders are there (the
-  commands that train them are in the README); their sheet becomes docs/methods.png;
+  commands that train them are in the README); their sheet becomes docs/methods.png and
+  each one's own (gray | method | truth) docs/methods/<row>.jpg;
 - BENCH: ``python benchmarks/inference.py``.
 
 Each can be skipped (``--skip bench`` ...). The photos folder is only needed here, by
@@ -41,17 +44,32 @@ def holdout(photos: Path) -> list[str]:
 TEMPERATURES = ["0", "0.1", "0.2", "0.38", "0.6", "1"]
 # the methods table: row label -> model (each at its own default temperature), runs under --runs
 METHODS = [
-    ("default (Zhang et al.)", "default"),
+    ("default (hypercolumn, 7.0 CPU-h)", "default"),
+    ("Zhang et al. ECCV16 5.5 CPU-h", "zhang-default/model"),
     ("Zhang et al. 0.1 CPU-h", "compare/base/model"),
     ("lambda 0.2 0.1 CPU-h", "compare/lam0.2/model"),
     ("L2 Lab 0.1 CPU-h", "compare/l2/model"),
     ("L2 YUV 0.1 CPU-h", "compare/yuv/model"),
     ("L2 RGB 0.1 CPU-h", "compare/rgb/model"),
+    ("uv bins 0.1 CPU-h", "compare/uvbins/model"),
     ("Cheng et al. 0.1 CPU-h", "cheng/model"),
-    ("global_local, default +2.3 CPU-h", "s4/model"),
+    ("global_local, ECCV16 +2.3 CPU-h", "s4/model"),
+    ("global_local + labels, ECCV16 +0.1 CPU-h", "iizuka/model"),
     ("hypercolumn classes 0.1 CPU-h", "hypercolumn-classes/model"),
     ("hypercolumn L2 0.1 CPU-h", "hypercolumn-l2/model"),
 ]
+
+
+def method_pictures(sheets: Path, to: Path) -> None:
+    """One picture per method (gray | method | truth, the non-food photos of the methods
+    table) as JPEG in ``to`` (replaced): a few hundred kB each rather than a MB of PNG."""
+    from PIL import Image
+
+    shutil.rmtree(to, ignore_errors=True)
+    to.mkdir(parents=True)
+    for sheet in sorted(sheets.glob("*.png")):
+        with Image.open(sheet) as img:
+            img.convert("RGB").save(to / f"{sheet.stem}.jpg", quality=85, optimize=True)
 
 
 def splice(readme: str, name: str, body: str) -> str:
@@ -106,8 +124,9 @@ def main() -> None:
             out = args.out / "methods"
             run([py, "-m", "evaluation", str(args.photos), *holdout(args.photos),
                  *[x for label, path in models for x in ("--model", f"{label}={path}")],
-                 "--sheet", "6", "--out", str(out), "-q"])
+                 "--sheet", "6", "--sheet-each", "--out", str(out), "-q"])
             shutil.copy(out / "contact_sheet_non-food.png", ROOT / "docs" / "methods.png")
+            method_pictures(out / "sheets" / "non-food", ROOT / "docs" / "methods")
             readme = splice(readme, "METHODS", without_title((out / "results.md").read_text()))
     if "bench" not in args.skip:
         table = run([py, "benchmarks/inference.py", "--model", args.model])

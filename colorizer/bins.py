@@ -14,6 +14,13 @@ grid 10 it gives Q = 261, not the 313 of the paper: the paper's released set
 centres inside the convex hull of the sRGB ab gamut (233) nor the cells that touch
 that hull (269) give 313, so we keep the reproducible definition. Grid 20 gives
 Q = 77, close to the Q of about 81 that a small-data study preferred.
+
+The same bins exist for the UV plane of BT.601 YUV (Champati et al. compared classification
+over ab and over uv bins): ``space="yuv"`` measures chroma as U and V times ``UV_SCALE``, the
+factor that stretches V's extent (+-0.615) to +-110, so that ``grid``, ``k``, ``sigma`` and
+``ab_range`` mean the same share of the plane in both spaces. ``rgb_to_chroma`` gives a photo's
+chroma in either space's bin units; grid 10 gives Q = 283 uv bins, grid 20 Q = 81 (the
+Q Champati et al. found best).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 
-from colorizer.color import rgb_to_lab
+from colorizer.color import rgb_to_lab, rgb_to_yuv
 
 __all__ = [
     "AB_RANGE",
+    "UV_SCALE",
+    "CHROMA_SPACES",
+    "rgb_to_chroma",
     "gamut_bins",
     "compute_gamut_bins",
     "nearest_bin",
@@ -46,19 +56,38 @@ __all__ = [
 ]
 
 AB_RANGE = 110.0
+UV_SCALE = AB_RANGE / 0.615  # bin units per unit of U and V: V's extent (BT.601) -> +-110
+CHROMA_SPACES = ("lab", "yuv")  # the planes that have bins: ab of CIE Lab, uv of YUV
 _BINS_FILE = "gamut_bins.json"
 _CHUNK = 1 << 18  # pixels per distance block: 2^18 x Q=261 floats ~ 270 MB
 
 
-def compute_gamut_bins(grid: float = 10.0, ab_range: float = AB_RANGE) -> torch.Tensor:
+def _check_space(space: str) -> str:
+    if space not in CHROMA_SPACES:
+        raise ValueError(f"chroma bins exist for {' and '.join(CHROMA_SPACES)}, got space {space!r}")
+    return space
+
+
+def rgb_to_chroma(rgb: torch.Tensor, space: str = "lab") -> torch.Tensor:
+    """sRGB ``(B, 3, H, W)`` in [0, 1] -> its chroma ``(B, 2, H, W)`` in bin units of
+    ``space``: a and b of CIE Lab ("lab"), or U and V of YUV times ``UV_SCALE`` ("yuv")."""
+    if _check_space(space) == "lab":
+        return rgb_to_lab(rgb)[:, 1:]
+    return rgb_to_yuv(rgb)[:, 1:] * UV_SCALE
+
+
+def compute_gamut_bins(grid: float = 10.0, ab_range: float = AB_RANGE, space: str = "lab") -> torch.Tensor:
     """Derive the in-gamut bin centres from every 8-bit sRGB colour.
 
     Args:
-        grid: side of a bin in ab units (10 in the paper).
+        grid: side of a bin in ab units (10 in the paper); in ``space`` "yuv", in the
+            scaled uv units of ``rgb_to_chroma``.
         ab_range: the grid covers [-ab_range, ab_range] on each axis.
+        space: "lab" (ab bins) or "yuv" (uv bins).
     Returns:
-        ``(Q, 2)`` float32 centres (a, b), sorted by a then b.
+        ``(Q, 2)`` float32 centres (a, b) or (u, v) in bin units, sorted by the first then the second.
     """
+    _check_space(space)
     if grid <= 0 or ab_range <= 0:
         raise ValueError(f"grid and ab_range must be positive, got {grid}, {ab_range}")
     n = int(math.floor(ab_range / grid))
@@ -69,7 +98,7 @@ def compute_gamut_bins(grid: float = 10.0, ab_range: float = AB_RANGE) -> torch.
     for r in range(0, 256, 16):
         reds = levels[r : r + 16].view(-1, 1, 1).expand(-1, 256, 256)
         rgb = torch.stack([reds, g.expand_as(reds), b.expand_as(reds)], dim=1)  # (16, 3, 256, 256)
-        ab = rgb_to_lab(rgb)[:, 1:]  # (16, 2, 256, 256)
+        ab = rgb_to_chroma(rgb, space)  # (16, 2, 256, 256)
         idx = torch.round(ab / grid).long().clamp(-n, n) + n
         hit[(idx[:, 0] * side + idx[:, 1]).flatten()] = True
     cells = hit.nonzero().squeeze(1)
@@ -77,19 +106,23 @@ def compute_gamut_bins(grid: float = 10.0, ab_range: float = AB_RANGE) -> torch.
     return centres
 
 
+_STORED_KEY = {"lab": "grids", "yuv": "yuv_grids"}
+
+
 @functools.lru_cache(maxsize=8)
-def _gamut_bins_cached(grid: float, ab_range: float) -> torch.Tensor:
+def _gamut_bins_cached(grid: float, ab_range: float, space: str) -> torch.Tensor:
     stored = json.loads(resources.files("colorizer").joinpath("data", _BINS_FILE).read_text())
-    key = f"{grid:g}"
-    if key in stored["grids"] and stored["ab_range"] == ab_range:
-        return torch.tensor(stored["grids"][key], dtype=torch.float32)
-    return compute_gamut_bins(grid, ab_range)
+    grids = stored.get(_STORED_KEY[space], {})
+    if f"{grid:g}" in grids and stored["ab_range"] == ab_range:
+        return torch.tensor(grids[f"{grid:g}"], dtype=torch.float32)
+    return compute_gamut_bins(grid, ab_range, space)
 
 
-def gamut_bins(grid: float = 10.0, ab_range: float = AB_RANGE) -> torch.Tensor:
-    """In-gamut bin centres ``(Q, 2)``: read from the stored file when this grid is
-    in it (10 and 20 are), else derived with ``compute_gamut_bins`` (about 2 s)."""
-    return _gamut_bins_cached(float(grid), float(ab_range)).clone()
+def gamut_bins(grid: float = 10.0, ab_range: float = AB_RANGE, space: str = "lab") -> torch.Tensor:
+    """In-gamut bin centres ``(Q, 2)`` of ``space`` ("lab": ab, "yuv": scaled uv): read
+    from the stored file when this grid is in it (10 and 20 are, for both), else derived
+    with ``compute_gamut_bins`` (about 2 s)."""
+    return _gamut_bins_cached(float(grid), float(ab_range), _check_space(space)).clone()
 
 
 def _check_ab(ab: torch.Tensor, name: str) -> None:
@@ -297,11 +330,15 @@ def entropy(logits: torch.Tensor, normalize: bool = True) -> torch.Tensor:
 def write_bins_file(grids: Iterable[float] = (10.0, 20.0), ab_range: float = AB_RANGE) -> str:
     """Regenerate ``colorizer/data/gamut_bins.json`` (run ``python -m colorizer.bins``)."""
     path = resources.files("colorizer").joinpath("data", _BINS_FILE)
+    grids = list(grids)
     data = {
         "method": "cells of side `grid` centred on multiples of `grid` in [-ab_range, ab_range] "
-        "that at least one 8-bit sRGB colour falls in (colorizer.bins.compute_gamut_bins)",
+        "that at least one 8-bit sRGB colour falls in (colorizer.bins.compute_gamut_bins); "
+        "yuv_grids: the same over U and V of YUV times UV_SCALE",
         "ab_range": ab_range,
-        "grids": {f"{g:g}": compute_gamut_bins(g, ab_range).int().tolist() for g in grids},
+        "uv_scale": UV_SCALE,
+        **{key: {f"{g:g}": compute_gamut_bins(g, ab_range, space).int().tolist() for g in grids}
+           for space, key in _STORED_KEY.items()},
     }
     with open(str(path), "w") as f:
         json.dump(data, f, separators=(",", ":"))

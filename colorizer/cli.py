@@ -16,6 +16,7 @@ failed, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "colorized (the default on a GPU; on a 2-core CPU the network already uses both cores)")
     order.add_argument("--sequential", dest="overlap", action="store_const", const=False,
                        help="read, colorize and write one photo at a time (the default on the CPU)")
+    p.add_argument(
+        "-j", "--workers", type=int, default=1,
+        help="processes on the CPU, each colorizing its share of the photos with cores/N threads "
+             "(0: one per core; default 1: one process whose network uses every core)",
+    )
     return p
 
 
@@ -227,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             todo.append((src, dst, extra))
 
+    workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
+    if workers < 0:
+        return report_error(prog, f"--workers must be 0 (one per core) or more, got {args.workers}")
+    if workers > 1 and device.type != "cpu":
+        return report_error(prog, f"--workers runs processes on the CPU; the device is {device} (use --device cpu)")
+    if workers > 1 and len(todo) > 1:
+        _in_processes(model, todo, min(workers, len(todo)), args, reference, failed)
+        return _summary(prog, inputs, skipped, failures)
+
     def read(src: Path):
         """Decode in the reader thread (Pillow lets go of the GIL), or the error to report."""
         try:
@@ -253,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 job.result()
             except (OSError, ValueError) as e:
-                failed(f"{src}: cannot write the output ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+                failed(_failure(src, e, writing=True))
             bar.update(1)
 
     try:
@@ -264,15 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if isinstance(image, ImageError):
                     raise image
-                pred = model.analyze(image, max_pixels=args.max_pixels, reference=reference)
-                result = pred.colorize(args.temperature)
-                heatmap = _heatmap(pred.uncertainty()) if args.uncertainty else None
-            except ImageError as e:
-                failed(str(e))
-                bar.update(1)
-                continue
-            except (OSError, RuntimeError, ValueError) as e:
-                failed(f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                result, heatmap = _render(model, image, args, reference)
+            except (OSError, RuntimeError, ValueError) as e:  # ImageError is a ValueError
+                failed(_failure(src, e))
                 bar.update(1)
                 continue
             if not overlap:
@@ -285,12 +294,99 @@ def main(argv: list[str] | None = None) -> int:
         reader.shutdown(cancel_futures=True)
         writer.shutdown(wait=True)
     bar.close()
+    return _summary(prog, inputs, skipped, failures)
+
+
+def _summary(prog: str, inputs: list[Path], skipped: int, failures: int) -> int:
+    """The closing lines on stderr and the exit status (1 if any photo failed)."""
     if skipped:
         print(f"{prog}: {skipped} of {len(inputs)} photo(s) skipped: their outputs exist", file=sys.stderr)
     if failures:
         print(f"{prog}: {failures} of {len(inputs)} photo(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _render(model, image, args, reference) -> tuple[Image.Image, Image.Image | None]:
+    """One decoded photo's colorization and, with ``--uncertainty``, its entropy map."""
+    pred = model.analyze(image, max_pixels=args.max_pixels, reference=reference)
+    return pred.colorize(args.temperature), (_heatmap(pred.uncertainty()) if args.uncertainty else None)
+
+
+def _failure(src: Path, error: BaseException, writing: bool = False) -> str:
+    """The one line for a photo that failed (an ``ImageError`` already names its file)."""
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if writing:
+        return f"{src}: cannot write the output ({first})"
+    return str(error) if isinstance(error, ImageError) else f"{src}: {first}"
+
+
+def _in_processes(model, todo: list, workers: int, args, reference, failed) -> None:
+    """``--workers N``: the photos of ``todo`` shared among N processes (spawned, each with the
+    model's exact weights from a temporary folder and cores/N threads), as each finishes its
+    last; the progress bar and the failure lines (``failed``) stay in this process."""
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    options = {"max_pixels": args.max_pixels, "temperature": args.temperature, "uncertainty": args.uncertainty,
+               "backend": model.backend, "threads": threads,
+               "reference": None if reference is None else reference.cpu().flatten().tolist()}
+    with tempfile.TemporaryDirectory(prefix="colorizer-workers-") as folder:
+        model.save_pretrained(folder)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_start, initargs=(folder, options))
+        bar = tqdm(total=len(todo), unit="photo", disable=args.quiet, desc=f"colorizing ({workers} processes)")
+        try:
+            jobs = {pool.submit(_worker_photo, str(src), str(dst), str(extra)): src for src, dst, extra in todo}
+            for job in as_completed(jobs):
+                try:
+                    error = job.result()
+                except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory): one line
+                    error = f"{jobs[job]}: the worker process failed ({type(e).__name__}: {e})"
+                if error:
+                    failed(error)
+                bar.update(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+
+
+_WORKER: dict = {}  # in a --workers process: its model and options
+
+
+def _worker_start(folder: str, options: dict) -> None:
+    """A ``--workers`` process: its share of the cores, then the model (loaded from local safetensors)."""
+    import torch
+
+    from colorizer.model import Colorizer
+
+    torch.set_num_threads(options["threads"])
+    model = Colorizer.from_pretrained(folder).eval()
+    if options["backend"] == "onnxruntime":
+        model.use_onnxruntime(threads=options["threads"])
+    reference = options["reference"]
+    _WORKER.update(options, model=model, reference=None if reference is None else torch.tensor(reference)[None])
+
+
+def _worker_photo(src: str, dst: str, extra: str) -> str | None:
+    """One photo in a ``--workers`` process: read, colorize, write; its failure line, or None."""
+    from types import SimpleNamespace
+
+    w = SimpleNamespace(**_WORKER)
+    try:
+        image = read_image(src, w.max_pixels)
+        result, heatmap = _render(w.model, image, w, w.reference)
+    except (OSError, RuntimeError, ValueError) as e:
+        return _failure(Path(src), e)
+    try:
+        _save_atomic(result, Path(dst))
+        if heatmap is not None:
+            _save_atomic(heatmap, Path(extra))
+    except (OSError, ValueError) as e:
+        return _failure(Path(src), e, writing=True)
+    return None
 
 
 def _done(fn, *args) -> Future:

@@ -37,7 +37,7 @@ from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from PIL import Image
 from torch import nn
 
-from colorizer.bins import annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights
+from colorizer.bins import UV_SCALE, annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights, rgb_to_chroma
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import masked_mean, classification_loss, downsample_ab, regression_loss
@@ -298,7 +298,9 @@ class Colorizer(
         color_space: what a regression model predicts (Champati et al.'s comparison):
             "lab" (ab, the default), "yuv" (U and V of BT.601 YUV) or "rgb" (all three sRGB
             channels); the output is turned into ab with the photo's own L, so rendering
-            and evaluation are the same for all. Classification is over ab bins.
+            and evaluation are the same for all. Classification is over ab bins, or with
+            "yuv" over uv bins (``colorizer.bins``: U and V scaled by ``UV_SCALE``; ``grid``,
+            ``k``, ``sigma``, ``prior`` and the rebalancing are then in those units).
         trunk: the network of the frozen trunk of a "hypercolumn" network (Ciugurean's
             colorizer: a trained model's features at four depths, stacked per pixel, and a
             small trained decoder): "eccv16" or "global_local".
@@ -339,9 +341,9 @@ class Colorizer(
             raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}, got {color_space!r}")
         if network == "cheng15" and objective != "regression":
             raise ValueError("network cheng15 regresses colour (Cheng et al.): use objective 'regression'")
-        if color_space != "lab" and objective != "regression":
-            raise ValueError(f"color_space {color_space!r} is for the regression objective; "
-                             "classification predicts ab bins")
+        if color_space == "rgb" and objective != "regression" or color_space == "yuv" and objective == "channel_classification":
+            raise ValueError(f"color_space {color_space!r} with objective {objective!r}: classes exist over ab "
+                             "(both classification objectives) and over uv (classification); rgb is regression only")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         if channel_bins < 2:
@@ -361,7 +363,8 @@ class Colorizer(
         self.rebalance = (objective == "classification") if rebalance is None else rebalance
         self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
 
-        centres = gamut_bins(grid, ab_range)  # (Q, 2)
+        # (Q, 2) bin centres: ab, or the scaled uv of a YUV classification (Champati et al.)
+        centres = gamut_bins(grid, ab_range, "yuv" if color_space == "yuv" and objective == "classification" else "lab")
         q = len(centres)
         if prior is None:
             p = torch.full((q,), 1.0 / q, dtype=torch.float64)
@@ -500,8 +503,11 @@ class Colorizer(
         if self.needs_lightness and lightness is None:
             raise ValueError(f"decode: a {self.network} {self.color_space} model needs the lightness at the "
                              "output's resolution")
-        if self.objective == "classification":
+        if self.objective == "classification" and self.color_space == "lab":
             ab = annealed_mean(output, self.bin_centers, t)
+        elif self.objective == "classification":  # uv bins: their annealed mean, then ab with the photo's L
+            uv = annealed_mean(output, self.bin_centers, t) / UV_SCALE
+            ab = _space_to_ab(uv, lightness.to(output.device).float(), "yuv")
         elif self.color_space == "lab":
             ab = output.float()
         else:
@@ -527,7 +533,7 @@ class Colorizer(
         (and, for a YUV or RGB regression, the ``(B, 1, H, W)`` L it goes with: the target
         is that colour in the model's space)."""
         weights = self.class_weights if self.rebalance else None
-        if self.objective == "classification":
+        if self.objective == "classification" and self.color_space == "lab":
             return classification_loss(output, ab, self.bin_centers, weights, self.k, self.sigma, mask)
         if self.objective == "channel_classification":  # cross-entropy of a's class plus b's
             n = len(self.channel_centres)
@@ -543,6 +549,9 @@ class Colorizer(
             raise ValueError(f"loss: a {self.color_space} model needs the lightness of the ground truth")
         with torch.autocast(ab.device.type, enabled=False):
             rgb = lab_to_rgb(torch.cat([lightness.float(), ab.float()], dim=1))  # (B, 3, H, W) in [0, 1]
+            if self.objective == "classification":  # over uv bins
+                uv = rgb_to_chroma(rgb, "yuv")
+                return classification_loss(output, uv, self.bin_centers, weights, self.k, self.sigma, mask)
             target = rgb if self.color_space == "rgb" else rgb_to_yuv(rgb)[:, 1:]
         return regression_loss(output, target, self.regression_kind, None, None, mask)
 

@@ -33,6 +33,8 @@ run width0.5-crop64 110 --width 0.5 --crop 64
 run yuv 130 --objective regression --color-space yuv
 run rgb 130 --objective regression --color-space rgb
 run lam0.2 120 --lam 0.2
+# ... and their classification over uv bins (Q 81 at grid 20, U and V scaled as colorizer.bins.UV_SCALE)
+run uvbins 120 --color-space yuv
 python -m evaluation.curves "$out"/*/ --base "$out/base" --out "$out/curves.png" --table "$out/curves.md"
 # what the curves are drawn from (a few kB a run, no weights), kept so they can be redrawn and extended
 for run in "$out"/*/; do

@@ -582,14 +582,15 @@ def sweep_plot(report: Report, path: Path, group: str | None = None) -> None:
     plt.close(fig)
 
 
-def contact_sheet(report: Report, path: Path, tile_height: int = 160, group: str | None = None) -> None:
+def contact_sheet(report: Report, path: Path, tile_height: int = 160, group: str | None = None,
+                  columns: Sequence[str] | None = None) -> None:
     """A grid of the kept photos (of one ``group``, or all): gray | each model | ground
-    truth, titled columns."""
+    truth, titled columns (only ``columns``, by title, when given)."""
     members = {im["name"] for im in report.images if group is None or im.get("group") == group}
     names = [n for n in report.sheet if n in members]
     if not names:
         raise ValueError("contact_sheet: the report kept no photos" + (f" of group {group!r}" if group else ""))
-    titles = list(report.sheet[names[0]])
+    titles = [t for t in report.sheet[names[0]] if columns is None or t in columns]
     font = ImageFont.load_default(size=14)
     widths = []
     for name in names:
@@ -608,10 +609,14 @@ def contact_sheet(report: Report, path: Path, tile_height: int = 160, group: str
     sheet.save(path)
 
 
-def write_report(report: Report, out_dir: str | Path, command: str | None = None) -> dict[str, Path]:
+def write_report(report: Report, out_dir: str | Path, command: str | None = None,
+                 sheet_each: bool = False) -> dict[str, Path]:
     """Write ``results.md``, ``results.json``, ``sweep.png`` and (when photos were
     kept) ``contact_sheet.png``, plus ``sweep_<group>.png`` and ``contact_sheet_<group>.png``
-    per group, into ``out_dir`` (created); returns their paths."""
+    per group, into ``out_dir`` (created); with ``sheet_each``, also one sheet per model
+    column (gray | that model | ground truth) per group, ``sheets/<group>/<column>.png``
+    (``sheets/<column>.png`` without groups).
+    Returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "results.md", "json": out / "results.json", "sweep": out / "sweep.png"}
@@ -640,6 +645,13 @@ def write_report(report: Report, out_dir: str | Path, command: str | None = None
         for g in report.groups:
             paths[f"contact_sheet {g}"] = out / f"contact_sheet_{_slug(g)}.png"
             contact_sheet(report, paths[f"contact_sheet {g}"], group=g)
+        titles = list(next(iter(report.sheet.values())))
+        for g in (list(report.groups) or [None]) if sheet_each else ():
+            folder = out / "sheets" / (_slug(g) if g else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            for title in titles[1:-1]:  # between gray and the ground truth
+                paths[f"sheet {g} {title}"] = folder / f"{_slug(title)}.png"
+                contact_sheet(report, paths[f"sheet {g} {title}"], group=g, columns=[titles[0], title, titles[-1]])
     return paths
 
 
@@ -684,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"downscale photos so the short side is at most this (default {DEFAULT_SIZE}; 0: full size)")
     p.add_argument("-n", "--limit", type=int, help="evaluate at most N photos")
     p.add_argument("--sheet", type=int, default=4, help="photos on the contact sheet, per group (default 4)")
+    p.add_argument("--sheet-each", action="store_true",
+                   help="also one contact sheet per model (gray | model | truth) and group, in OUT/sheets/[GROUP/]")
     p.add_argument("-o", "--out", type=Path, required=True, help="folder for the report (created)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -745,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(photos, models, args.temperature, sheet_size=args.sheet, progress=progress)
         report.settings.update(size=args.size, skipped=skipped)
         command = "python -m evaluation " + " ".join(_quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        paths = write_report(report, args.out, command)
+        paths = write_report(report, args.out, command, sheet_each=args.sheet_each)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         return error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     print(markdown_tables(report))

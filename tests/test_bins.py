@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from colorizer.bins import (
+    AB_RANGE,
+    UV_SCALE,
+    rgb_to_chroma,
     PriorCounter,
     annealed_mean,
     compute_gamut_bins,
@@ -35,6 +38,32 @@ def test_stored_bins_regenerate_identically(grid, q):
     stored = gamut_bins(grid)
     assert stored.shape == (q, 2)
     assert torch.equal(compute_gamut_bins(grid), stored)
+
+
+def test_stored_uv_bins_regenerate_identically_and_hold_every_srgb_colour():
+    """Champati et al.'s uv bins: the stored grid-20 set (Q = 81, their best Q) is what
+    ``compute_gamut_bins`` derives, and every 8-bit colour's uv rounds to a kept centre."""
+    stored = gamut_bins(20, space="yuv")
+    assert stored.shape == (81, 2) and gamut_bins(10, space="yuv").shape == (283, 2)
+    assert torch.equal(compute_gamut_bins(20, space="yuv"), stored)
+    rng = np.random.default_rng(1)
+    rgb = torch.from_numpy(rng.integers(0, 256, (1, 3, 64, 64), dtype=np.uint8)).float() / 255
+    uv = rgb_to_chroma(rgb, "yuv")
+    idx = nearest_bin(uv, stored)
+    assert torch.equal(stored[idx].permute(0, 3, 1, 2), torch.round(uv / 20) * 20)
+    assert uv.abs().max() <= AB_RANGE + 1e-4  # V's extent is stretched to the ab range
+
+
+def test_rgb_to_chroma_matches_skimage():
+    from skimage.color import rgb2lab, rgb2yuv
+
+    rgb = np.random.default_rng(2).random((16, 16, 3))
+    t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    np.testing.assert_allclose(rgb_to_chroma(t, "lab")[0].permute(1, 2, 0).numpy(), rgb2lab(rgb)[..., 1:], atol=1e-4)
+    np.testing.assert_allclose(rgb_to_chroma(t, "yuv")[0].permute(1, 2, 0).numpy() / UV_SCALE,
+                               rgb2yuv(rgb)[..., 1:], atol=1e-6)
+    with pytest.raises(ValueError, match="chroma bins exist for lab and yuv"):
+        gamut_bins(10, space="rgb")
 
 
 def test_every_srgb_colour_falls_in_a_kept_bin(centres):

@@ -142,6 +142,29 @@ def test_overlapped_and_sequential_write_the_same_files(tmp_path, photos, model_
         assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / n)), np.asarray(Image.open(tmp_path / "b" / n)))
 
 
+def test_worker_processes_write_what_one_process_writes(tmp_path, photos, model_dir, capsys):
+    """--workers 2: two spawned processes share the photos; the files (within 1 level: a network
+    on one thread sums in another order than on two), the failure
+    lines (one each) and the exit status are those of one process, and an unwritable output
+    is reported from a worker too. --workers on a GPU device or below 0 is a usage error."""
+    rc = main([str(photos), "-o", str(tmp_path / "one"), "-m", str(model_dir), "-q", "--uncertainty"])
+    assert rc == 1
+    capsys.readouterr()
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / ".cat.uncertainty.png.tmp").mkdir()  # cat's map cannot be written
+    rc = main([str(photos), "-o", str(tmp_path / "two"), "-m", str(model_dir), "-q", "--uncertainty", "-j", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert err.count("empty.jpg") == 1 and "cat.png: cannot write the output" in err
+    assert "2 of 3 photo(s) failed" in err
+    for n in ("cat.png", "coffee.png", "coffee.uncertainty.png"):
+        one, two = (np.asarray(Image.open(tmp_path / d / n)).astype(int) for d in ("one", "two"))
+        assert one.shape == two.shape and np.abs(one - two).max() <= 1, n
+    assert not (tmp_path / "two" / "cat.uncertainty.png").exists()
+    assert main([str(photos), "-o", str(tmp_path / "x"), "-m", str(model_dir), "-j", "-1"]) == 2
+    assert "--workers must be 0" in capsys.readouterr().err
+
+
 def test_an_unwritable_output_is_reported_and_the_rest_goes_on(tmp_path, photos, model_dir, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -325,3 +325,20 @@ def test_models_can_be_named_for_their_rows(photo_dir, tmp_path, capsys):
     assert main([str(photo_dir), "--model", f"a={model_dir}", "--model", f"a={model_dir}", "-o", str(tmp_path / "s"),
                  "-q"]) == 2  # fmt: skip
     assert "two models named 'a'" in capsys.readouterr().err
+
+
+def test_sheet_each_writes_one_sheet_per_model_and_group(photo_dir, tmp_path):
+    """--sheet-each: beside the sheet of every model, one per model column (gray | that
+    model | truth): as tall as the full sheet, three columns wide."""
+    from PIL import Image
+
+    model_dir = tmp_path / "model"
+    tiny_model().save_pretrained(model_dir)
+    out = tmp_path / "r"
+    assert main([str(photo_dir), "--limit", "2", "--model", f"one={model_dir}", "--model", f"two b={model_dir}",
+                 "--sheet", "2", "--sheet-each", "-o", str(out), "-q"]) == 0  # fmt: skip
+    sheets = sorted(p.name for p in (out / "sheets").iterdir())  # no groups: all photos
+    assert sheets == ["one-T-0-38.png", "two-b-T-0-38.png"]
+    full = Image.open(out / "contact_sheet.png")
+    each = Image.open(out / "sheets" / "one-T-0-38.png")
+    assert each.height == full.height and each.width * 4 == pytest.approx(full.width * 3, abs=8)

@@ -58,6 +58,32 @@ def test_the_trunk_is_a_trained_model_and_stays_frozen(folder, tmp_path, objecti
     with pytest.raises(ValueError, match="cannot be the trunk"):
         init_weights(Colorizer(width=0.125, network="hypercolumn", trunk="global_local", objective=objective),
                      str(tmp_path / "source"))
+    # a trained hypercolumn model (say, a shipped default) seeds another whole: trunk and decoder
+    again = Colorizer(width=0.125, network="hypercolumn", objective=objective)
+    init_weights(again, str(tmp_path / "run" / "model"))
+    for name, value in model.state_dict().items():
+        if name not in ("prior", "class_weights"):
+            torch.testing.assert_close(again.state_dict()[name], value, msg=name)
+    # ... and only its frozen trunk to a hypercolumn model with another head
+    other = Colorizer(width=0.125, network="hypercolumn",
+                      objective="regression" if objective != "regression" else "channel_classification")
+    fresh = {k: v.clone() for k, v in other.state_dict().items()}
+    init_weights(other, str(tmp_path / "run" / "model"))
+    for name, value in other.state_dict().items():
+        if name.startswith("net.trunk."):
+            torch.testing.assert_close(value, model.state_dict()[name], msg=name)
+        elif name.startswith("net.") and name in fresh:
+            torch.testing.assert_close(value, fresh[name], msg=name)  # the decoder starts fresh
+    # ... and that trunk to an ECCV16 network (the ECCV16 default inside the shipped one), head fresh
+    plain = Colorizer(width=0.125, grid=20)
+    head = plain.net.head.weight.clone()
+    init_weights(plain, str(tmp_path / "run" / "model"))
+    for name, value in plain.state_dict().items():
+        if name.startswith("net.") and not name.startswith("net.head."):
+            torch.testing.assert_close(value, model.state_dict()["net.trunk." + name[len("net."):]], msg=name)
+    assert torch.equal(plain.net.head.weight, head)
+    with pytest.raises(ValueError, match="does not fit"):
+        init_weights(Colorizer(width=0.25), str(tmp_path / "run" / "model"))
 
 
 def test_a_frozen_trunk_keeps_its_batch_norm_statistics_in_training_mode():

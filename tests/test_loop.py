@@ -41,7 +41,8 @@ def test_learning_rate_schedule():
 
 # ----------------------------------------------------------------------------- learning
 @pytest.mark.parametrize("objective, space", [("classification", "lab"), ("regression", "lab"),
-                                              ("regression", "yuv"), ("regression", "rgb")])
+                                              ("regression", "yuv"), ("regression", "rgb"),
+                                              ("classification", "yuv")])
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(folder, tmp_path, objective, space):
     torch.manual_seed(0)
     cfg = tiny(folder, tmp_path, batch_size=6)
@@ -51,7 +52,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(folder, tmp_path, objective
     l, ab, mask = to_lab(rgb)
     assert l.shape == (6, 1, 32, 32) and ab.shape == (6, 2, 32, 32) and mask.all()
     history = []
-    for _ in range(8):
+    for _ in range(10):
         loss = model.loss(model(l), ab, mask, lightness=l)
         opt.zero_grad()
         loss.backward()
@@ -416,8 +417,27 @@ def test_a_regression_in_another_colour_space_trains_validates_and_colorizes(fol
     with pytest.raises(ValueError, match="color_space"):
         init_weights(Colorizer(objective="regression", width=0.125, grid=model._hub_mixin_config["grid"]),
                      str(tmp_path / "run" / "model"))
-    with pytest.raises(ValueError, match="for --objective regression"):
-        tiny(folder, tmp_path, color_space=space)
+    if space == "rgb":
+        with pytest.raises(ValueError, match="for --objective regression"):
+            tiny(folder, tmp_path, color_space=space)
+
+
+def test_a_classification_over_uv_bins_counts_its_prior_in_uv_and_colorizes(folder, tmp_path):
+    """--objective classification --color-space yuv: the prior is counted over the uv bins
+    (and a prior over ab bins is refused), the model trains, validates and colorizes."""
+    from train.prior import read_prior
+
+    figures = train(tiny(folder, tmp_path, color_space="yuv", grid=20))
+    assert 0 < figures["val_auc"] <= 1
+    record = json.loads((tmp_path / "run" / "prior.json").read_text())
+    assert record["space"] == "yuv" and len(record["prior"]) == 81
+    with pytest.raises(ValueError, match="prior over yuv bins"):
+        read_prior(tmp_path / "run" / "prior.json", 20, "lab")
+    model = Colorizer.from_pretrained(str(tmp_path / "run" / "model"))
+    assert (model.objective, model.color_space, model.num_bins) == ("classification", "yuv", 81)
+    assert model.colorize(skimage.data.coffee(), temperature=0.38).size == (600, 400)
+    with pytest.raises(ValueError, match="per-channel classes are over a and b"):
+        tiny(folder, tmp_path, color_space="yuv", objective="channel_classification")
 
 
 def test_a_resumed_run_keeps_the_precision_it_ran_in(folder, tmp_path, monkeypatch):

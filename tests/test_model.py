@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+import torch.nn.functional as F
 from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 from skimage import data
@@ -357,7 +358,33 @@ def test_yuv_and_rgb_outputs_become_ab_with_the_photos_own_lightness():
     assert err.median() < 6.0, err.median()
     with pytest.raises(ValueError, match="needs the lightness"):
         as_yuv.decode(rgb_to_yuv(rgb)[:, 1:])
-    with pytest.raises(ValueError, match="regression objective"):
-        Colorizer(width=0.125, color_space="yuv")
+    with pytest.raises(ValueError, match="rgb is regression only"):
+        Colorizer(width=0.125, color_space="rgb")
+    with pytest.raises(ValueError, match="rgb is regression only"):
+        Colorizer(width=0.125, objective="channel_classification", color_space="yuv")
     with pytest.raises(ValueError, match="color_space must be one of"):
         Colorizer(width=0.125, objective="regression", color_space="hsv")
+
+
+def test_uv_bin_classification_decodes_and_learns_in_uv():
+    """Classification over uv bins (Champati et al.): the bins are the scaled uv plane's,
+    certain logits on the bin of each pixel's true uv decode (T = 0) to about its ab with
+    the photo's L, and the loss is lower for those logits than for the wrong ones."""
+    from colorizer.bins import nearest_bin, rgb_to_chroma
+    from colorizer.color import rgb_to_lab
+
+    rgb = torch.from_numpy(data.astronaut()[::16, ::16].copy()).permute(2, 0, 1)[None].float() / 255  # (1, 3, 32, 32)
+    lab = rgb_to_lab(rgb)
+    l, ab = lab[:, :1], lab[:, 1:]
+    model = Colorizer(width=0.125, grid=20, color_space="yuv")
+    assert model.num_bins == 81 and model.needs_lightness
+    idx = nearest_bin(rgb_to_chroma(rgb, "yuv"), model.bin_centers)  # (1, 32, 32)
+    right = F.one_hot(idx, 81).permute(0, 3, 1, 2).float() * 30
+    err = (model.decode(right, temperature=0, lightness=l) - ab).norm(dim=1)
+    assert err.median() < 12.0, err.median()  # a bin is 20 scaled-uv units: about 12 ab units at most
+    with pytest.raises(ValueError, match="needs the lightness"):
+        model.decode(right)
+    wrong = right.roll(7, dims=1)
+    up = F.interpolate(l, scale_factor=4)
+    big_ab = F.interpolate(ab, scale_factor=4)
+    assert model.loss(right, big_ab, lightness=up) < 0.5 * model.loss(wrong, big_ab, lightness=up)

@@ -113,7 +113,8 @@ class TrainConfig:
                       choices=["eccv16", "global_local"])
     color_space: str = _opt(
         "lab",
-        "what a regression model predicts (Champati et al.'s comparison): lab (ab), yuv (U, V) or rgb (R, G, B)",
+        "the colour the model predicts (Champati et al.'s comparison): lab (ab), yuv (U, V) or rgb (R, G, B, "
+        "regression only); classification is over ab bins or, with yuv, over uv bins",
         choices=["lab", "yuv", "rgb"],
     )
     network: str = _opt(
@@ -186,6 +187,12 @@ class TrainConfig:
     cpu: bool = _opt(False, "train on the CPU even if a GPU is present")
     threads: int = _opt(0, "torch CPU threads (0: torch's default, one per core)")
 
+    @property
+    def bin_space(self) -> str:
+        """The plane of the model's bins and prior: "yuv" for a classification over uv
+        bins, else "lab" (ab bins, whatever the objective)."""
+        return "yuv" if self.color_space == "yuv" and self.objective == "classification" else "lab"
+
     def validate(self) -> None:
         """Check values that would otherwise fail hours into a run."""
         if self.dataset in ("imagefolder",) and not (self.data_dir or self.data_files):
@@ -214,9 +221,11 @@ class TrainConfig:
             parse_groups(self.val_groups)
         if self.network == "cheng15" and self.objective != "regression":
             raise ValueError("--network cheng15 regresses colour (Cheng et al.): use --objective regression")
-        if self.color_space != "lab" and self.objective != "regression":
-            raise ValueError(f"--color-space {self.color_space} is for --objective regression "
-                             "(classification predicts ab bins)")
+        if self.color_space == "rgb" and self.objective != "regression":
+            raise ValueError("--color-space rgb is for --objective regression (classes exist over ab and uv)")
+        if self.color_space == "yuv" and self.objective == "channel_classification":
+            raise ValueError("--color-space yuv: per-channel classes are over a and b; use --objective "
+                             "classification (uv bins) or regression")
         if self.labels:
             if self.network != "global_local":
                 raise ValueError(f"--labels needs --network global_local (a global branch to learn them), got {self.network}")

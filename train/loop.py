@@ -280,16 +280,24 @@ def init_weights(model: Colorizer, source: str) -> None:
     """Copy the weights of the model ``source`` (a shipped name, folder or Hub id) into
     ``model`` for fine-tuning. The networks must match (width, grid, objective), except
     that an eccv16 model may seed a global_local one (whose global branch and fusion
-    then start as fresh, the fusion passing the local features through); a label head
+    then start as fresh, the fusion passing the local features through) and any eccv16
+    or global_local model the frozen trunk of a hypercolumn one; a hypercolumn model
+    seeds another whole (trunk and decoder) when their heads match, else only its trunk
+    (so the shipped hypercolumn default still gives its frozen ECCV16 network to an L2
+    head), and gives that trunk to an eccv16 or global_local model too (its output layer
+    then starts fresh: a new objective or Q is fine); a label head
     starts fresh unless both models have the same labels; the prior and rebalancing
     weights stay ``model``'s own (this run's data)."""
     start = Colorizer.from_pretrained(source)
-    if model.network == "hypercolumn":
+    if model.network == "hypercolumn" and not _same_head(start, model):
         _init_trunk(model, start, source)
+        return
+    if start.network == "hypercolumn" and model.network != "hypercolumn":
+        _from_trunk(model, start, source)
         return
     theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
     for key, default in (("objective", None), ("width", None), ("grid", None), ("color_space", "lab"),
-                         ("channel_bins", 64)):
+                         ("channel_bins", 64), ("trunk", "eccv16")):
         if theirs.get(key, default) != ours.get(key, default):
             raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key, default)!r}, "
                              f"this run's is {ours.get(key, default)!r}")
@@ -307,14 +315,44 @@ def init_weights(model: Colorizer, source: str) -> None:
         raise ValueError(f"--init-from {source!r}: weights do not fit this network ({(left + sorted(unexpected))[:4]})")
 
 
+def _from_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
+    """An eccv16 or global_local ``model`` from a hypercolumn model's frozen trunk: every layer
+    but the output layer (and a global branch, fusion and label head, which start fresh)."""
+    if start.net.trunk_network != "eccv16" and model.network != start.net.trunk_network:
+        raise ValueError(f"--init-from {source!r}: its trunk is a {start.net.trunk_network} network, "
+                         f"which cannot seed a {model.network} one")
+    weights = {"net." + k[len("net.trunk."):]: v for k, v in start.state_dict().items() if k.startswith("net.trunk.")}
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # another width
+        raise ValueError(f"--init-from {source!r}: its trunk does not fit this network (width?)") from e
+    fresh = ("net.head.", "net.global_branch.", "net.fusion.", "net.label_head.")
+    left = sorted(k for k in missing if k not in ("prior", "class_weights") and not k.startswith(fresh)
+                  and k.startswith("net."))
+    if unexpected or left:
+        raise ValueError(f"--init-from {source!r}: its trunk does not fit this network ({(left + sorted(unexpected))[:4]})")
+
+
+def _same_head(start: Colorizer, model: Colorizer) -> bool:
+    """Whether hypercolumn ``start`` can seed hypercolumn ``model`` whole (trunk and decoder)."""
+    keys = ("objective", "width", "color_space", "channel_bins", "trunk", "grid")
+    theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
+    return start.network == model.network == "hypercolumn" and all(theirs.get(k) == ours.get(k) for k in keys)
+
+
 def _init_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
-    """A hypercolumn model's frozen trunk: the trained network of ``start`` without its head."""
+    """A hypercolumn model's frozen trunk: the trained network of ``start`` without its head
+    (or, when ``start`` is itself a hypercolumn model, its frozen trunk)."""
     trunk = model.net.trunk_network
-    if start.network != trunk:
-        raise ValueError(f"--init-from {source!r}: a {start.network} network cannot be the trunk of a "
+    given = start.net.trunk_network if start.network == "hypercolumn" else start.network
+    if given != trunk:
+        raise ValueError(f"--init-from {source!r}: a {given} network cannot be the trunk of a "
                          f"hypercolumn model with --trunk {trunk}")
-    weights = {"trunk." + k[len("net."):]: v for k, v in start.state_dict().items()
-               if k.startswith("net.") and not k.startswith(("net.head.", "net.label_head."))}
+    if start.network == "hypercolumn":
+        weights = {k[len("net."):]: v for k, v in start.state_dict().items() if k.startswith("net.trunk.")}
+    else:
+        weights = {"trunk." + k[len("net."):]: v for k, v in start.state_dict().items()
+                   if k.startswith("net.") and not k.startswith(("net.head.", "net.label_head."))}
     try:
         missing, unexpected = model.net.load_state_dict(weights, strict=False)
     except RuntimeError as e:  # another width
@@ -387,12 +425,13 @@ class Run:
 
 
 def _prior(cfg: TrainConfig, out: Path, accelerator) -> list[float] | None:
-    """The ab prior of the rebalancing: uniform, a given file, or counted at the start
+    """The prior over the model's bins (ab, or uv for a YUV classification) of the
+    rebalancing: uniform, a given file, or counted at the start
     from ``prior_images`` training photos (saved as ``out/prior.json`` for resuming)."""
     if cfg.prior == "uniform":
         return None
     if cfg.prior:
-        return read_prior(cfg.prior, cfg.grid)
+        return read_prior(cfg.prior, cfg.grid, cfg.bin_space)
     path = out / "prior.json"
     if not path.is_file():
         if accelerator.is_main_process:
@@ -400,7 +439,7 @@ def _prior(cfg: TrainConfig, out: Path, accelerator) -> list[float] | None:
             write_prior(record, path)
             logger.info("prior: %d photos, %d pixels -> %s", record["images"], record["pixels"], path)
         accelerator.wait_for_everyone()
-    return read_prior(path, cfg.grid)
+    return read_prior(path, cfg.grid, cfg.bin_space)
 
 
 def cpu_has_bf16() -> bool:

@@ -2,7 +2,8 @@
 
 Streams N photos, converts each (short side resized to ``--size``, the whole photo) to
 Lab with ``colorizer.color.rgb_to_lab``, counts every pixel in its nearest ab bin
-(``colorizer.bins.PriorCounter``) and writes a JSON file with the prior (sums to 1)
+(``colorizer.bins.PriorCounter``; for ``--objective classification --color-space yuv``,
+in its nearest uv bin) and writes a JSON file with the prior (sums to 1)
 and the rebalancing weights derived from it. Training reads it with
 ``--prior FILE`` and saves the prior in the model's config (``Colorizer(prior=...)``).
 
@@ -23,9 +24,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from colorizer.bins import PriorCounter, gamut_bins, rebalance_weights
+from colorizer.bins import PriorCounter, gamut_bins, rebalance_weights, rgb_to_chroma
 from colorizer.cli import report_error
-from colorizer.color import rgb_to_lab
 from colorizer.images import resize_short_side
 from train.sources import iter_images
 from train.config import TrainConfig
@@ -41,8 +41,10 @@ def count_prior(
     size: int = 176,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    space: str = "lab",
 ) -> tuple[PriorCounter, int]:
-    """Count the ab pixels of up to ``n_images`` RGB photos in the bins ``centres`` (Q, 2).
+    """Count the chroma pixels of up to ``n_images`` RGB photos in the bins ``centres``
+    (Q, 2) of ``space`` ("lab": ab; "yuv": scaled uv, ``colorizer.bins.rgb_to_chroma``).
 
     Each photo is resized so its short side is ``size`` (all pixels counted, aspect kept).
     Returns the counter and the number of photos counted.
@@ -52,8 +54,8 @@ def count_prior(
     for img in tqdm(images, total=n_images, desc="prior", unit="img", disable=not progress):
         img = resize_short_side(img, size, upscale=True, resample=Image.Resampling.BILINEAR)
         rgb = torch.from_numpy(np.array(img)).to(device)  # (H, W, 3) uint8
-        ab = rgb_to_lab(rgb.permute(2, 0, 1)[None])[:, 1:]  # (1, 2, H, W)
-        counter.update(ab)
+        chroma = rgb_to_chroma(rgb.permute(2, 0, 1)[None], space)  # (1, 2, H, W)
+        counter.update(chroma)
         n += 1
         if n >= n_images:
             break
@@ -78,14 +80,16 @@ def prior_from_config(
     if cfg.shuffle_buffer > 0:
         rows = rows.shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer)
     skipped: collections.Counter = collections.Counter()
-    centres = gamut_bins(cfg.grid)
-    counter, n = count_prior(_usable_photos(rows, cfg, skipped), centres, n_images, size or cfg.crop, device, progress)
+    centres = gamut_bins(cfg.grid, space=cfg.bin_space)
+    counter, n = count_prior(_usable_photos(rows, cfg, skipped), centres, n_images, size or cfg.crop, device, progress,
+                             cfg.bin_space)
     prior = counter.prior()
     weights = rebalance_weights(prior, centres, cfg.lam)  # the model's prior_sigma default, 5
     return {
         "prior": [float(p) for p in prior],
         "class_weights": [float(w) for w in weights],
         "grid": cfg.grid,
+        "space": cfg.bin_space,
         "lam": cfg.lam,
         "prior_sigma": 5.0,
         "images": n,
@@ -112,16 +116,18 @@ def write_prior(record: dict, path: str | Path) -> Path:
     return path
 
 
-def read_prior(path: str | Path, grid: float) -> list[float]:
-    """The ``(Q,)`` prior of a JSON file from ``write_prior``, checked against ``grid``."""
+def read_prior(path: str | Path, grid: float, space: str = "lab") -> list[float]:
+    """The ``(Q,)`` prior of a JSON file from ``write_prior``, checked against ``grid`` and
+    the bins' ``space`` (files from before uv bins existed are ab priors)."""
     record = json.loads(Path(path).read_text())
     if "prior" not in record:
         raise ValueError(f"{path}: not a prior file (no 'prior' entry)")
-    q = len(gamut_bins(grid))
-    if float(record.get("grid", grid)) != float(grid) or len(record["prior"]) != q:
+    q = len(gamut_bins(grid, space=space))
+    stored = record.get("space", "lab")
+    if float(record.get("grid", grid)) != float(grid) or len(record["prior"]) != q or stored != space:
         raise ValueError(
-            f"{path}: prior for grid {record.get('grid')} with {len(record['prior'])} bins, "
-            f"but the model uses grid {grid:g} ({q} bins)"
+            f"{path}: prior over {stored} bins of grid {record.get('grid')} ({len(record['prior'])} bins), "
+            f"but the model uses {space} bins of grid {grid:g} ({q} bins)"
         )
     return [float(p) for p in record["prior"]]
 
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "shuffle_buffer",
         "seed",
         "grid",
+        "objective",
+        "color_space",
         "lam",
         "min_size",
         "gray_threshold",
