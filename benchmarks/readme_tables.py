@@ -53,6 +53,7 @@ METHODS = [
     ("L2 RGB 0.1 CPU-h", "compare/rgb/model"),
     ("uv bins 0.1 CPU-h", "compare/uvbins/model"),
     ("Cheng et al. 0.1 CPU-h", "cheng/model"),
+    ("Cheng et al. + semantic 0.1 CPU-h", "cheng-semantic/model"),
     ("global_local, ECCV16 +2.3 CPU-h", "s4/model"),
     ("global_local + labels, ECCV16 +0.1 CPU-h", "iizuka/model"),
     ("hypercolumn classes 0.1 CPU-h", "hypercolumn-classes/model"),

@@ -42,6 +42,7 @@ __all__ = [
     "UV_SCALE",
     "CHROMA_SPACES",
     "rgb_to_chroma",
+    "bin_space",
     "gamut_bins",
     "compute_gamut_bins",
     "nearest_bin",
@@ -66,6 +67,12 @@ def _check_space(space: str) -> str:
     if space not in CHROMA_SPACES:
         raise ValueError(f"chroma bins exist for {' and '.join(CHROMA_SPACES)}, got space {space!r}")
     return space
+
+
+def bin_space(objective: str, color_space: str) -> str:
+    """The plane of a model's bins and prior: "yuv" for a classification over uv bins, else
+    "lab" (ab bins: classification, and the rebalancing of the other objectives)."""
+    return "yuv" if color_space == "yuv" and objective == "classification" else "lab"
 
 
 def rgb_to_chroma(rgb: torch.Tensor, space: str = "lab") -> torch.Tensor:
@@ -113,7 +120,8 @@ _STORED_KEY = {"lab": "grids", "yuv": "yuv_grids"}
 def _gamut_bins_cached(grid: float, ab_range: float, space: str) -> torch.Tensor:
     stored = json.loads(resources.files("colorizer").joinpath("data", _BINS_FILE).read_text())
     grids = stored.get(_STORED_KEY[space], {})
-    if f"{grid:g}" in grids and stored["ab_range"] == ab_range:
+    same = stored["ab_range"] == ab_range and (space == "lab" or stored.get("uv_scale") == UV_SCALE)
+    if f"{grid:g}" in grids and same:
         return torch.tensor(grids[f"{grid:g}"], dtype=torch.float32)
     return compute_gamut_bins(grid, ab_range, space)
 

@@ -7,8 +7,10 @@ by the gray image:
 * low level: the 7x7 patch of lightness around the pixel (49 values);
 * mid level: a DAISY descriptor (Tola et al.; ``skimage.feature.daisy``, radius 15,
   2 rings of 6 histograms of 8 orientations: 104 values), computed on the CPU;
-* high level: the paper's scene-parsing label is not used (no parser here): the model
-  works from the low and mid levels alone;
+* high level: the paper's scene-parsing label (no parser here) becomes, with
+  ``semantic_width``, the mid-level features of this project's own trained ECCV16 network
+  (its third block, 1/8 resolution, 256 x width channels), kept frozen and read bilinearly at
+  each pixel of the output grid; without it the model works from the low and mid levels alone;
 * the network: per pixel, ``features -> hidden -> hidden -> out`` with ReLUs, as 1x1
   convolutions; it runs on the output grid only (every 4th pixel each way, the
   resolution of every network of this project), which is the pixel sample it learns from;
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from colorizer.networks import ECCV16, scaled
 
 __all__ = ["Cheng15", "joint_bilateral", "DAISY"]
 
@@ -54,14 +58,23 @@ class Cheng15(nn.Module):
     Args:
         out_channels: 2 (U, V or a, b) or 3 (R, G, B).
         width: scales the hidden layers (256 units at 1.0).
+        semantic_width: the width of a trained ECCV16 network (``trunk``, frozen, its weights
+            copied in by ``train.loop.init_weights``) whose mid-level features are the
+            semantic feature; None: no semantic feature.
     Input ``(B, 1, H, W)`` normalised lightness (L / 100 - 0.5); output
     ``(B, out_channels, ceil(H/4), ceil(W/4))``.
     """
 
-    def __init__(self, out_channels: int, width: float = 1.0):
+    def __init__(self, out_channels: int, width: float = 1.0, semantic_width: float | None = None):
         super().__init__()
         hidden = max(16, int(round(256 * width)))
         n_in = PATCH * PATCH + DAISY_SIZE
+        if semantic_width:
+            self.trunk_network = "eccv16"
+            self.trunk = ECCV16(1, semantic_width)
+            self.trunk.head = nn.Identity()  # its features are what is used
+            self.trunk.requires_grad_(False)
+            n_in += scaled(256, semantic_width)
         self.norm = nn.BatchNorm2d(n_in)  # the features' scales differ (lightness vs histogram mass)
         self.mlp = nn.Sequential(
             nn.Conv2d(n_in, hidden, 1), nn.ReLU(inplace=True),
@@ -69,13 +82,24 @@ class Cheng15(nn.Module):
             nn.Conv2d(hidden, out_channels, 1),
         )  # fmt: skip
 
+    def train(self, mode: bool = True) -> "Cheng15":
+        super().train(mode)
+        if hasattr(self, "trunk"):
+            self.trunk.eval()  # frozen: its batch-norm statistics stay those it was trained with
+        return self
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, H, W)`` normalised L -> ``(B, 153, h, w)``: 7x7 patches and DAISY."""
+        """``(B, 1, H, W)`` normalised L -> ``(B, 153 [+ semantic], h, w)``: 7x7 patches, DAISY
+        and, with a trunk, its mid-level features at the output grid's pixels."""
         b, _, h, w = x.shape
         oh, ow = -(-h // STRIDE), -(-w // STRIDE)
         patches = F.unfold(F.pad(x, (PATCH // 2,) * 4, mode="replicate"), PATCH, stride=STRIDE)
-        patches = patches.view(b, PATCH * PATCH, oh, ow)
-        return torch.cat([patches, daisy_features(x + 0.5)], dim=1)
+        parts = [patches.view(b, PATCH * PATCH, oh, ow), daisy_features(x + 0.5)]
+        if hasattr(self, "trunk"):
+            with torch.no_grad():
+                mid = self.trunk.features(x)[2]  # block 3, 1/8
+            parts.append(F.interpolate(mid, size=(oh, ow), mode="bilinear", align_corners=False))
+        return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.norm(self.features(x)))

@@ -16,6 +16,7 @@ failed, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -176,10 +177,16 @@ def main(argv: list[str] | None = None) -> int:
             return report_error(prog, f"--{e}")
     if args.max_pixels <= 0:
         return report_error(prog, f"--max-pixels must be positive, got {args.max_pixels}")
+    if args.workers < 0:
+        return report_error(prog, f"--workers must be 0 (one per core) or more, got {args.workers}")
+    workers = _cores() if args.workers == 0 else args.workers
+    cpu_only = args.backend == "onnxruntime" or workers > 1
     try:
-        device = _device("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
+        device = _device("cpu" if cpu_only and args.device == "auto" else args.device)
     except ValueError as e:
         return report_error(prog, e)
+    if workers > 1 and device.type != "cpu":
+        return report_error(prog, f"--workers runs processes on the CPU; the device is {device} (use --device cpu)")
     inputs = list_images(args.photos, missing="keep")
     earlier = [p for p in inputs if _is_our_output(p)]
     inputs = [p for p in inputs if p not in earlier]
@@ -233,13 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             todo.append((src, dst, extra))
 
-    workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
-    if workers < 0:
-        return report_error(prog, f"--workers must be 0 (one per core) or more, got {args.workers}")
-    if workers > 1 and device.type != "cpu":
-        return report_error(prog, f"--workers runs processes on the CPU; the device is {device} (use --device cpu)")
     if workers > 1 and len(todo) > 1:
-        _in_processes(model, todo, min(workers, len(todo)), args, reference, failed)
+        try:
+            _in_processes(model, todo, min(workers, len(todo)), args, reference, failed)
+        except _WorkersFailed as e:
+            report_error(prog, e)
+            return 2
+        except KeyboardInterrupt:
+            report_error(prog, "interrupted: the photos written so far are complete, the rest were not started")
+            return 130
         return _summary(prog, inputs, skipped, failures)
 
     def read(src: Path):
@@ -248,11 +257,6 @@ def main(argv: list[str] | None = None) -> int:
             return read_image(src, args.max_pixels)
         except ImageError as e:
             return e
-
-    def write(result, dst: Path, heatmap, extra: Path) -> None:
-        _save_atomic(result, dst)
-        if heatmap is not None:
-            _save_atomic(heatmap, extra)
 
     bar = tqdm(total=len(todo), unit="photo", disable=args.quiet, desc="colorizing")
     # Overlapped: the next photo is decoded and the last one encoded (PNG) in two threads while
@@ -285,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(1)
                 continue
             if not overlap:
-                writing.append((src, _done(write, result, dst, heatmap, extra)))
+                writing.append((src, _done(_write, result, dst, heatmap, extra)))
             else:
-                writing.append((src, writer.submit(write, result, dst, heatmap, extra)))
+                writing.append((src, writer.submit(_write, result, dst, heatmap, extra)))
             collect(keep=1)
         collect(keep=0)
     finally:
@@ -307,6 +311,25 @@ def _summary(prog: str, inputs: list[Path], skipped: int, failures: int) -> int:
     return 0
 
 
+def _write(result: Image.Image, dst: Path, heatmap: Image.Image | None, extra: Path) -> None:
+    """A colorization (and its entropy map), each written atomically."""
+    _save_atomic(result, dst)
+    if heatmap is not None:
+        _save_atomic(heatmap, extra)
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (its affinity, so a container's limit counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _WorkersFailed(Exception):
+    """The worker processes could not start (the model would not load in them) or died."""
+
+
 def _render(model, image, args, reference) -> tuple[Image.Image, Image.Image | None]:
     """One decoded photo's colorization and, with ``--uncertainty``, its entropy map."""
     pred = model.analyze(image, max_pixels=args.max_pixels, reference=reference)
@@ -324,17 +347,23 @@ def _failure(src: Path, error: BaseException, writing: bool = False) -> str:
 def _in_processes(model, todo: list, workers: int, args, reference, failed) -> None:
     """``--workers N``: the photos of ``todo`` shared among N processes (spawned, each with the
     model's exact weights from a temporary folder and cores/N threads), as each finishes its
-    last; the progress bar and the failure lines (``failed``) stay in this process."""
+    last; the progress bar and the failure lines (``failed``) stay in this process.
+
+    Raises:
+        _WorkersFailed: the workers could not load the model, or one died (killed, out of
+            memory); the photos not done by then are not attempted.
+    """
     import multiprocessing
     import tempfile
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, _cores() // workers)
     options = {"max_pixels": args.max_pixels, "temperature": args.temperature, "uncertainty": args.uncertainty,
                "backend": model.backend, "threads": threads,
                "reference": None if reference is None else reference.cpu().flatten().tolist()}
     with tempfile.TemporaryDirectory(prefix="colorizer-workers-") as folder:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, model_card_kwargs={})  # config and weights, not the card's figures
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_start, initargs=(folder, options))
         bar = tqdm(total=len(todo), unit="photo", disable=args.quiet, desc=f"colorizing ({workers} processes)")
@@ -343,8 +372,12 @@ def _in_processes(model, todo: list, workers: int, args, reference, failed) -> N
             for job in as_completed(jobs):
                 try:
                     error = job.result()
-                except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory): one line
-                    error = f"{jobs[job]}: the worker process failed ({type(e).__name__}: {e})"
+                except BrokenProcessPool:
+                    done = bar.n
+                    raise _WorkersFailed(f"a worker process died after {done} of {len(todo)} photo(s); "
+                                         "the rest were not attempted (out of memory? try fewer --workers)") from None
+                if isinstance(error, _StartFailure):
+                    raise _WorkersFailed(f"the worker processes cannot start: {error.message}")
                 if error:
                     failed(error)
                 bar.update(1)
@@ -356,24 +389,41 @@ def _in_processes(model, todo: list, workers: int, args, reference, failed) -> N
 _WORKER: dict = {}  # in a --workers process: its model and options
 
 
+@dataclasses.dataclass
+class _StartFailure:
+    """What a worker whose start-up failed answers for every photo (its one-line reason)."""
+
+    message: str
+
+
 def _worker_start(folder: str, options: dict) -> None:
-    """A ``--workers`` process: its share of the cores, then the model (loaded from local safetensors)."""
-    import torch
+    """A ``--workers`` process: Ctrl-C is the main process's to handle; its share of the cores,
+    then the model (loaded from local safetensors). A failure is kept, to be answered per photo
+    (an exception here would print a traceback and break the pool)."""
+    import signal
 
-    from colorizer.model import Colorizer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import torch
 
-    torch.set_num_threads(options["threads"])
-    model = Colorizer.from_pretrained(folder).eval()
-    if options["backend"] == "onnxruntime":
-        model.use_onnxruntime(threads=options["threads"])
-    reference = options["reference"]
-    _WORKER.update(options, model=model, reference=None if reference is None else torch.tensor(reference)[None])
+        from colorizer.model import Colorizer
+
+        torch.set_num_threads(options["threads"])
+        model = Colorizer.from_pretrained(folder).eval()
+        if options["backend"] == "onnxruntime":
+            model.use_onnxruntime(threads=options["threads"])
+        reference = options["reference"]
+        _WORKER.update(options, model=model, reference=None if reference is None else torch.tensor(reference)[None])
+    except Exception as e:  # noqa: BLE001 - reported once, in one line, by the main process
+        _WORKER["failure"] = _StartFailure(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def _worker_photo(src: str, dst: str, extra: str) -> str | None:
+def _worker_photo(src: str, dst: str, extra: str) -> str | _StartFailure | None:
     """One photo in a ``--workers`` process: read, colorize, write; its failure line, or None."""
     from types import SimpleNamespace
 
+    if "failure" in _WORKER:
+        return _WORKER["failure"]
     w = SimpleNamespace(**_WORKER)
     try:
         image = read_image(src, w.max_pixels)
@@ -381,9 +431,7 @@ def _worker_photo(src: str, dst: str, extra: str) -> str | None:
     except (OSError, RuntimeError, ValueError) as e:
         return _failure(Path(src), e)
     try:
-        _save_atomic(result, Path(dst))
-        if heatmap is not None:
-            _save_atomic(heatmap, Path(extra))
+        _write(result, Path(dst), heatmap, Path(extra))
     except (OSError, ValueError) as e:
         return _failure(Path(src), e, writing=True)
     return None

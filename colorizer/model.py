@@ -37,7 +37,7 @@ from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from PIL import Image
 from torch import nn
 
-from colorizer.bins import UV_SCALE, annealed_mean, check_temperature, entropy, gamut_bins, rebalance_weights, rgb_to_chroma
+from colorizer.bins import UV_SCALE, annealed_mean, bin_space, check_temperature, entropy, gamut_bins, rebalance_weights, rgb_to_chroma
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import masked_mean, classification_loss, downsample_ab, regression_loss
@@ -304,6 +304,9 @@ class Colorizer(
         trunk: the network of the frozen trunk of a "hypercolumn" network (Ciugurean's
             colorizer: a trained model's features at four depths, stacked per pixel, and a
             small trained decoder): "eccv16" or "global_local".
+        semantic_width: for "cheng15", the width of a trained ECCV16 network kept frozen inside
+            it, whose mid-level features are Cheng et al.'s semantic (high-level) feature; its
+            weights come from ``python -m train --init-from`` (None: no semantic feature).
         channel_bins: classes per channel of the "channel_classification" objective (a and
             b each quantized into ``channel_bins`` classes over [-ab_range, ab_range], two
             independent softmaxes per pixel, decoded by each one's annealed mean).
@@ -335,6 +338,7 @@ class Colorizer(
         color_space: str = "lab",
         trunk: str = "eccv16",
         channel_bins: int = 64,
+        semantic_width: float | None = None,
     ):
         super().__init__()
         if color_space not in COLOR_SPACES:
@@ -364,7 +368,7 @@ class Colorizer(
         self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
 
         # (Q, 2) bin centres: ab, or the scaled uv of a YUV classification (Champati et al.)
-        centres = gamut_bins(grid, ab_range, "yuv" if color_space == "yuv" and objective == "classification" else "lab")
+        centres = gamut_bins(grid, ab_range, bin_space(objective, color_space))
         q = len(centres)
         if prior is None:
             p = torch.full((q,), 1.0 / q, dtype=torch.float64)
@@ -390,7 +394,11 @@ class Colorizer(
         else:
             out = q if objective == "classification" else COLOR_SPACES[color_space]
         self.ab_range = ab_range
+        if semantic_width and network != "cheng15":
+            raise ValueError(f"semantic_width is Cheng et al.'s semantic feature (network cheng15), got network {network!r}")
         options = {"trunk": trunk} if network == "hypercolumn" else {}
+        if semantic_width:
+            options["semantic_width"] = semantic_width
         if self.labels:
             options["num_labels"] = len(self.labels)
         self.net = NETWORKS[network](out, width, **options)

@@ -44,6 +44,7 @@ import fnmatch
 import glob
 import json
 import math
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -614,8 +615,8 @@ def write_report(report: Report, out_dir: str | Path, command: str | None = None
     """Write ``results.md``, ``results.json``, ``sweep.png`` and (when photos were
     kept) ``contact_sheet.png``, plus ``sweep_<group>.png`` and ``contact_sheet_<group>.png``
     per group, into ``out_dir`` (created); with ``sheet_each``, also one sheet per model
-    column (gray | that model | ground truth) per group, ``sheets/<group>/<column>.png``
-    (``sheets/<column>.png`` without groups).
+    column (gray | that model | ground truth) per group, ``sheets/<group>/<model label>.png``
+    (``sheets/<model label>.png`` without groups).
     Returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -646,11 +647,20 @@ def write_report(report: Report, out_dir: str | Path, command: str | None = None
             paths[f"contact_sheet {g}"] = out / f"contact_sheet_{_slug(g)}.png"
             contact_sheet(report, paths[f"contact_sheet {g}"], group=g)
         titles = list(next(iter(report.sheet.values())))
+        label = {r.name: r.model for r in report.rows if r.model}  # a sheet is named after its --model label
+        names: dict[str, str] = {}
+        for title in titles[1:-1]:  # between gray and the ground truth
+            name = _slug(label.get(title) or title)
+            while name in names.values():
+                name += "-2"
+            names[title] = name
+        if sheet_each:
+            shutil.rmtree(out / "sheets", ignore_errors=True)  # no sheet of an earlier evaluation stays
         for g in (list(report.groups) or [None]) if sheet_each else ():
             folder = out / "sheets" / (_slug(g) if g else "")
             folder.mkdir(parents=True, exist_ok=True)
-            for title in titles[1:-1]:  # between gray and the ground truth
-                paths[f"sheet {g} {title}"] = folder / f"{_slug(title)}.png"
+            for title in titles[1:-1]:
+                paths[f"sheet {g} {title}"] = folder / f"{names[title]}.png"
                 contact_sheet(report, paths[f"sheet {g} {title}"], group=g, columns=[titles[0], title, titles[-1]])
     return paths
 

@@ -59,3 +59,35 @@ def test_cheng_trains_and_colorizes(folder, tmp_path):
     assert out.size == (600, 400)
     with pytest.raises(ValueError, match="objective 'regression'"):
         Colorizer(width=0.125, network="cheng15")
+
+
+def test_the_semantic_feature_is_a_frozen_trained_network_read_at_each_pixel(folder, tmp_path):
+    """--semantic-width: a trained ECCV16 network's mid-level features (block 3) join the
+    patch and DAISY features; its weights come from --init-from and never change in training."""
+    source = Colorizer(width=0.125, input_size=64)
+    for module in source.modules():  # batch-norm statistics of a "trained" network
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+    source.save_pretrained(tmp_path / "source")
+    options = dict(network="cheng15", objective="regression", color_space="yuv", semantic_width=0.125)
+    with pytest.raises(ValueError, match="--init-from"):
+        train(tiny(folder, tmp_path / "x", **options))
+    train(tiny(folder, tmp_path, init_from=str(tmp_path / "source"), **options))
+    model = Colorizer.from_pretrained(str(tmp_path / "run" / "model"))
+    net = model.net
+    assert net.norm.num_features == 49 + DAISY_SIZE + 32  # 256 x 0.125 channels of block 3
+    for name, value in source.state_dict().items():
+        if name.startswith("net.") and not name.startswith("net.head."):
+            torch.testing.assert_close(net.trunk.state_dict()[name[len("net."):]], value, msg=name)
+    x = torch.rand(1, 1, 64, 48) - 0.5
+    feats = net.features(x)
+    assert feats.shape == (1, 49 + DAISY_SIZE + 32, 16, 12)
+    with torch.no_grad():
+        mid = source.net.eval().features(x)[2]
+    assert mid.shape == (1, 32, 8, 6) and mid.abs().max() > 0.1
+    torch.testing.assert_close(feats[:, -32:], torch.nn.functional.interpolate(mid, size=(16, 12), mode="bilinear"))
+    assert model.colorize(skimage.data.coffee()).size == (600, 400)
+    with pytest.raises(ValueError, match="semantic_width is Cheng"):
+        Colorizer(width=0.125, semantic_width=0.125)
+    with pytest.raises(ValueError, match="--semantic-width"):
+        tiny(folder, tmp_path, semantic_width=0.125)

@@ -162,7 +162,24 @@ def test_worker_processes_write_what_one_process_writes(tmp_path, photos, model_
         assert one.shape == two.shape and np.abs(one - two).max() <= 1, n
     assert not (tmp_path / "two" / "cat.uncertainty.png").exists()
     assert main([str(photos), "-o", str(tmp_path / "x"), "-m", str(model_dir), "-j", "-1"]) == 2
-    assert "--workers must be 0" in capsys.readouterr().err
+    assert "--workers must be 0" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_worker_that_cannot_start_answers_one_line_for_every_photo(tmp_path, monkeypatch):
+    """A worker whose model will not load keeps the reason and gives it for each photo (no
+    traceback in the worker); the main process turns it into one error line."""
+    import signal
+
+    from colorizer import cli
+
+    handler = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(cli, "_WORKER", {})
+    try:
+        cli._worker_start(str(tmp_path / "no-model"), {"threads": 1, "backend": "torch", "reference": None})
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    answer = cli._worker_photo(str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "c.png"))
+    assert isinstance(answer, cli._StartFailure) and "\n" not in answer.message and answer.message
 
 
 def test_an_unwritable_output_is_reported_and_the_rest_goes_on(tmp_path, photos, model_dir, capsys):

@@ -338,7 +338,7 @@ def test_sheet_each_writes_one_sheet_per_model_and_group(photo_dir, tmp_path):
     assert main([str(photo_dir), "--limit", "2", "--model", f"one={model_dir}", "--model", f"two b={model_dir}",
                  "--sheet", "2", "--sheet-each", "-o", str(out), "-q"]) == 0  # fmt: skip
     sheets = sorted(p.name for p in (out / "sheets").iterdir())  # no groups: all photos
-    assert sheets == ["one-T-0-38.png", "two-b-T-0-38.png"]
+    assert sheets == ["one.png", "two-b.png"]  # named after the --model labels
     full = Image.open(out / "contact_sheet.png")
-    each = Image.open(out / "sheets" / "one-T-0-38.png")
+    each = Image.open(out / "sheets" / "one.png")
     assert each.height == full.height and each.width * 4 == pytest.approx(full.width * 3, abs=8)

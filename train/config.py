@@ -111,6 +111,9 @@ class TrainConfig:
     channel_bins: int = _opt(64, "classes per channel of --objective channel_classification")
     trunk: str = _opt("eccv16", "network of the frozen trunk of --network hypercolumn (that of --init-from)",
                       choices=["eccv16", "global_local"])
+    semantic_width: float = _opt(
+        0.0, "--network cheng15: also read, as Cheng et al.'s semantic feature, the mid-level features of the "
+        "frozen ECCV16 network of --init-from, whose width this is (0: no semantic feature)")
     color_space: str = _opt(
         "lab",
         "the colour the model predicts (Champati et al.'s comparison): lab (ab), yuv (U, V) or rgb (R, G, B, "
@@ -125,7 +128,7 @@ class TrainConfig:
         choices=["eccv16", "global_local", "cheng15", "hypercolumn"],
     )
     width: float = _opt(1.0, "channel multiplier of the network (1.0 = the paper's)")
-    grid: float = _opt(10.0, "side of an ab bin (10: Q=261 bins)")
+    grid: float = _opt(10.0, "side of an ab bin (10: Q=261 bins; 20: Q=77; over uv bins 283 and 81)")
     k: int = _opt(5, "soft-encoding neighbours")
     sigma: float = _opt(5.0, "soft-encoding Gaussian width (ab units)")
     lam: float = _opt(0.5, "rebalancing: mix of the prior with the uniform distribution")
@@ -135,7 +138,7 @@ class TrainConfig:
     regression_loss: str = _opt("l2", "regression loss: l2 or smooth_l1", choices=["l2", "smooth_l1"])
     prior: str | None = _opt(
         None,
-        "ab prior: a JSON file from python -m train.prior, 'uniform', or empty to compute it from --prior-images training photos at start",
+        "prior over the model's bins (ab, or uv for --color-space yuv classification): a JSON file from python -m train.prior, 'uniform', or empty to compute it from --prior-images training photos at start",
     )
     prior_images: int = _opt(500, "training photos counted for the prior when --prior is not given")
     init_from: str | None = _opt(
@@ -191,7 +194,9 @@ class TrainConfig:
     def bin_space(self) -> str:
         """The plane of the model's bins and prior: "yuv" for a classification over uv
         bins, else "lab" (ab bins, whatever the objective)."""
-        return "yuv" if self.color_space == "yuv" and self.objective == "classification" else "lab"
+        from colorizer.bins import bin_space
+
+        return bin_space(self.objective, self.color_space)
 
     def validate(self) -> None:
         """Check values that would otherwise fail hours into a run."""
@@ -226,6 +231,8 @@ class TrainConfig:
         if self.color_space == "yuv" and self.objective == "channel_classification":
             raise ValueError("--color-space yuv: per-channel classes are over a and b; use --objective "
                              "classification (uv bins) or regression")
+        if self.semantic_width < 0 or self.semantic_width and self.network != "cheng15":
+            raise ValueError(f"--semantic-width is Cheng et al.'s semantic feature: a width > 0 with --network cheng15")
         if self.labels:
             if self.network != "global_local":
                 raise ValueError(f"--labels needs --network global_local (a global branch to learn them), got {self.network}")

@@ -276,6 +276,10 @@ class _DeferredInterrupt:
         return False
 
 
+# the settings that shape a network's layers, with the default a config saved before them means
+_SHAPING = (("objective", None), ("width", None), ("color_space", "lab"), ("channel_bins", 64), ("trunk", "eccv16"))
+
+
 def init_weights(model: Colorizer, source: str) -> None:
     """Copy the weights of the model ``source`` (a shipped name, folder or Hub id) into
     ``model`` for fine-tuning. The networks must match (width, grid, objective), except
@@ -285,19 +289,20 @@ def init_weights(model: Colorizer, source: str) -> None:
     seeds another whole (trunk and decoder) when their heads match, else only its trunk
     (so the shipped hypercolumn default still gives its frozen ECCV16 network to an L2
     head), and gives that trunk to an eccv16 or global_local model too (its output layer
-    then starts fresh: a new objective or Q is fine); a label head
+    then starts fresh: a new objective or Q is fine); a cheng15 model with a semantic
+    feature takes its frozen network like a hypercolumn trunk; a label head
     starts fresh unless both models have the same labels; the prior and rebalancing
     weights stay ``model``'s own (this run's data)."""
     start = Colorizer.from_pretrained(source)
-    if model.network == "hypercolumn" and not _same_head(start, model):
-        _init_trunk(model, start, source)
+    semantic = model.network == "cheng15" and hasattr(model.net, "trunk") and start.network != "cheng15"
+    if model.network == "hypercolumn" and not _same_head(start, model) or semantic:
+        _init_trunk(model, start, source)  # a trunk to freeze: Ciugurean's, or Cheng et al.'s semantic feature
         return
     if start.network == "hypercolumn" and model.network != "hypercolumn":
         _from_trunk(model, start, source)
         return
     theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
-    for key, default in (("objective", None), ("width", None), ("grid", None), ("color_space", "lab"),
-                         ("channel_bins", 64), ("trunk", "eccv16")):
+    for key, default in _SHAPING + (("grid", None),):
         if theirs.get(key, default) != ours.get(key, default):
             raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key, default)!r}, "
                              f"this run's is {ours.get(key, default)!r}")
@@ -317,7 +322,8 @@ def init_weights(model: Colorizer, source: str) -> None:
 
 def _from_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
     """An eccv16 or global_local ``model`` from a hypercolumn model's frozen trunk: every layer
-    but the output layer (and a global branch, fusion and label head, which start fresh)."""
+    but the output layer, which starts fresh. From an eccv16 trunk, a global_local model's
+    global branch, fusion and label head start fresh too; a global_local trunk gives its own."""
     if start.net.trunk_network != "eccv16" and model.network != start.net.trunk_network:
         raise ValueError(f"--init-from {source!r}: its trunk is a {start.net.trunk_network} network, "
                          f"which cannot seed a {model.network} one")
@@ -335,9 +341,10 @@ def _from_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
 
 def _same_head(start: Colorizer, model: Colorizer) -> bool:
     """Whether hypercolumn ``start`` can seed hypercolumn ``model`` whole (trunk and decoder)."""
-    keys = ("objective", "width", "color_space", "channel_bins", "trunk", "grid")
     theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
-    return start.network == model.network == "hypercolumn" and all(theirs.get(k) == ours.get(k) for k in keys)
+    keys = _SHAPING + (("grid", None),) * (ours.get("objective") == "classification")  # Q sizes the head
+    return start.network == model.network == "hypercolumn" and all(
+        theirs.get(k, default) == ours.get(k, default) for k, default in keys)
 
 
 def _init_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
@@ -526,9 +533,11 @@ def setup(cfg: TrainConfig) -> Run:
         color_space=cfg.color_space,
         trunk=cfg.trunk,
         channel_bins=cfg.channel_bins,
+        semantic_width=cfg.semantic_width or None,
     )
-    if cfg.network == "hypercolumn" and not cfg.init_from and ckpt is None:
-        raise ValueError("--network hypercolumn freezes a trained trunk: give it with --init-from (e.g. default)")
+    if (cfg.network == "hypercolumn" or cfg.semantic_width) and not cfg.init_from and ckpt is None:
+        raise ValueError(f"--network {cfg.network}{' --semantic-width' if cfg.semantic_width else ''} freezes a "
+                         "trained network: give it with --init-from (e.g. default)")
     if cfg.init_from and ckpt is None:
         init_weights(model, cfg.init_from)
         logger.info("initial weights: %s", cfg.init_from)

@@ -1,4 +1,4 @@
-"""The empirical ab prior of a data set: ``python -m train.prior``.
+"""The empirical prior over ab (or uv) bins of a data set: ``python -m train.prior``.
 
 Streams N photos, converts each (short side resized to ``--size``, the whole photo) to
 Lab with ``colorizer.color.rgb_to_lab``, counts every pixel in its nearest ab bin
