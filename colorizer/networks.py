@@ -234,8 +234,8 @@ class Hypercolumn(nn.Module):
         self.trunk_network = trunk
         self.trunk = (ECCV16 if trunk == "eccv16" else GlobalLocal)(1, width)
         self.trunk.head = nn.Identity()  # its features are what is used
-        for p in self.trunk.parameters():
-            p.requires_grad_(False)
+        self.trunk.requires_grad_(False)
+        self.frozen = True
         c1, c2, c3 = (scaled(c, width) for c in (64, 128, 256))
         d = scaled(512, width)
         self.reduce = nn.Sequential(nn.Conv2d(c1 + c2 + 2 * c3, d, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True))
@@ -246,14 +246,22 @@ class Hypercolumn(nn.Module):
         )  # fmt: skip
         self.head = nn.Conv2d(d, out_channels, 1)
 
+    def unfreeze(self) -> "Hypercolumn":
+        """Train the trunk too (end to end: its weights and batch-norm statistics), as a
+        fine-tuning step after the decoder has learned on the frozen features."""
+        self.frozen = False
+        self.trunk.requires_grad_(True)
+        return self.train(self.training)
+
     def train(self, mode: bool = True) -> "Hypercolumn":
         super().train(mode)
-        self.trunk.eval()  # frozen: its batch-norm statistics stay those it was trained with
+        if self.frozen:
+            self.trunk.eval()  # frozen: its batch-norm statistics stay those it was trained with
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             feats = self.trunk.features(x)
         size = feats[-1].shape[-2:]  # 1/4
         column = torch.cat([f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear",

@@ -94,3 +94,25 @@ def test_a_frozen_trunk_keeps_its_batch_norm_statistics_in_training_mode():
     after = [b.running_mean for b in net.trunk.modules() if isinstance(b, torch.nn.BatchNorm2d)]
     assert all(torch.equal(x, y) for x, y in zip(before, after))
     assert all(p.grad is None for p in net.trunk.parameters())
+
+
+def test_an_unfrozen_trunk_trains_end_to_end(folder, tmp_path):
+    """--train-trunk: from a trained hypercolumn model, the trunk's weights and batch-norm
+    statistics change too; without --network hypercolumn it is refused."""
+    net = Hypercolumn(4, width=0.125).unfreeze().train()
+    assert net.trunk.training
+    net(torch.randn(2, 1, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in net.trunk.parameters())
+    source = Colorizer(width=0.125, input_size=64)
+    source.save_pretrained(tmp_path / "source")
+    train(tiny(folder, tmp_path / "first", network="hypercolumn", objective="channel_classification",
+               init_from=str(tmp_path / "source")))
+    first = Colorizer.from_pretrained(str(tmp_path / "first" / "run" / "model"))
+    train(tiny(folder, tmp_path, network="hypercolumn", objective="channel_classification", train_trunk=True,
+               init_from=str(tmp_path / "first" / "run" / "model")))
+    tuned = Colorizer.from_pretrained(str(tmp_path / "run" / "model"))
+    changed = [k for k, v in tuned.state_dict().items()
+               if k.startswith("net.trunk.") and v.is_floating_point() and not torch.equal(v, first.state_dict()[k])]
+    assert any(k.endswith("weight") for k in changed) and any(k.endswith("running_mean") for k in changed)
+    with pytest.raises(ValueError, match="--train-trunk"):
+        tiny(folder, tmp_path, train_trunk=True)

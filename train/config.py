@@ -111,6 +111,9 @@ class TrainConfig:
     channel_bins: int = _opt(64, "classes per channel of --objective channel_classification")
     trunk: str = _opt("eccv16", "network of the frozen trunk of --network hypercolumn (that of --init-from)",
                       choices=["eccv16", "global_local"])
+    train_trunk: bool = _opt(
+        False, "--network hypercolumn: train the trunk too, end to end (a fine-tuning step from an --init-from "
+        "hypercolumn model whose decoder has learned on the frozen trunk; use a small --lr)")
     semantic_width: float = _opt(
         0.0, "--network cheng15: also read, as Cheng et al.'s semantic feature, the mid-level features of the "
         "frozen ECCV16 network of --init-from, whose width this is (0: no semantic feature)")
@@ -231,6 +234,8 @@ class TrainConfig:
         if self.color_space == "yuv" and self.objective == "channel_classification":
             raise ValueError("--color-space yuv: per-channel classes are over a and b; use --objective "
                              "classification (uv bins) or regression")
+        if self.train_trunk and self.network != "hypercolumn":
+            raise ValueError("--train-trunk trains the trunk of --network hypercolumn")
         if self.semantic_width < 0 or self.semantic_width and self.network != "cheng15":
             raise ValueError(f"--semantic-width is Cheng et al.'s semantic feature: a width > 0 with --network cheng15")
         if self.labels:

@@ -541,6 +541,8 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.init_from and ckpt is None:
         init_weights(model, cfg.init_from)
         logger.info("initial weights: %s", cfg.init_from)
+    if cfg.train_trunk:
+        model.net.unfreeze()  # end to end: before the optimiser and the checkpoint's state are set up
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
