@@ -15,7 +15,7 @@ Runs, in this order, and splices each output into README.md between its markers
   al.'s colour spaces and uv bins, Cheng et al., the global-and-local network with and without
   the label head, the hypercolumn colorizer with both heads)
   beside the default on the same held-out photos, when their run folders are there (the
-  commands that train them are in the README); their sheet becomes docs/methods.png and
+  commands that train them are in the README); their sheet becomes docs/methods.jpg and
   each one's own (gray | method | truth) docs/methods/<row>.jpg;
 - BENCH: ``python benchmarks/inference.py``.
 
@@ -61,16 +61,21 @@ METHODS = [
 ]
 
 
-def method_pictures(sheets: Path, to: Path) -> None:
-    """One picture per method (gray | method | truth, the non-food photos of the methods
-    table) as JPEG in ``to`` (replaced): a few hundred kB each rather than a MB of PNG."""
+def as_jpeg(sheet: Path, to: Path) -> None:
+    """A contact sheet as JPEG for the README: a few hundred kB where the PNG takes MBs."""
     from PIL import Image
 
+    with Image.open(sheet) as img:
+        img.convert("RGB").save(to, quality=85, optimize=True)
+
+
+def method_pictures(sheets: Path, to: Path) -> None:
+    """One picture per method (gray | method | truth, the non-food photos of the methods
+    table) as JPEG in ``to`` (replaced)."""
     shutil.rmtree(to, ignore_errors=True)
     to.mkdir(parents=True)
     for sheet in sorted(sheets.glob("*.png")):
-        with Image.open(sheet) as img:
-            img.convert("RGB").save(to / f"{sheet.stem}.jpg", quality=85, optimize=True)
+        as_jpeg(sheet, to / f"{sheet.stem}.jpg")
 
 
 def splice(readme: str, name: str, body: str) -> str:
@@ -126,7 +131,7 @@ def main() -> None:
             run([py, "-m", "evaluation", str(args.photos), *holdout(args.photos),
                  *[x for label, path in models for x in ("--model", f"{label}={path}")],
                  "--sheet", "6", "--sheet-each", "--out", str(out), "-q"])
-            shutil.copy(out / "contact_sheet_non-food.png", ROOT / "docs" / "methods.png")
+            as_jpeg(out / "contact_sheet_non-food.png", ROOT / "docs" / "methods.jpg")
             method_pictures(out / "sheets" / "non-food", ROOT / "docs" / "methods")
             readme = splice(readme, "METHODS", without_title((out / "results.md").read_text()))
     if "bench" not in args.skip:

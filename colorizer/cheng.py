@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colorizer.networks import ECCV16, scaled
+from colorizer.networks import WithFrozenTrunk, frozen_trunk, scaled
 
 __all__ = ["Cheng15", "joint_bilateral", "DAISY"]
 
@@ -52,7 +52,7 @@ def daisy_features(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).to(device=x.device, dtype=x.dtype)
 
 
-class Cheng15(nn.Module):
+class Cheng15(WithFrozenTrunk):
     """The per-pixel network of Deep Colorization on patch and DAISY features.
 
     Args:
@@ -70,10 +70,8 @@ class Cheng15(nn.Module):
         hidden = max(16, int(round(256 * width)))
         n_in = PATCH * PATCH + DAISY_SIZE
         if semantic_width:
+            self.trunk = frozen_trunk("eccv16", semantic_width)
             self.trunk_network = "eccv16"
-            self.trunk = ECCV16(1, semantic_width)
-            self.trunk.head = nn.Identity()  # its features are what is used
-            self.trunk.requires_grad_(False)
             n_in += scaled(256, semantic_width)
         self.norm = nn.BatchNorm2d(n_in)  # the features' scales differ (lightness vs histogram mass)
         self.mlp = nn.Sequential(
@@ -81,12 +79,6 @@ class Cheng15(nn.Module):
             nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, out_channels, 1),
         )  # fmt: skip
-
-    def train(self, mode: bool = True) -> "Cheng15":
-        super().train(mode)
-        if hasattr(self, "trunk"):
-            self.trunk.eval()  # frozen: its batch-norm statistics stay those it was trained with
-        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` normalised L -> ``(B, 153 [+ semantic], h, w)``: 7x7 patches, DAISY
@@ -96,8 +88,7 @@ class Cheng15(nn.Module):
         patches = F.unfold(F.pad(x, (PATCH // 2,) * 4, mode="replicate"), PATCH, stride=STRIDE)
         parts = [patches.view(b, PATCH * PATCH, oh, ow), daisy_features(x + 0.5)]
         if hasattr(self, "trunk"):
-            with torch.no_grad():
-                mid = self.trunk.features(x)[2]  # block 3, 1/8
+            mid = self.trunk_features(x)[2]  # block 3, 1/8
             parts.append(F.interpolate(mid, size=(oh, ow), mode="bilinear", align_corners=False))
         return torch.cat(parts, dim=1)
 

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from colorizer.bins import check_temperature
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images, read_image
 
-__all__ = ["main", "export_main", "build_parser", "build_export_parser", "plan_outputs", "error_line", "report_error", "fail"]
+__all__ = ["main", "export_main", "build_parser", "build_export_parser", "plan_outputs", "error_line", "first_line",
+           "report_error", "fail"]
 
 
 def error_line(prog: str, error: BaseException | str, context: str | None = None, limit: int = 300) -> str:
@@ -42,6 +43,11 @@ def error_line(prog: str, error: BaseException | str, context: str | None = None
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return f"{prog}: error: {context + ': ' if context else ''}{text}"
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message for one line: its first line, or its type when it has none."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def report_error(prog: str, error: BaseException | str, context: str | None = None, status: int = 2) -> int:
@@ -143,7 +149,7 @@ def _load_model(prog: str, name: str, device="cpu"):
     try:
         return Colorizer.from_pretrained(name).to(device).eval()
     except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-        report_error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, f"cannot load model {name!r}")
+        report_error(prog, first_line(e), f"cannot load model {name!r}")
         return None
 
 
@@ -338,7 +344,7 @@ def _render(model, image, args, reference) -> tuple[Image.Image, Image.Image | N
 
 def _failure(src: Path, error: BaseException, writing: bool = False) -> str:
     """The one line for a photo that failed (an ``ImageError`` already names its file)."""
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    first = first_line(error)
     if writing:
         return f"{src}: cannot write the output ({first})"
     return str(error) if isinstance(error, ImageError) else f"{src}: {first}"
@@ -373,8 +379,7 @@ def _in_processes(model, todo: list, workers: int, args, reference, failed) -> N
                 try:
                     error = job.result()
                 except BrokenProcessPool:
-                    done = bar.n
-                    raise _WorkersFailed(f"a worker process died after {done} of {len(todo)} photo(s); "
+                    raise _WorkersFailed(f"a worker process died after {bar.n} of {len(todo)} photo(s); "
                                          "the rest were not attempted (out of memory? try fewer --workers)") from None
                 if isinstance(error, _StartFailure):
                     raise _WorkersFailed(f"the worker processes cannot start: {error.message}")
@@ -415,7 +420,7 @@ def _worker_start(folder: str, options: dict) -> None:
         reference = options["reference"]
         _WORKER.update(options, model=model, reference=None if reference is None else torch.tensor(reference)[None])
     except Exception as e:  # noqa: BLE001 - reported once, in one line, by the main process
-        _WORKER["failure"] = _StartFailure(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _WORKER["failure"] = _StartFailure(first_line(e))
 
 
 def _worker_photo(src: str, dst: str, extra: str) -> str | _StartFailure | None:

@@ -209,7 +209,43 @@ class GlobalLocal(nn.Module):
         return [b1, b2, low, self.blocks[4:](self.blocks[3][-1](fused))]
 
 
-class Hypercolumn(nn.Module):
+def frozen_trunk(network: str, width: float) -> nn.Module:
+    """A trained network's body to read features from (``features``): an ``ECCV16`` or
+    ``GlobalLocal`` without its head and without gradients, for a ``WithFrozenTrunk``."""
+    if network not in ("eccv16", "global_local"):
+        raise ValueError(f"trunk must be 'eccv16' or 'global_local', got {network!r}")
+    trunk = (ECCV16 if network == "eccv16" else GlobalLocal)(1, width)
+    trunk.head = nn.Identity()  # its features are what is used
+    return trunk.requires_grad_(False)
+
+
+class WithFrozenTrunk(nn.Module):
+    """A network holding a trained ``trunk`` (``frozen_trunk``, when it has one) that stays
+    frozen: in eval mode whatever the network's mode, so its batch-norm statistics stay
+    those it was trained with, until ``unfreeze`` (end-to-end fine-tuning)."""
+
+    frozen = True
+
+    def unfreeze(self):
+        """Train the trunk too (end to end: its weights and batch-norm statistics), as a
+        fine-tuning step after the rest has learned on the frozen features."""
+        self.frozen = False
+        self.trunk.requires_grad_(True)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen and getattr(self, "trunk", None) is not None:
+            self.trunk.eval()
+        return self
+
+    def trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's ``features`` of ``x``, with gradients only once unfrozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return self.trunk.features(x)
+
+
+class Hypercolumn(WithFrozenTrunk):
     """A frozen trained trunk and a small trained decoder on its hypercolumns (Ciugurean's
     colorizer, with this project's own network as the pre-trained feature extractor).
 
@@ -229,13 +265,8 @@ class Hypercolumn(nn.Module):
 
     def __init__(self, out_channels: int, width: float = 1.0, trunk: str = "eccv16"):
         super().__init__()
-        if trunk not in ("eccv16", "global_local"):
-            raise ValueError(f"trunk must be 'eccv16' or 'global_local', got {trunk!r}")
+        self.trunk = frozen_trunk(trunk, width)
         self.trunk_network = trunk
-        self.trunk = (ECCV16 if trunk == "eccv16" else GlobalLocal)(1, width)
-        self.trunk.head = nn.Identity()  # its features are what is used
-        self.trunk.requires_grad_(False)
-        self.frozen = True
         c1, c2, c3 = (scaled(c, width) for c in (64, 128, 256))
         d = scaled(512, width)
         self.reduce = nn.Sequential(nn.Conv2d(c1 + c2 + 2 * c3, d, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True))
@@ -246,23 +277,9 @@ class Hypercolumn(nn.Module):
         )  # fmt: skip
         self.head = nn.Conv2d(d, out_channels, 1)
 
-    def unfreeze(self) -> "Hypercolumn":
-        """Train the trunk too (end to end: its weights and batch-norm statistics), as a
-        fine-tuning step after the decoder has learned on the frozen features."""
-        self.frozen = False
-        self.trunk.requires_grad_(True)
-        return self.train(self.training)
-
-    def train(self, mode: bool = True) -> "Hypercolumn":
-        super().train(mode)
-        if self.frozen:
-            self.trunk.eval()  # frozen: its batch-norm statistics stay those it was trained with
-        return self
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            feats = self.trunk.features(x)
+        feats = self.trunk_features(x)
         size = feats[-1].shape[-2:]  # 1/4
         column = torch.cat([f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear",
                                                                           align_corners=False) for f in feats], dim=1)

@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from colorizer.color import rgb_to_lab
 from colorizer.bins import check_temperature
-from colorizer.cli import report_error
+from colorizer.cli import first_line, report_error
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, is_grayscale, list_images, read_image, resize_short_side
 from colorizer.metrics import (EVAL_PRIOR_GRID, AucMeter, colorfulness, colour_cast, evaluation_prior, psnr, ssim,
                                THRESHOLD_MAX_DISTANCE, threshold_meter)
@@ -646,22 +646,29 @@ def write_report(report: Report, out_dir: str | Path, command: str | None = None
         for g in report.groups:
             paths[f"contact_sheet {g}"] = out / f"contact_sheet_{_slug(g)}.png"
             contact_sheet(report, paths[f"contact_sheet {g}"], group=g)
-        titles = list(next(iter(report.sheet.values())))
-        label = {r.name: r.model for r in report.rows if r.model}  # a sheet is named after its --model label
-        names: dict[str, str] = {}
-        for title in titles[1:-1]:  # between gray and the ground truth
-            name = _slug(label.get(title) or title)
-            while name in names.values():
-                name += "-2"
-            names[title] = name
         if sheet_each:
-            shutil.rmtree(out / "sheets", ignore_errors=True)  # no sheet of an earlier evaluation stays
-        for g in (list(report.groups) or [None]) if sheet_each else ():
-            folder = out / "sheets" / (_slug(g) if g else "")
-            folder.mkdir(parents=True, exist_ok=True)
-            for title in titles[1:-1]:
-                paths[f"sheet {g} {title}"] = folder / f"{names[title]}.png"
-                contact_sheet(report, paths[f"sheet {g} {title}"], group=g, columns=[titles[0], title, titles[-1]])
+            paths.update(_sheet_each(report, out / "sheets"))
+    return paths
+
+
+def _sheet_each(report: Report, folder: Path) -> dict[str, Path]:
+    """One contact sheet per model column (gray | that model | truth) and group, in ``folder``
+    (replaced, so no sheet of an earlier evaluation stays), named after its --model label."""
+    titles = list(next(iter(report.sheet.values())))
+    label = {r.name: r.model for r in report.rows if r.model}
+    names: dict[str, str] = {}
+    for title in titles[1:-1]:  # between gray and the ground truth
+        name = _slug(label.get(title) or title)
+        while name in names.values():
+            name += "-2"
+        names[title] = name
+    shutil.rmtree(folder, ignore_errors=True)
+    paths = {}
+    for g in list(report.groups) or [None]:
+        (folder / (_slug(g) if g else "")).mkdir(parents=True, exist_ok=True)
+        for title in titles[1:-1]:
+            paths[f"sheet {g} {title}"] = folder / (_slug(g) if g else "") / f"{names[title]}.png"
+            contact_sheet(report, paths[f"sheet {g} {title}"], group=g, columns=[titles[0], title, titles[-1]])
     return paths
 
 
@@ -743,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             models[name] = Colorizer.from_pretrained(source).to(args.device).eval()
         except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-            return error(f"cannot load model {source!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return error(f"cannot load model {source!r}: {first_line(e)}")
 
     progress = not args.quiet
     try:
@@ -771,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m evaluation " + " ".join(_quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         paths = write_report(report, args.out, command, sheet_each=args.sheet_each)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
-        return error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return error(first_line(e))
     print(markdown_tables(report))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from colorizer.bins import check_temperature
-from colorizer.cli import report_error
+from colorizer.cli import first_line, report_error
 from colorizer.color import rgb_to_l
 from colorizer.images import ImageError, list_images, read_image, resize_short_side
 from colorizer.model import Colorizer, gray_rgb
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             models[name] = Colorizer.from_pretrained(name).eval()
         except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-            return error(f"cannot load model {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return error(f"cannot load model {name!r}: {first_line(e)}")
 
     progress = not args.quiet
     side = 256  # photos are colorized at the evaluation size of evaluation.evaluate
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                                     width=args.width, seed=args.seed, progress=progress)
         rows = semantic_check(classify, test_images, test_labels, models, args.temperature, progress=progress)
     except (ValueError, RuntimeError) as e:
-        return error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return error(first_line(e))
     common = collections.Counter(train_labels).most_common(1)[0][0]
     majority = sum(label == common for label in test_labels) / len(test_labels)
     table = markdown_table(rows, majority)
