@@ -15,10 +15,13 @@ Prints Markdown tables, each figure measured in this run, with the targets of is
    within 1.3x of each other.
 3. A 100 MP photo through ``colorize`` (peak memory target 2 GB above the decoded photo)
    and a 10000x10000 black PNG through the CLI (under 10 s).
-4. The network in torch against ONNX Runtime (the same weights exported), alone and
+4. The full-resolution work alone (``colorizer.render``): its compiled kernel (numba)
+   against its torch operations; and what the kernel costs on first use (compiling) and
+   in a later process (loading it from numba's cache).
+5. The network in torch against ONNX Runtime (the same weights exported), alone and
    through ``colorize``, at each size: the default CPU backend is ONNX Runtime only if it
    is clearly faster.
-5. The CLI on a folder of 50 one-megapixel JPEGs: photos per second, ``--overlap``
+6. The CLI on a folder of 50 one-megapixel JPEGs: photos per second, ``--overlap``
    (decoding and writing in threads) and ``--workers 2`` (two processes of one thread each,
    their start-up included) against ``--sequential`` (the default on the CPU).
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -157,6 +161,30 @@ def case(kind: str, arg: str, repeats: int, model_name: str) -> dict:
             times["torch"] += _timed(lambda: model.colorize(gray), 1)
             times["ort"] += _timed(lambda: onnx.colorize(gray), 1)
         return {**{k: _median(v) for k, v in times.items()}, "export_s": export_s, "input": list(small.shape[-2:])}
+    if kind == "renderer":  # the full-resolution work alone: the compiled kernel against the torch operations
+        import colorizer.render as render_module
+
+        pred = model.analyze(_photo(float(arg)))
+        ab = pred.ab()
+        paths = {"compiled": True, "torch": False}
+        times = {k: [] for k in paths}
+        for _ in range(repeats + 1):
+            for k, flag in paths.items():
+                render_module.KERNEL = flag
+                times[k] += _timed(lambda: render_module.render(pred.lightness, ab), 1)
+        return {k: _median(v[1:]) for k, v in times.items()}
+    if kind == "first-use":  # the kernel's compilation (run with an empty NUMBA_CACHE_DIR), then from the cache
+        import colorizer.render as render_module
+
+        small = _photo(0.25)
+        render_module.KERNEL = False
+        model.colorize(small)  # the network's and torch's own first-use costs, kept out of the figure
+        render_module.KERNEL = True
+        t0 = time.perf_counter()
+        render_module._compiled()  # numba's import
+        import_s = time.perf_counter() - t0
+        times = _timed(lambda: model.colorize(small), 2)
+        return {"import": import_s, "first": times[0], "second": times[1]}
     if kind == "content":
         photos = {k: _photo(float(arg), k) for k in ("black", "white", "mid-gray", "noise", "photo")}
         for p in photos.values():
@@ -182,9 +210,9 @@ def case(kind: str, arg: str, repeats: int, model_name: str) -> dict:
     raise ValueError(kind)
 
 
-def run(kind: str, arg: str, args) -> dict:
+def run(kind: str, arg: str, args, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--case", kind, arg, "--repeats", str(args.repeats), "--model", args.model]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=None if env is None else {**os.environ, **env})
     if out.returncode:
         raise SystemExit(f"case {kind} {arg} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -234,6 +262,17 @@ def main() -> None:
         print(f"| {mp:g} MP | {o['input'][1]}x{o['input'][0]} | {o['seconds']:.3f} | {o['network']:.3f} | "
               f"{o['seconds'] / o['network']:.2f}x {t_ratio} | {r['seconds']:.3f} | "
               f"{r['seconds'] / o['seconds']:.1f}x {t_speed} | {o['peak_mb']:.0f} {t_mem} |", flush=True)
+    print()
+    print("| photo | full-resolution work: torch operations s | compiled (numba) s | speed-up |")
+    print("|---|---|---|---|")
+    for mp in args.sizes:
+        o = run("renderer", str(mp), args)
+        print(f"| {mp:g} MP | {o['torch']:.3f} | {o['compiled']:.3f} | {o['torch'] / o['compiled']:.1f}x |", flush=True)
+    with tempfile.TemporaryDirectory() as cache:
+        first, cached = (run("first-use", "0", args, {"NUMBA_CACHE_DIR": cache}) for _ in range(2))
+    print(f"\nThe compiled kernel on first use: {first['first'] - first['second']:.1f} s to compile (once per machine, "
+          f"then cached on disk); in a later process {cached['first'] - cached['second']:.2f} s to load it from the "
+          f"cache, after {cached['import']:.2f} s importing numba")
     print()
     c = run("content", "4", args)
     fastest = min(c.values())

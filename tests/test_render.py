@@ -1,5 +1,7 @@
 """The fast full-resolution renderer against the plain reference of colorizer.color."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data
 
+import colorizer.render
 from colorizer import Colorizer
 from colorizer.color import lab_to_rgb, lab_to_rgb_in_gamut
 from colorizer.images import Lightness, read_image, split_lightness
@@ -38,21 +41,38 @@ def model():
     return Colorizer.from_pretrained("default")
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def path(request, monkeypatch):
+    """Both CPU paths of ``render``: the compiled kernel (numba) and the torch operations."""
+    if request.param == "compiled":
+        assert colorizer.render._compiled() is not None, "numba is a requirement: the compiled path must be there"
+    monkeypatch.setattr(colorizer.render, "KERNEL", request.param == "compiled")
+    return request.param
+
+
+def _both_paths(lightness, ab, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
+    monkeypatch.setattr(colorizer.render, "KERNEL", True)
+    compiled = np.asarray(render(lightness, ab)).astype(int)
+    monkeypatch.setattr(colorizer.render, "KERNEL", False)
+    return compiled, np.asarray(render(lightness, ab)).astype(int)
+
+
 @pytest.mark.parametrize("photo", [data.coffee, data.chelsea, data.rocket])
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
-def test_render_matches_the_exact_gamut_clip_within_one_level(model, photo, temperature):
+def test_render_matches_the_exact_gamut_clip_within_one_level(model, photo, temperature, monkeypatch):
+    """Both CPU paths (compiled and torch) against the bisection of the chroma."""
     lightness = split_lightness(read_image(np.asarray(Image.fromarray(photo()).convert("L"))))
     pred = model.analyze(photo())
     ab = pred.ab(temperature)
-    ours = np.asarray(render(lightness.l, ab)).astype(int)
     exact, today = _reference(lightness.l, ab, 30), _reference(lightness.l, ab, 8)
-    assert np.abs(ours - exact).max() <= 1
-    # the old 8-step bisection was itself up to a few levels off the exact clip; never further than that + 1
-    assert (np.abs(ours - today) <= np.abs(today - exact) + 1).all()
-    assert (np.abs(ours - exact) > 0).mean() < 0.01  # and nearly everywhere the very same levels
+    for ours in _both_paths(lightness.l, ab, monkeypatch):
+        assert np.abs(ours - exact).max() <= 1
+        # the old 8-step bisection was itself up to a few levels off the exact clip; never further than that + 1
+        assert (np.abs(ours - today) <= np.abs(today - exact) + 1).all()
+        assert (np.abs(ours - exact) > 0).mean() < 0.01  # and nearly everywhere the very same levels
 
 
-def test_render_saturated_and_extreme_lightness():
+def test_render_saturated_and_extreme_lightness(monkeypatch):
     """L from black to white under ab of every hue up to the model's range (chroma 110):
     where the renderer's Newton step has the most to do (every pixel clipped at the ends).
 
@@ -64,12 +84,12 @@ def test_render_saturated_and_extreme_lightness():
     lightness = torch.linspace(0, 100, w).view(1, 1, 1, w).expand(1, 1, h, w).contiguous()
     angle, chroma = torch.linspace(0, 2 * np.pi, 50)[:, None], torch.linspace(10, 110, 40)
     ab = torch.stack([torch.cos(angle) * chroma, torch.sin(angle) * chroma])[None]  # (1, 2, 50, 40)
-    ours = np.asarray(render(lightness, ab)).astype(int)
     first_exit, grazing = _reference(lightness, ab, 30), _reference(lightness, ab, 30, tolerance=3e-3)
-    off = np.minimum(np.abs(ours - first_exit).max(-1), np.abs(ours - grazing).max(-1))
-    assert off.max() <= 1
-    assert (np.abs(ours - first_exit).max(-1) > 1).mean() < 1e-3
-    assert (ours[:, 0] == 0).all() and (ours[:, -1] == 255).all()  # L = 0 is black, L = 100 white, whatever ab
+    for ours in _both_paths(lightness, ab, monkeypatch):
+        off = np.minimum(np.abs(ours - first_exit).max(-1), np.abs(ours - grazing).max(-1))
+        assert off.max() <= 1
+        assert (np.abs(ours - first_exit).max(-1) > 1).mean() < 1e-3
+        assert (ours[:, 0] == 0).all() and (ours[:, -1] == 255).all()  # L = 0 black, L = 100 white, whatever ab
 
 
 def _in_gamut(lightness: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -89,7 +109,7 @@ def test_gamut_table_is_the_boundary():
     assert torch.allclose(table[:, 0], table[:, -1])  # the last direction is the first again
 
 
-def test_gray_levels_render_like_float_lightness(model):
+def test_gray_levels_render_like_float_lightness(model, path):
     gray = np.asarray(Image.fromarray(data.astronaut()).convert("L").resize((333, 250)))
     lightness = split_lightness(read_image(gray))
     assert lightness.levels is not None
@@ -99,7 +119,7 @@ def test_gray_levels_render_like_float_lightness(model):
     assert np.array_equal(np.asarray(render(lightness, ab)), np.asarray(render(floats, ab)))
 
 
-def test_strips_and_alpha(model):
+def test_strips_and_alpha(model, path):
     rgba = np.dstack([data.coffee(), np.linspace(0, 255, 600, dtype=np.uint8)[None].repeat(400, 0)])
     pred = model.analyze(rgba)
     whole = render(pred.lightness, pred.ab())
@@ -107,6 +127,71 @@ def test_strips_and_alpha(model):
     thin = render(pred.lightness, pred.ab(), strip_pixels=1000)  # 1 row a strip
     assert np.array_equal(np.asarray(thin), np.asarray(whole))
     assert np.array_equal(np.asarray(pred.colorize()), np.asarray(whole))
+
+
+def test_compiled_and_torch_paths_agree(model, monkeypatch):
+    """The two CPU paths, on gray levels, on float L (a colour photo) and with alpha: the
+    same levels but for float rounding, a few pixels in 100000 one level apart."""
+    rgb = data.coffee()
+    rgba = np.dstack([rgb, np.linspace(0, 255, rgb.shape[1], dtype=np.uint8)[None].repeat(rgb.shape[0], 0)])
+    for image in (np.asarray(Image.fromarray(rgb).convert("L")), rgb, rgba):
+        pred = model.analyze(image)
+        for temperature in (1.0, 0.0):
+            compiled, plain = _both_paths(pred.lightness, pred.ab(temperature), monkeypatch)
+            assert compiled.shape == plain.shape == (*rgb.shape[:2], image.shape[-1] if image.ndim == 3 else 3)
+            assert np.abs(compiled - plain).max() <= 1
+            assert (compiled != plain).mean() < 1e-3
+
+
+def test_compiled_bands_make_one_image(model, monkeypatch):
+    """Bands of rows in threads (one per torch thread) give what one band gives, to the bit."""
+    pred = model.analyze(data.chelsea())
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = np.asarray(pred.colorize())
+        torch.set_num_threads(3)
+        three = np.asarray(pred.colorize())
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(one, three)
+
+
+def test_render_of_non_finite_numbers_is_an_image(path):
+    """NaN or infinite ab (a broken model) renders gray there and never reads outside a
+    table (the compiled passes assume finite numbers); nothing crashes."""
+    lightness = torch.linspace(0, 100, 64).view(1, 1, 1, 64).expand(1, 1, 48, 64).contiguous()
+    ab = torch.full((1, 2, 12, 16), 20.0)
+    ab[0, :, :6] = float("nan")
+    ab[0, 1, 6:, :8] = float("inf")
+    ab[0, 1, 6:, 8:] = -float("inf")
+    out = np.asarray(render(lightness, ab))
+    assert out.shape == (48, 64, 3)
+    gray = np.asarray(render(lightness, torch.zeros(1, 2, 12, 16)))
+    assert np.abs(out[:20].astype(int) - gray[:20]).max() <= 1  # NaN a and b: gray, L kept
+
+
+def test_compiled_render_of_non_finite_lightness(monkeypatch):
+    """NaN or infinite L given as a tensor: an image, no read outside a table."""
+    monkeypatch.setattr(colorizer.render, "KERNEL", True)
+    lightness = torch.full((1, 1, 8, 8), 50.0)
+    lightness[..., :4] = float("nan")
+    lightness[..., 4:6] = float("inf")
+    lightness[..., 6:] = -float("inf")
+    assert np.asarray(render(lightness, torch.full((1, 2, 2, 2), 30.0))).shape == (8, 8, 3)
+
+
+def test_without_numba_the_torch_path_renders(model, monkeypatch):
+    """Where numba cannot be imported (missing, or pinned to other numpy versions), one
+    warning and the torch path."""
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.delitem(sys.modules, "colorizer.render_kernel", raising=False)
+    monkeypatch.setattr(colorizer.render, "_kernel", [])
+    pred = model.analyze(data.coffee())
+    with pytest.warns(UserWarning, match="numba is not usable.*torch path"):
+        out = np.asarray(pred.colorize()).astype(int)
+    monkeypatch.setattr(colorizer.render, "KERNEL", False)
+    assert np.array_equal(out, np.asarray(pred.colorize()))
 
 
 def test_render_refuses_wrong_shapes():
