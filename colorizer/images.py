@@ -336,6 +336,8 @@ class Lightness:
                  levels: np.ndarray | None = None):
         if (l is None) == (levels is None):
             raise ValueError("Lightness: give either l or levels")
+        if levels is not None and (levels.dtype != np.uint8 or levels.ndim != 2):
+            raise ValueError(f"Lightness: levels must be (H, W) uint8 gray levels, got {levels.dtype} {levels.shape}")
         self._l, self.alpha, self.levels = l, alpha, levels
 
     @property

@@ -10,7 +10,7 @@ made, and everything runs in float32 on the device of the lightness.
 
 On the CPU the per-pixel work runs compiled (``colorizer.render_kernel``, numba: the
 same arithmetic in a few vectorized passes over a row at a time, bands of rows in
-threads), about 4x faster than the torch operations below, which are the path on a GPU
+threads), 3-4x faster than the torch operations below, which are the path on a GPU
 and where numba cannot be imported; the two agree to within 1 level (tested).
 
 Three things make it fast, each checked against the plain functions of
@@ -234,16 +234,18 @@ _kernel: list = []  # colorizer.render_kernel once imported, or None without a w
 
 
 def _compiled():
-    """``colorizer.render_kernel``, imported on first use (numba takes half a second to
-    import), or None where numba is missing or broken (it pins the numpy versions it
-    supports): then the torch path renders, with one warning."""
+    """``colorizer.render_kernel``, imported on first use (numba takes a few tenths of a
+    second to import), or None where numba is missing or broken (it pins the numpy versions
+    it supports) or cannot cache its compiled code (no writable folder: a RuntimeError at
+    import): then the torch path renders, with one warning."""
     if not _kernel:
         with _lock:
             if not _kernel:
                 try:
                     render_kernel = importlib.import_module("colorizer.render_kernel")
-                except ImportError as e:
-                    warnings.warn(f"numba is not usable ({e}); colorizing on the CPU takes the slower torch path",
+                except Exception as e:  # noqa: BLE001 - missing, broken, or no place to cache its compiled code
+                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    warnings.warn(f"numba is not usable ({reason}); colorizing on the CPU takes the slower torch path",
                                   stacklevel=3)
                     render_kernel = None
                 _kernel.append(render_kernel)
@@ -258,7 +260,7 @@ def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray
     dummy_u8, dummy_f = np.zeros((1, 1), dtype=np.uint8), np.zeros((1, 1), dtype=np.float32)
     by_level = lightness.levels is not None
     levels = np.ascontiguousarray(lightness.levels) if by_level else dummy_u8
-    floats = dummy_f if by_level else np.ascontiguousarray(lightness.l[0, 0].float().numpy())
+    floats = dummy_f if by_level else np.ascontiguousarray(lightness.l[0, 0].float().cpu().numpy())
     inverse = torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)).numpy()
     args = (
         pixels, dummy_u8 if alpha is None else np.ascontiguousarray(alpha), by_level, levels,
@@ -297,6 +299,8 @@ def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndar
         raise ValueError(f"render: expected ab of shape (1, 2, h, w), got {tuple(ab.shape)}")
     alpha = lightness.alpha if alpha is None else alpha
     width, height = lightness.size
+    if alpha is not None and (alpha.shape != (height, width) or alpha.dtype != np.uint8):
+        raise ValueError(f"render: expected a uint8 alpha of shape {(height, width)}, got {alpha.dtype} {alpha.shape}")
     h, w = ab.shape[-2:]
     gamut, lut = _table("gamut", device), _table("srgb", device)
     m = _xyz_matrix() * (_LUT_SIZE - 1)  # linear RGB in lookup units, 0 .. 65535
@@ -343,6 +347,8 @@ def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndar
                           out=strip[:, start:end])
             start = end
         l = lightness.rows(top, count, device)
+        if lightness.levels is None:  # (gray levels are in range already) NaN to 0, the rest into [0, 100]
+            l = torch.nan_to_num(l, nan=0.0).clamp_(0.0, 100.0)
         pending: list = []
         here = flat[top * width : top * width + n]
         out = here.view(-1) if direct else ws.out[: 3 * n]

@@ -9,12 +9,13 @@ upsampling, L from the gray level, the gamut table's chroma limit, Lab to linear
 the Newton step to the binding channel, the sRGB lookup written straight into the
 interleaved 8-bit output, and the bisection (float64, as
 ``colorizer.color.lab_to_rgb_in_gamut`` does it) of the few pixels that need it. It
-compiles on first use (about 4 s, cached on disk by numba, so once per machine) and
+compiles on first use (about 3 s, cached on disk by numba, so once per machine) and
 releases the GIL, so ``render`` runs it on bands of rows in threads.
 
 The arithmetic and its order are those of ``render._to_srgb8``, in float32, so both give
 the same levels to within 1 (the tests check it against the torch path and against the
-exact clip). Where numba cannot be imported, ``render`` uses the torch path.
+exact clip); the one difference is that the torch path skips the Newton step for a strip
+where the table puts every pixel inside the gamut, and the kernel never does. Where numba cannot be imported, ``render`` uses the torch path.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _render_rows(out, alpha, by_level, levels, level_l, lightness, across, down,
         else:
             for x in range(width):
                 l_row[x] = lightness[y, x]
-            _finite(l_row, f32(1000.0))  # (ab was made finite by render)
+            _lightness_range(l_row)  # (ab was made finite by render)
         # 1. the table's chroma limit, s = min(1, r_max / r): where to look, the lookups, s
         _table_position(a_row, b_row, l_row, rows, cols, norm, weight, index)
         for x in range(width):
@@ -82,12 +83,12 @@ def _render_rows(out, alpha, by_level, levels, level_l, lightness, across, down,
                 out[y, x, 3] = alpha[y, x]
 
 
-def _finite(row, bound):  # pragma: no cover - compiled by numba, without fastmath
-    """NaN to 0 and everything into [-bound, bound] (far beyond any real L), so that the
-    fastmath passes, which assume finite numbers, never index outside their tables."""
+def _lightness_range(row):  # pragma: no cover - compiled by numba, without fastmath
+    """L into [0, 100] and NaN to 0, as the torch path does, so that the fastmath passes,
+    which assume finite numbers, never index outside their tables."""
     for x in range(row.shape[0]):
         v = row[x]
-        row[x] = min(max(v, -bound), bound) if v == v else 0.0
+        row[x] = min(max(v, np.float32(0.0)), np.float32(100.0)) if v == v else np.float32(0.0)
 
 
 def _upsampled_row(across, down, j, w, a_row, b_row):  # pragma: no cover - compiled by numba
@@ -201,9 +202,11 @@ def _bisect(out, y, x, l, a, b, inverse, white, steps):  # pragma: no cover - co
         out[y, x, k] = np.uint8(min(max(math.floor(min(max(rgb[k], 0.0), 1.0) * 255.0 + 0.5), 0.0), 255.0))
 
 
-# fastmath lets the compiler vectorize the min/max (no NaNs here); the numpy error model, divisions without checks
+# fastmath lets the compiler vectorize the min/max (render makes ab finite, _lightness_range L); the
+# numpy error model, divisions without checks. _lightness_range must say fastmath=False: a function
+# without the flag inherits its caller's, and "no NaNs" would fold its NaN test away.
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-_finite = numba.njit(cache=True, nogil=True, error_model="numpy")(_finite)
+_lightness_range = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")(_lightness_range)
 _lab_to_rgb = _jit(_lab_to_rgb)
 _bisect = _jit(_bisect)
 _upsampled_row = _jit(_upsampled_row)
@@ -212,6 +215,4 @@ _convert = _jit(_convert)
 _render_rows = _jit(_render_rows)
 
 
-def render_rows(*args) -> None:
-    """``_render_rows``, compiled (see its docstring)."""
-    _render_rows(*args)
+render_rows = _render_rows  # compiled; see its docstring

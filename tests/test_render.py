@@ -51,6 +51,7 @@ def path(request, monkeypatch):
 
 
 def _both_paths(lightness, ab, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
+    assert colorizer.render._compiled() is not None
     monkeypatch.setattr(colorizer.render, "KERNEL", True)
     compiled = np.asarray(render(lightness, ab)).astype(int)
     monkeypatch.setattr(colorizer.render, "KERNEL", False)
@@ -144,17 +145,21 @@ def test_compiled_and_torch_paths_agree(model, monkeypatch):
 
 
 def test_compiled_bands_make_one_image(model, monkeypatch):
-    """Bands of rows in threads (one per torch thread) give what one band gives, to the bit."""
-    pred = model.analyze(data.chelsea())
+    """Bands of rows in threads (one per torch thread) give what one band gives, to the bit,
+    also where the rows do not split evenly (301 rows in 4 bands)."""
+    assert colorizer.render._compiled() is not None
+    pred = model.analyze(np.asarray(Image.fromarray(data.chelsea()).resize((451, 301))))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = np.asarray(pred.colorize())
-        torch.set_num_threads(3)
-        three = np.asarray(pred.colorize())
+        torch.set_num_threads(4)
+        four = np.asarray(pred.colorize())
     finally:
         torch.set_num_threads(threads)
-    assert np.array_equal(one, three)
+    assert one.shape == (301, 451, 3) and np.array_equal(one, four)
+    monkeypatch.setattr(colorizer.render, "KERNEL", False)
+    assert np.abs(np.asarray(pred.colorize()).astype(int) - one).max() <= 1
 
 
 def test_render_of_non_finite_numbers_is_an_image(path):
@@ -169,16 +174,30 @@ def test_render_of_non_finite_numbers_is_an_image(path):
     assert out.shape == (48, 64, 3)
     gray = np.asarray(render(lightness, torch.zeros(1, 2, 12, 16)))
     assert np.abs(out[:20].astype(int) - gray[:20]).max() <= 1  # NaN a and b: gray, L kept
+    # infinite b: the most saturated yellow (b = +inf, left) and blue (b = -inf, right) the gamut has at each L
+    left, right = out[30:, 8:24].astype(int), out[30:, 40:56].astype(int)
+    assert (left[..., 0] >= left[..., 2]).all() and (right[..., 2] >= right[..., 0]).all()
 
 
-def test_compiled_render_of_non_finite_lightness(monkeypatch):
-    """NaN or infinite L given as a tensor: an image, no read outside a table."""
-    monkeypatch.setattr(colorizer.render, "KERNEL", True)
-    lightness = torch.full((1, 1, 8, 8), 50.0)
-    lightness[..., :4] = float("nan")
-    lightness[..., 4:6] = float("inf")
-    lightness[..., 6:] = -float("inf")
-    assert np.asarray(render(lightness, torch.full((1, 2, 2, 2), 30.0))).shape == (8, 8, 3)
+def test_render_of_non_finite_or_out_of_range_lightness(path):
+    """NaN L (a tensor given to render) is 0 and L beyond [0, 100] is clamped, on both paths:
+    black and white whatever ab, never a read outside a table."""
+    lightness = torch.full((1, 1, 8, 10), 50.0)
+    lightness[..., :2] = float("nan")
+    lightness[..., 2:4] = float("inf")
+    lightness[..., 4:6] = -float("inf")
+    lightness[..., 6:8] = 250.0
+    out = np.asarray(render(lightness, torch.full((1, 2, 2, 2), 30.0)))
+    assert (out[:, :2] == 0).all() and (out[:, 4:6] == 0).all()
+    assert (out[:, 2:4] == 255).all() and (out[:, 6:8] == 255).all()
+    assert (out[:, 8:, 0] > out[:, 8:, 2]).all()  # L 50 with a warm ab: a colour
+
+
+def test_render_refuses_a_wrong_alpha_or_levels():
+    with pytest.raises(ValueError, match="render: expected a uint8 alpha of shape"):
+        render(torch.full((1, 1, 4, 6), 50.0), torch.zeros(1, 2, 1, 1), alpha=np.zeros((1, 1), np.uint8))
+    with pytest.raises(ValueError, match="Lightness: levels must be"):
+        Lightness(levels=np.full((4, 6), 300, dtype=np.int64))
 
 
 def test_without_numba_the_torch_path_renders(model, monkeypatch):
