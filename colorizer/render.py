@@ -31,6 +31,7 @@ Three things make it fast, each checked against the plain functions of
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -271,15 +272,27 @@ def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray
     )
     f32 = np.float32
     constants = (f32(_SLOPE), f32(_C), f32(_TINY), f32(_LONG_STEP), f32(_OUTSIDE), _BISECTION_STEPS)
+    kernel = _compiled().render_rows
     bands = max(1, min(torch.get_num_threads(), height // 16))
     edges = [height * i // bands for i in range(bands + 1)]
-    if bands == 1:
-        _compiled().render_rows(*args, 0, height, *constants)
-        return
-    with ThreadPoolExecutor(bands) as pool:
-        for done in [pool.submit(_compiled().render_rows, *args, edges[i], edges[i + 1], *constants)
-                     for i in range(bands)]:
-            done.result()
+    # this thread does the first band; the others go to one pool for the process, so that renders
+    # running at once (an app's requests) share its threads rather than each starting their own
+    others = [_band_pool().submit(kernel, *args, edges[i], edges[i + 1], *constants) for i in range(1, bands)]
+    kernel(*args, edges[0], edges[1], *constants)
+    for done in others:
+        done.result()
+
+
+_pools: list = []
+
+
+def _band_pool() -> ThreadPoolExecutor:
+    """The process's threads for the compiled kernel's bands (one per core, made on first use)."""
+    if not _pools:
+        with _lock:
+            if not _pools:
+                _pools.append(ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="render"))
+    return _pools[0]
 
 
 def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndarray | None = None,

@@ -162,6 +162,24 @@ def test_compiled_bands_make_one_image(model, monkeypatch):
     assert np.abs(np.asarray(pred.colorize()).astype(int) - one).max() <= 1
 
 
+def test_compiled_renders_at_once_share_the_band_threads(model):
+    """Renders running at once (an app's requests, each in its own thread) give what each
+    gives alone; their bands share one pool of threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    preds = [model.analyze(photo()) for photo in (data.coffee, data.chelsea, data.rocket)]
+    alone = [np.asarray(p.colorize()) for p in preds]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with ThreadPoolExecutor(3) as requests:
+            together = list(requests.map(lambda p: np.asarray(p.colorize()), preds * 2))
+    finally:
+        torch.set_num_threads(threads)
+    for i, image in enumerate(together):
+        assert np.array_equal(image, alone[i % 3])
+
+
 def test_render_of_non_finite_numbers_is_an_image(path):
     """NaN or infinite ab (a broken model) renders gray there and never reads outside a
     table (the compiled passes assume finite numbers); nothing crashes."""
