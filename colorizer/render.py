@@ -262,13 +262,12 @@ def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray
     by_level = lightness.levels is not None
     levels = np.ascontiguousarray(lightness.levels) if by_level else dummy_u8
     floats = dummy_f if by_level else np.ascontiguousarray(lightness.l[0, 0].float().cpu().numpy())
-    inverse = torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)).numpy()
     args = (
         pixels, dummy_u8 if alpha is None else np.ascontiguousarray(alpha), by_level, levels,
         _level_tables("cpu")[0].numpy(), floats, across.contiguous().numpy(), down.contiguous().numpy(),
         np.asarray(y0, dtype=np.int64), wy.float().contiguous().numpy(), _table("gamut", torch.device("cpu")).numpy(),
         GAMUT_ROWS, GAMUT_COLS, _table("srgb", torch.device("cpu")).numpy(), m.float().numpy(),
-        (3.0 * m[:, 0]).float().numpy(), (3.0 * m[:, 2]).float().numpy(), inverse, np.array(WHITE_D65),
+        (3.0 * m[:, 0]).float().numpy(), (3.0 * m[:, 2]).float().numpy(), _xyz_matrix().numpy(),
     )
     f32 = np.float32
     constants = (f32(_SLOPE), f32(_C), f32(_TINY), f32(_LONG_STEP), f32(_OUTSIDE), _BISECTION_STEPS)

@@ -25,11 +25,13 @@ import math
 import numba
 import numpy as np
 
+from colorizer.color import _KAPPA, _T0
+
 __all__ = ["render_rows"]
 
 
 def _render_rows(out, alpha, by_level, levels, level_l, lightness, across, down, y0, wy, gamut, rows, cols, lut,
-                 matrix, kx, kz, inverse, white, top, bottom, slope, c, tiny, long_step, outside_step,
+                 matrix, kx, kz, to_rgb, top, bottom, slope, c, tiny, long_step, outside_step,
                  bisection_steps):  # pragma: no cover - compiled by numba; run and checked through render()
     """Rows ``top`` .. ``bottom - 1`` of ``out`` ((H, W, 3 or 4) uint8). L comes from
     ``level_l[levels]`` with ``by_level`` (``levels`` (H, W) uint8), else from ``lightness``
@@ -37,8 +39,8 @@ def _render_rows(out, alpha, by_level, levels, level_l, lightness, across, down,
     ``out`` has one. ``across``/``down``: (2, h, W) float32 ab (A = a/500, B = -b/200)
     upsampled across and its step to the next source row; ``y0``/``wy``: each output row's
     source row and weight. ``matrix``: float32 (3, 3), linear RGB in lookup units from
-    (fx^-1, fy^-1, fz^-1); ``kx``/``kz``: 3 x its first and last columns; ``inverse`` and
-    ``white`` (float64) for the bisection.
+    (fx^-1, fy^-1, fz^-1); ``kx``/``kz``: 3 x its first and last columns; ``to_rgb``: float64
+    (3, 3), linear RGB from (X/Xw, Y, Z/Zw) (``render._xyz_matrix``), for the bisection.
 
     A row at a time, in passes over row buffers that the compiler vectorizes (no calls, no
     branches, no gathers in the arithmetic), then the scattered parts: the table and sRGB
@@ -77,7 +79,7 @@ def _render_rows(out, alpha, by_level, levels, level_l, lightness, across, down,
             out[y, x, 2] = lut[codes[2, x]]
         for x in range(width):  # the few whose step was long, or that started outside the gamut
             if hard[x] > 1.0:
-                _bisect(out, y, x, l_row[x], a_row[x], b_row[x], inverse, white, bisection_steps)
+                _bisect(out, y, x, l_row[x], a_row[x], b_row[x], to_rgb, bisection_steps)
         if channels == 4:
             for x in range(width):
                 out[y, x, 3] = alpha[y, x]
@@ -161,21 +163,19 @@ def _convert(a_row, b_row, l_row, norm, weight, lower, upper, m00, m01, m02, m10
         codes[2, x] = np.int32(min(max(bl + db * delta, zero), top_code))
 
 
-def _lab_to_rgb(l, a, b, inverse, white, rgb):  # pragma: no cover - compiled by numba
-    """``colorizer.color.lab_to_rgb(clip=False)`` of one float64 pixel into ``rgb`` (3,);
-    returns whether it is in the gamut as ``clip_chroma`` decides it (within 1e-6)."""
+def _lab_to_rgb(l, a, b, to_rgb, rgb):  # pragma: no cover - compiled by numba
+    """``colorizer.color.lab_to_rgb(clip=False)`` of one float64 pixel into ``rgb`` (3,), the
+    white folded into ``to_rgb``; returns whether it is in the gamut as ``clip_chroma``
+    decides it (within 1e-6)."""
     fy = (l + 16.0) / 116.0
     fx = fy + a / 500.0
     fz = max(fy - b / 200.0, 0.0)
-    t0 = fx ** 3 if fx > 0.2068966 else (fx - 16.0 / 116.0) / 7.787
-    t1 = fy ** 3 if fy > 0.2068966 else (fy - 16.0 / 116.0) / 7.787
-    t2 = fz ** 3 if fz > 0.2068966 else (fz - 16.0 / 116.0) / 7.787
-    t0 *= white[0]
-    t1 *= white[1]
-    t2 *= white[2]
+    t0 = fx ** 3 if fx > 0.2068966 else (fx - _T0) / _KAPPA
+    t1 = fy ** 3 if fy > 0.2068966 else (fy - _T0) / _KAPPA
+    t2 = fz ** 3 if fz > 0.2068966 else (fz - _T0) / _KAPPA
     inside = True
     for k in range(3):
-        v = inverse[k, 0] * t0 + inverse[k, 1] * t1 + inverse[k, 2] * t2
+        v = to_rgb[k, 0] * t0 + to_rgb[k, 1] * t1 + to_rgb[k, 2] * t2
         v = 1.055 * max(v, 0.0031308) ** (1.0 / 2.4) - 0.055 if v > 0.0031308 else 12.92 * v
         rgb[k] = v
         if v < -1e-6 or v > 1.0 + 1e-6:
@@ -183,32 +183,34 @@ def _lab_to_rgb(l, a, b, inverse, white, rgb):  # pragma: no cover - compiled by
     return inside
 
 
-def _bisect(out, y, x, l, a, b, inverse, white, steps):  # pragma: no cover - compiled by numba
+def _bisect(out, y, x, l, a, b, to_rgb, steps):  # pragma: no cover - compiled by numba
     """``lab_to_rgb_in_gamut`` of one pixel (L, A, B scaled) in float64, rounded into ``out``."""
     lab_l = np.float64(l)
     lab_a = np.float64(a * np.float32(500.0))
     lab_b = np.float64(b * np.float32(-200.0))
     rgb = np.empty(3)
-    if not _lab_to_rgb(lab_l, lab_a, lab_b, inverse, white, rgb):
+    if not _lab_to_rgb(lab_l, lab_a, lab_b, to_rgb, rgb):
         lo, hi = 0.0, 1.0
         for _ in range(steps):
             mid = (lo + hi) / 2
-            if _lab_to_rgb(lab_l, lab_a * mid, lab_b * mid, inverse, white, rgb):
+            if _lab_to_rgb(lab_l, lab_a * mid, lab_b * mid, to_rgb, rgb):
                 lo = mid
             else:
                 hi = mid
-        _lab_to_rgb(lab_l, lab_a * lo, lab_b * lo, inverse, white, rgb)
+        _lab_to_rgb(lab_l, lab_a * lo, lab_b * lo, to_rgb, rgb)
     for k in range(3):
         out[y, x, k] = np.uint8(min(max(math.floor(min(max(rgb[k], 0.0), 1.0) * 255.0 + 0.5), 0.0), 255.0))
 
 
-# fastmath lets the compiler vectorize the min/max (render makes ab finite, _lightness_range L); the
-# numpy error model, divisions without checks. _lightness_range must say fastmath=False: a function
-# without the flag inherits its caller's, and "no NaNs" would fold its NaN test away.
+# fastmath lets the compiler vectorize the min/max of the passes (render makes ab finite,
+# _lightness_range L); the numpy error model, divisions without checks. The range pass and the
+# bisection must say fastmath=False: a function without the flag inherits its caller's, and "no
+# NaNs" would fold the NaN test away, approximate powers move the bisection off lab_to_rgb's.
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-_lightness_range = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")(_lightness_range)
-_lab_to_rgb = _jit(_lab_to_rgb)
-_bisect = _jit(_bisect)
+_exact = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+_lightness_range = _exact(_lightness_range)
+_lab_to_rgb = _exact(_lab_to_rgb)
+_bisect = _exact(_bisect)
 _upsampled_row = _jit(_upsampled_row)
 _table_position = _jit(_table_position)
 _convert = _jit(_convert)
