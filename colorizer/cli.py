@@ -47,7 +47,8 @@ def error_line(prog: str, error: BaseException | str, context: str | None = None
 
 def first_line(error: BaseException) -> str:
     """An exception's message for one line: its first line, or its type when it has none."""
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
 
 
 def report_error(prog: str, error: BaseException | str, context: str | None = None, status: int = 2) -> int:

@@ -55,12 +55,30 @@ __all__ = [
     "available_models",
     "resolve_model",
     "weights_file",
+    "setting_conflict",
 ]
 
 DEFAULT_MODEL = "default"
 NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal, "cheng15": Cheng15, "hypercolumn": Hypercolumn}
 COLOR_SPACES = {"lab": 2, "yuv": 2, "rgb": 3}  # what a regression model predicts -> its output channels
 OBJECTIVES = ("classification", "regression", "channel_classification")
+
+
+def setting_conflict(network: str, objective: str, color_space: str, cli: bool = False) -> str | None:
+    """Why this network, objective and colour space cannot go together, or None. Option names
+    as the constructor's arguments, or as training's flags with ``cli`` (``--color-space``)."""
+
+    def opt(name: str, value: str) -> str:
+        return f"--{name.replace('_', '-')} {value}" if cli else f"{name} {value!r}"
+
+    if network == "cheng15" and objective != "regression":
+        return f"{opt('network', 'cheng15')} regresses colour (Cheng et al.): use {opt('objective', 'regression')}"
+    if color_space == "rgb" and objective != "regression":
+        return f"{opt('color_space', 'rgb')} is regression only (classes exist over ab and uv)"
+    if color_space == "yuv" and objective == "channel_classification":
+        return (f"{opt('color_space', 'yuv')}: per-channel classes are over a and b; use "
+                f"{opt('objective', 'classification')} (uv bins) or regression")
+    return None
 
 
 def _per_channel_mean(output: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -343,13 +361,10 @@ class Colorizer(
         super().__init__()
         if color_space not in COLOR_SPACES:
             raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}, got {color_space!r}")
-        if network == "cheng15" and objective != "regression":
-            raise ValueError("network cheng15 regresses colour (Cheng et al.): use objective 'regression'")
-        if color_space == "rgb" and objective != "regression" or color_space == "yuv" and objective == "channel_classification":
-            raise ValueError(f"color_space {color_space!r} with objective {objective!r}: classes exist over ab "
-                             "(both classification objectives) and over uv (classification); rgb is regression only")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+        if conflict := setting_conflict(network, objective, color_space):
+            raise ValueError(conflict)
         if channel_bins < 2:
             raise ValueError(f"channel_bins must be at least 2, got {channel_bins}")
         if network not in NETWORKS:

@@ -5,7 +5,7 @@ from PIL import Image
 from skimage import data
 
 from colorizer import Colorizer
-from colorizer.cli import main, plan_outputs
+from colorizer.cli import first_line, main, plan_outputs
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +191,10 @@ def test_an_unwritable_output_is_reported_and_the_rest_goes_on(tmp_path, photos,
     err = capsys.readouterr().err
     assert rc == 1 and "coffee.jpg: cannot write the output" in err and len(err.strip().splitlines()) == 2
     assert (out / "cat.png").is_file() and not (out / "coffee.png").exists()
+
+
+def test_first_line_is_the_messages_first_nonblank_line_or_the_errors_type():
+    assert first_line(ValueError("\n  cannot open x\n  Traceback details")) == "cannot open x"
+    assert first_line(OSError("plain")) == "plain"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(RuntimeError("   \n ")) == "RuntimeError"

@@ -358,10 +358,12 @@ def test_yuv_and_rgb_outputs_become_ab_with_the_photos_own_lightness():
     assert err.median() < 6.0, err.median()
     with pytest.raises(ValueError, match="needs the lightness"):
         as_yuv.decode(rgb_to_yuv(rgb)[:, 1:])
-    with pytest.raises(ValueError, match="rgb is regression only"):
+    with pytest.raises(ValueError, match="rgb. is regression only"):
         Colorizer(width=0.125, color_space="rgb")
-    with pytest.raises(ValueError, match="rgb is regression only"):
+    with pytest.raises(ValueError, match="per-channel classes are over a and b"):
         Colorizer(width=0.125, objective="channel_classification", color_space="yuv")
+    with pytest.raises(ValueError, match="cheng15' regresses colour"):
+        Colorizer(width=0.125, network="cheng15")
     with pytest.raises(ValueError, match="color_space must be one of"):
         Colorizer(width=0.125, objective="regression", color_space="hsv")
 

@@ -227,13 +227,10 @@ class TrainConfig:
             parse_repeat(self.repeat)
         if self.val_groups:
             parse_groups(self.val_groups)
-        if self.network == "cheng15" and self.objective != "regression":
-            raise ValueError("--network cheng15 regresses colour (Cheng et al.): use --objective regression")
-        if self.color_space == "rgb" and self.objective != "regression":
-            raise ValueError("--color-space rgb is for --objective regression (classes exist over ab and uv)")
-        if self.color_space == "yuv" and self.objective == "channel_classification":
-            raise ValueError("--color-space yuv: per-channel classes are over a and b; use --objective "
-                             "classification (uv bins) or regression")
+        from colorizer.model import setting_conflict
+
+        if conflict := setting_conflict(self.network, self.objective, self.color_space, cli=True):
+            raise ValueError(conflict)
         if self.train_trunk and self.network != "hypercolumn":
             raise ValueError("--train-trunk trains the trunk of --network hypercolumn")
         if self.semantic_width < 0 or self.semantic_width and self.network != "cheng15":

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from colorizer.cli import first_line
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, read_image
 
 __all__ = ["open_source", "resolve_classes", "iter_images", "label_names_of", "cell_path", "decode_row_image",
@@ -97,8 +98,8 @@ def open_source(
     try:
         ds = datasets.load_dataset(dataset, **kwargs)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot open data set {dataset!r} (split {split!r}, data_dir {data_dir!r}): {msg}") from None
+        raise ValueError(f"cannot open data set {dataset!r} (split {split!r}, data_dir {data_dir!r}): "
+                         f"{first_line(e)}") from None
 
     features = ds.features
     if features is not None:
