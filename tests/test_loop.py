@@ -418,7 +418,7 @@ def test_a_regression_in_another_colour_space_trains_validates_and_colorizes(fol
         init_weights(Colorizer(objective="regression", width=0.125, grid=model._hub_mixin_config["grid"]),
                      str(tmp_path / "run" / "model"))
     if space == "rgb":
-        with pytest.raises(ValueError, match="for --objective regression"):
+        with pytest.raises(ValueError, match="--color-space rgb is regression only"):
             tiny(folder, tmp_path, color_space=space)
 
 
