@@ -77,7 +77,7 @@ def setting_conflict(network: str, objective: str, color_space: str, cli: bool =
         return f"{opt('color_space', 'rgb')} is regression only (classes exist over ab and uv)"
     if color_space == "yuv" and objective == "channel_classification":
         return (f"{opt('color_space', 'yuv')}: per-channel classes are over a and b; use "
-                f"{opt('objective', 'classification')} (uv bins) or regression")
+                f"{opt('objective', 'classification')} (uv bins) or {opt('objective', 'regression')}")
     return None
 
 
@@ -363,12 +363,12 @@ class Colorizer(
             raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}, got {color_space!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-        if conflict := setting_conflict(network, objective, color_space):
-            raise ValueError(conflict)
         if channel_bins < 2:
             raise ValueError(f"channel_bins must be at least 2, got {channel_bins}")
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
+        if conflict := setting_conflict(network, objective, color_space):
+            raise ValueError(conflict)
         if regression_loss not in ("l2", "smooth_l1"):
             raise ValueError(f"regression_loss must be 'l2' or 'smooth_l1', got {regression_loss!r}")
         if input_size < 16 or input_size % 8:
