@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rgb_to_lab", "lab_to_rgb", "lab_to_rgb_in_gamut", "rgb_to_l", "y_to_l", "clip_chroma", "rgb_to_yuv",
+__all__ = ["rgb_to_lab", "lab_to_rgb", "lab_to_rgb_in_gamut", "srgb_from_linear", "rgb_to_l", "y_to_l", "clip_chroma", "rgb_to_yuv",
            "yuv_to_rgb", "WHITE_D65"]
 
 # Linear sRGB -> XYZ, as in skimage.color.colorconv.xyz_from_rgb.
@@ -31,6 +31,8 @@ _YUV_FROM_RGB = (
 _EPS = 0.008856  # (6/29)^3, the CIE threshold of the cube-root segment
 _KAPPA = 7.787  # slope of the linear segment, as skimage writes it
 _T0 = 16.0 / 116.0
+_F_KNEE = 0.2068966  # 6/29: f above it is on the cube segment of f^-1
+_SRGB_KNEE = 0.0031308  # linear values above it are on the sRGB power segment
 
 
 def _check_channels(x: torch.Tensor, name: str) -> None:
@@ -107,15 +109,20 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     fx = fy + a / 500.0
     fz = (fy - b / 200.0).clamp(min=0.0)  # skimage clips negative z the same way
     f = torch.stack([fx, fy, fz], dim=-3)
-    t = torch.where(f > 0.2068966, f.clamp(min=0.2068966) ** 3, (f - _T0) / _KAPPA)
+    t = torch.where(f > _F_KNEE, f.clamp(min=_F_KNEE) ** 3, (f - _T0) / _KAPPA)
     white = torch.tensor(WHITE_D65, device=lab.device, dtype=lab.dtype).view(3, 1, 1)
     linear = _apply_matrix(_matrix(lab, inverse=True), t * white)
-    rgb = torch.where(
-        linear > 0.0031308,
-        1.055 * linear.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055,
+    rgb = srgb_from_linear(linear)
+    return rgb.clamp(0.0, 1.0) if clip else rgb
+
+
+def srgb_from_linear(linear: torch.Tensor) -> torch.Tensor:
+    """The sRGB transfer function: linear RGB -> gamma-encoded sRGB, elementwise, unclipped."""
+    return torch.where(
+        linear > _SRGB_KNEE,
+        1.055 * linear.clamp(min=_SRGB_KNEE) ** (1.0 / 2.4) - 0.055,
         12.92 * linear,
     )
-    return rgb.clamp(0.0, 1.0) if clip else rgb
 
 
 def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from colorizer.color import _XYZ_FROM_RGB, WHITE_D65, _shrink_chroma, lab_to_rgb_in_gamut
+from colorizer.color import _XYZ_FROM_RGB, WHITE_D65, _shrink_chroma, lab_to_rgb_in_gamut, srgb_from_linear
 from colorizer.images import Lightness, _level_tables
 
 __all__ = ["render", "gamut_table", "STRIP_PIXELS", "KERNEL"]
@@ -97,8 +97,7 @@ def _srgb_lut(size: int = _LUT_SIZE) -> torch.Tensor:
     """uint8 sRGB level, rounded to nearest, of the linear values v with floor(v (size - 1)) = i,
     taken at the middle of that interval, (i + 0.5) / (size - 1)."""
     x = ((torch.arange(size, dtype=torch.float64) + 0.5) / (size - 1)).clamp(max=1.0)
-    s = torch.where(x > 0.0031308, 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055, 12.92 * x)
-    return (s * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
+    return (srgb_from_linear(x) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
 
 
 def _table(name: str, device: torch.device) -> torch.Tensor:
@@ -245,8 +244,9 @@ def _compiled():
                 try:
                     render_kernel = importlib.import_module("colorizer.render_kernel")
                 except Exception as e:  # noqa: BLE001 - missing, broken, or no place to cache its compiled code
-                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    warnings.warn(f"numba is not usable ({reason}); colorizing on the CPU takes the slower torch path",
+                    from colorizer.cli import first_line
+
+                    warnings.warn(f"numba is not usable ({first_line(e)}); colorizing on the CPU takes the slower torch path",
                                   stacklevel=3)
                     render_kernel = None
                 _kernel.append(render_kernel)

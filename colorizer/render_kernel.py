@@ -25,7 +25,7 @@ import math
 import numba
 import numpy as np
 
-from colorizer.color import _KAPPA, _T0
+from colorizer.color import _F_KNEE, _KAPPA, _SRGB_KNEE, _T0
 
 __all__ = ["render_rows"]
 
@@ -170,13 +170,13 @@ def _lab_to_rgb(l, a, b, to_rgb, rgb):  # pragma: no cover - compiled by numba
     fy = (l + 16.0) / 116.0
     fx = fy + a / 500.0
     fz = max(fy - b / 200.0, 0.0)
-    t0 = fx ** 3 if fx > 0.2068966 else (fx - _T0) / _KAPPA
-    t1 = fy ** 3 if fy > 0.2068966 else (fy - _T0) / _KAPPA
-    t2 = fz ** 3 if fz > 0.2068966 else (fz - _T0) / _KAPPA
+    t0 = fx ** 3 if fx > _F_KNEE else (fx - _T0) / _KAPPA
+    t1 = fy ** 3 if fy > _F_KNEE else (fy - _T0) / _KAPPA
+    t2 = fz ** 3 if fz > _F_KNEE else (fz - _T0) / _KAPPA
     inside = True
     for k in range(3):
         v = to_rgb[k, 0] * t0 + to_rgb[k, 1] * t1 + to_rgb[k, 2] * t2
-        v = 1.055 * max(v, 0.0031308) ** (1.0 / 2.4) - 0.055 if v > 0.0031308 else 12.92 * v
+        v = 1.055 * max(v, _SRGB_KNEE) ** (1.0 / 2.4) - 0.055 if v > _SRGB_KNEE else 12.92 * v
         rgb[k] = v
         if v < -1e-6 or v > 1.0 + 1e-6:
             inside = False
