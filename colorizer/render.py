@@ -53,8 +53,8 @@ GAMUT_COLS = 512  # hue directions of the gamut table
 _LUT_SIZE = 65536  # linear-light levels of the sRGB lookup
 _C = 6.0 / 29.0  # where CIE's f^-1 changes from linear to cubic
 _SLOPE = 3.0 * _C * _C  # slope of the linear part (= 1 / 7.787, skimage's constant, to 6 digits)
-_tables: dict[tuple[str, str], torch.Tensor] = {}
-_lock = threading.Lock()
+_made: dict = {}  # what _once made: tables by (name, device), the kernel module, the band pool
+_lock = threading.RLock()  # reentrant: a device's table is made from the CPU's
 _TINY = 1e-30  # keeps 1 / d finite where d is 0
 _LONG_STEP = 0.005  # a Newton step longer than this (in |a|/500 + |b|/200) is redone by bisection
 _OUTSIDE = 0.005 * (_LUT_SIZE - 1)  # so is one from a start further than this outside the gamut
@@ -100,20 +100,21 @@ def _srgb_lut(size: int = _LUT_SIZE) -> torch.Tensor:
     return (srgb_from_linear(x) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
 
 
+def _once(key, make):
+    """``make()``, called once per process for ``key`` however many threads ask at once."""
+    if key not in _made:
+        with _lock:
+            if key not in _made:
+                _made[key] = make()
+    return _made[key]
+
+
 def _table(name: str, device: torch.device) -> torch.Tensor:
     """The gamut table (flattened float32) or the sRGB lookup, made once per process and device."""
-    key = (name, str(device))
-    found = _tables.get(key)
-    if found is None:
-        with _lock:
-            found = _tables.get(key)
-            if found is None:
-                cpu = _tables.get((name, "cpu"))
-                if cpu is None:
-                    cpu = gamut_table(GAMUT_ROWS, GAMUT_COLS).float().reshape(-1) if name == "gamut" else _srgb_lut()
-                    _tables[(name, "cpu")] = cpu
-                found = _tables[key] = cpu.to(device)
-    return found
+    if device.type == "cpu":
+        return _once((name, "cpu"), lambda: gamut_table(GAMUT_ROWS, GAMUT_COLS).float().reshape(-1)
+                     if name == "gamut" else _srgb_lut())
+    return _once((name, str(device)), lambda: _table(name, torch.device("cpu")).to(device))
 
 
 def _upsample_plan(n_in: int, n_out: int) -> tuple[list[int], torch.Tensor]:
@@ -230,27 +231,23 @@ def _to_srgb8(l: torch.Tensor, ws: _Strips, n: int, matrix: list, kx: torch.Tens
     torch.index_select(lut, 0, codes, out=out)
 
 
-_kernel: list = []  # colorizer.render_kernel once imported, or None without a working numba
-
-
 def _compiled():
     """``colorizer.render_kernel``, imported on first use (numba takes a few tenths of a
     second to import), or None where numba is missing or broken (it pins the numpy versions
     it supports) or cannot cache its compiled code (no writable folder: a RuntimeError at
     import): then the torch path renders, with one warning."""
-    if not _kernel:
-        with _lock:
-            if not _kernel:
-                try:
-                    render_kernel = importlib.import_module("colorizer.render_kernel")
-                except Exception as e:  # noqa: BLE001 - missing, broken, or no place to cache its compiled code
-                    from colorizer.cli import first_line
+    def load():
+        try:
+            return importlib.import_module("colorizer.render_kernel")
+        except Exception as e:  # noqa: BLE001 - missing, broken, or no place to cache its compiled code
+            from colorizer.cli import first_line
 
-                    warnings.warn(f"numba is not usable ({first_line(e)}); colorizing on the CPU takes the slower torch path",
-                                  stacklevel=3)
-                    render_kernel = None
-                _kernel.append(render_kernel)
-    return _kernel[0]
+            # stacklevel: load, _once, _compiled, render, then render's caller
+            warnings.warn(f"numba is not usable ({first_line(e)}); colorizing on the CPU takes the slower torch path",
+                          stacklevel=5)
+            return None
+
+    return _once("kernel", load)
 
 
 def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray | None, across: torch.Tensor,
@@ -282,16 +279,9 @@ def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray
         done.result()
 
 
-_pools: list = []
-
-
 def _band_pool() -> ThreadPoolExecutor:
     """The process's threads for the compiled kernel's bands (one per core, made on first use)."""
-    if not _pools:
-        with _lock:
-            if not _pools:
-                _pools.append(ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="render"))
-    return _pools[0]
+    return _once("pool", lambda: ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="render"))
 
 
 def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndarray | None = None,
