@@ -54,6 +54,34 @@ def classification_loss(
     return masked_mean(ce, mask)
 
 
+def channel_classification_loss(
+    logits: torch.Tensor,
+    ab: torch.Tensor,
+    ab_range: float,
+    class_weights: torch.Tensor | None = None,
+    centres: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of a's class plus b's (the hypercolumn study's per-channel classes).
+
+    ``logits`` ``(B, 2n, h, w)``: a's n classes, then b's, each an equal cut of
+    ``[-ab_range, ab_range]``. With ``class_weights`` and ``centres`` each pixel's two terms are
+    weighted by the rebalancing weight of the ab bin nearest its true colour, as in
+    ``classification_loss``: the rarity of the colour, a and b together, not of each channel alone.
+    """
+    n = logits.shape[1] // 2
+    target = downsample_ab(ab.float(), logits.shape[-2:])
+    classes = ((target + ab_range) * (n / (2 * ab_range))).floor().long().clamp_(0, n - 1)
+    logits = logits.float()
+    per_pixel = (F.cross_entropy(logits[:, :n], classes[:, 0], reduction="none")
+                 + F.cross_entropy(logits[:, n:], classes[:, 1], reduction="none"))  # (B, h, w)
+    if class_weights is not None:
+        if centres is None:
+            raise ValueError("channel_classification_loss: class_weights need centres")
+        per_pixel = per_pixel * class_weights.to(per_pixel)[nearest_bin(target, centres)]
+    return masked_mean(per_pixel, mask)
+
+
 def regression_loss(
     pred_ab: torch.Tensor,
     ab: torch.Tensor,

@@ -40,7 +40,7 @@ from torch import nn
 from colorizer.bins import UV_SCALE, annealed_mean, bin_space, check_temperature, entropy, gamut_bins, rebalance_weights, rgb_to_chroma
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
-from colorizer.losses import masked_mean, classification_loss, downsample_ab, regression_loss
+from colorizer.losses import channel_classification_loss, classification_loss, regression_loss
 from colorizer.cheng import Cheng15, joint_bilateral
 from colorizer.networks import ECCV16, GlobalLocal, Hypercolumn
 from colorizer.render import render
@@ -306,8 +306,8 @@ class Colorizer(
         prior: empirical prior over the Q bins (None: uniform); lam, prior_sigma: the
             rebalancing mix with uniform and the prior's smoothing.
         rebalance: weight the loss by the rebalancing weights (None: yes for
-            classification, no for regression, so the regression objective is the
-            plain L2 of the baseline papers).
+            classification and channel_classification, no for regression, so the
+            regression objective is the plain L2 of the baseline papers).
         temperature: default annealed-mean temperature.
         input_size: the network sees photos at about input_size^2 pixels.
         regression_loss: "l2" or "smooth_l1" for the regression objective.
@@ -379,7 +379,7 @@ class Colorizer(
         self.temperature = temperature
         self.input_size = input_size
         self.regression_kind = regression_loss
-        self.rebalance = (objective == "classification") if rebalance is None else rebalance
+        self.rebalance = objective in ("classification", "channel_classification") if rebalance is None else rebalance
         self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
 
         # (Q, 2) bin centres: ab, or the scaled uv of a YUV classification (Champati et al.)
@@ -558,14 +558,8 @@ class Colorizer(
         weights = self.class_weights if self.rebalance else None
         if self.objective == "classification" and self.color_space == "lab":
             return classification_loss(output, ab, self.bin_centers, weights, self.k, self.sigma, mask)
-        if self.objective == "channel_classification":  # cross-entropy of a's class plus b's
-            n = len(self.channel_centres)
-            target = downsample_ab(ab.float(), output.shape[-2:])
-            classes = ((target + self.ab_range) * (n / (2 * self.ab_range))).floor().long().clamp_(0, n - 1)
-            logits = output.float()
-            per_pixel = (F.cross_entropy(logits[:, :n], classes[:, 0], reduction="none")
-                         + F.cross_entropy(logits[:, n:], classes[:, 1], reduction="none"))  # (B, h, w)
-            return masked_mean(per_pixel, mask)
+        if self.objective == "channel_classification":
+            return channel_classification_loss(output, ab, self.ab_range, weights, self.bin_centers, mask)
         if self.color_space == "lab":
             return regression_loss(output, ab, self.regression_kind, weights, self.bin_centers, mask)
         if lightness is None:

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from colorizer.bins import gamut_bins, soft_encode, to_dense
-from colorizer.losses import classification_loss, downsample_ab, regression_loss
+from colorizer.bins import nearest_bin
+from colorizer.losses import channel_classification_loss, classification_loss, downsample_ab, regression_loss
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,23 @@ def test_classification_loss_rebalancing_weights_by_true_bin(centres):
     i0 = int(((centres == 0).all(1)).nonzero())
     weights[i0] = 3.0
     assert classification_loss(logits, ab, centres, weights).item() == pytest.approx(3 * plain.item(), rel=1e-5)
+
+
+def test_channel_classification_loss_by_hand_and_rebalanced_by_the_joint_bin(centres):
+    ab = torch.tensor([[-30.0, 5.0], [40.0, 60.0]]).T.reshape(1, 2, 1, 2)  # two pixels
+    logits = torch.randn(1, 2 * 64, 1, 2, requires_grad=True)
+    classes = ((ab + 110) * (64 / 220)).floor().long()  # each channel's class of 64 over [-110, 110]
+    by_hand = torch.stack([torch.nn.functional.cross_entropy(logits[0, :64, 0].T, classes[0, 0, 0], reduction="none")
+                           + torch.nn.functional.cross_entropy(logits[0, 64:, 0].T, classes[0, 1, 0], reduction="none")])
+    plain = channel_classification_loss(logits, ab, 110.0)
+    assert plain.item() == pytest.approx(by_hand.mean().item(), rel=1e-5)
+    # rebalanced: each pixel weighted by its colour's bin (a and b together), 3 for the second pixel's
+    weights = torch.ones(len(centres))
+    weights[nearest_bin(ab, centres)[0, 0, 1]] = 3.0
+    rebalanced = channel_classification_loss(logits, ab, 110.0, weights, centres)
+    assert rebalanced.item() == pytest.approx(((by_hand[0, 0] + 3 * by_hand[0, 1]) / 2).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="need centres"):
+        channel_classification_loss(logits, ab, 110.0, weights)
 
 
 def test_classification_loss_downsamples_and_masks(centres):
