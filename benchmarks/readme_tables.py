@@ -45,7 +45,8 @@ def holdout(photos: Path) -> list[str]:
 TEMPERATURES = ["0", "0.1", "0.2", "0.38", "0.6", "1"]
 # the methods table: row label -> model (each at its own default temperature), runs under --runs
 METHODS = [
-    ("default (hypercolumn, 9.3 CPU-h)", "default"),
+    ("default (hypercolumn, 11.3 CPU-h)", "default"),
+    ("hypercolumn, previous default, 9.3 CPU-h", "hc-ft/model"),
     ("hypercolumn, frozen trunk, 7.0 CPU-h", "hc/model"),
     ("Zhang et al. ECCV16 5.5 CPU-h", "zhang-default/model"),
     ("Zhang et al. 0.1 CPU-h", "compare/base/model"),

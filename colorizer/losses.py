@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from colorizer.bins import nearest_bin, soft_encode
 
-__all__ = ["downsample_ab", "classification_loss", "regression_loss", "masked_mean"]
+__all__ = ["downsample_ab", "classification_loss", "channel_classification_loss", "regression_loss", "masked_mean"]
 
 
 def downsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

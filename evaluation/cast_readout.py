@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,13 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.k) < 1:
         return report_error(prog, f"--k must be at least 1, got {min(args.k)}")
     try:
-        held = set(listed_names(args.held_out))
+        try:
+            held = set(listed_names(args.held_out))
+        except ValueError as e:
+            raise ValueError(str(e).replace("--files-from", "--held-out", 1)) from None
         files = list_images(args.photos)
         names = relative_names(files, args.photos)
         groups = group_rule(args.group, rest=args.other_group)
         models = {name: Colorizer.from_pretrained(source).to(args.device).eval()
                   for name, source in map(_spec, args.model)}
-        encoders: dict[str, Encoder] = {name: colorizer_encoder(m) for name, m in models.items()}
+        encoders: dict[str, Encoder] = {}
+        for name, m in models.items():
+            try:
+                encoders[name] = colorizer_encoder(m)
+            except ValueError as e:  # no trunk to read (cheng15): its colorization is still scored
+                print(f"{name}: {e}; only its colorization is scored", file=sys.stderr)
         for spec in args.onnx:
             name, source = _spec(spec)
             path, _, output = source.partition(":")
@@ -254,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        command = "python -m evaluation.cast_readout " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m evaluation.cast_readout " + shlex.join(argv if argv is not None else sys.argv[1:])
         (out / "cast_readout.md").write_text(f"{table}\nCommand: `{command}`\n")
         (out / "cast_readout.json").write_text(json.dumps(
             {"rows": {r.name: r.casts for r in rows}, "groups": {p.name: p.group for p in test},

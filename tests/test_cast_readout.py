@@ -1,15 +1,20 @@
 import json
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("sklearn")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from PIL import Image
 from skimage import color, data
 
-from colorizer.model import Colorizer
-from evaluation import cast_readout as cr
+from colorizer.metrics import colour_cast  # noqa: E402
+from colorizer.model import Colorizer  # noqa: E402
+from colorizer.color import rgb_to_lab  # noqa: E402
+from evaluation import cast_readout as cr  # noqa: E402
 from evaluation.evaluate import Photo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,8 +81,21 @@ def test_a_colorizers_trunk_and_its_own_colorization():
     test = [Photo("v", striped(True, (200, 80, 60), 9))]
     rows = {r.name: r for r in cr.cast_readout(train, test, {}, {"tiny": model})}
     colorized = np.asarray(model.colorize(cr._gray(test[0].rgb)).convert("RGB"))
-    expected = np.linalg.norm(cr.mean_ab(colorized) - cr.mean_ab(test[0].rgb))
-    assert rows["tiny: its colorization"].casts["v"] == pytest.approx(expected)
+
+    def ab(rgb):
+        return rgb_to_lab(torch.tensor(rgb).permute(2, 0, 1)[None])[:, 1:]
+
+    # the evaluation's own cast of that colorization
+    assert rows["tiny: its colorization"].casts["v"] == pytest.approx(colour_cast(ab(colorized), ab(test[0].rgb)), abs=1e-4)
+
+
+def test_a_hypercolumn_colorizer_is_read_by_its_trunk():
+    torch.manual_seed(0)
+    model = Colorizer(width=0.125, input_size=32, network="hypercolumn", objective="channel_classification").eval()
+    gray = cr._gray(np.asarray(Image.fromarray(data.coffee()).resize((40, 30))))
+    deepest = model.net.trunk.features(torch.zeros(1, 1, 32, 32))[-1].shape[1]
+    vec = cr.colorizer_encoder(model)(gray)["trunk"]
+    assert vec.shape == (deepest,) and np.isfinite(vec).all()  # the trunk's, not the decoder's, features
 
 
 def _patch_encoder(path):

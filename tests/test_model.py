@@ -189,6 +189,20 @@ def test_rebalancing_defaults_per_objective():
     assert tiny(objective="regression", rebalance=True).rebalance
 
 
+def test_per_channel_classes_are_rebalanced_by_lambda():
+    """The hypercolumn default's loss: lambda and rebalance change it (they once did not)."""
+    q = len(tiny().prior)
+    prior = torch.linspace(1.0, 50.0, q)  # far from uniform: the weights differ by bin
+    kw = dict(objective="channel_classification", prior=prior.tolist())
+    assert tiny(objective="channel_classification").rebalance
+    logits = torch.randn(2, 128, 4, 4, generator=torch.Generator().manual_seed(1))
+    ab = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(2)) * 40
+    strong, mild, off = (tiny(lam=0.5, **kw).loss(logits, ab), tiny(lam=0.9, **kw).loss(logits, ab),
+                         tiny(rebalance=False, **kw).loss(logits, ab))
+    assert len({round(float(x), 5) for x in (strong, mild, off)}) == 3
+    assert float(tiny(lam=1.0, **kw).loss(logits, ab)) == pytest.approx(float(off), rel=1e-6)  # lambda 1: uniform
+
+
 def test_network_size_keeps_aspect_and_area():
     h, w = network_size(3000, 4000, 256)
     assert h % 8 == 0 and w % 8 == 0 and abs(w / h - 4 / 3) < 0.05 and abs(h * w / 256**2 - 1) < 0.05

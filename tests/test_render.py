@@ -223,7 +223,7 @@ def test_without_numba_the_torch_path_renders(model, monkeypatch):
     warning and the torch path."""
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
     monkeypatch.delitem(sys.modules, "colorizer.render_kernel", raising=False)
-    monkeypatch.delitem(colorizer.render._made, "kernel", raising=False)
+    monkeypatch.setattr(colorizer.render, "_made", {})  # no kernel loaded yet
     pred = model.analyze(data.coffee())
     with pytest.warns(UserWarning, match="numba is not usable.*torch path"):
         out = np.asarray(pred.colorize()).astype(int)
