@@ -43,10 +43,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorizer.cli import first_line, report_error
-from colorizer.color import rgb_to_lab
 from colorizer.images import list_images
 from colorizer.model import Colorizer, gray_rgb
-from evaluation.evaluate import DEFAULT_SIZE, Photo, group_rule, listed_names, load_photos, relative_names
+from evaluation.evaluate import (DEFAULT_SIZE, Photo, _lab, group_rule, labelled_source, listed_names, load_photos,
+                                 relative_names)
 
 __all__ = ["Readout", "mean_ab", "colorizer_encoder", "onnx_encoder", "ridge_readout", "knn_readout",
            "cast_readout", "markdown", "main"]
@@ -67,13 +67,17 @@ class Readout:
 
 def mean_ab(rgb: np.ndarray) -> np.ndarray:
     """The mean colour ``(a, b)`` of ``(H, W, 3)`` uint8 sRGB, as the evaluation's cast takes it."""
-    lab = rgb_to_lab(torch.tensor(rgb).permute(2, 0, 1)[None])
+    return _mean_ab(_lab(rgb))
+
+
+def _mean_ab(lab: torch.Tensor) -> np.ndarray:
     return lab[0, 1:].double().mean(dim=(1, 2)).numpy()
 
 
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    lab = rgb_to_lab(torch.tensor(rgb).permute(2, 0, 1)[None])
-    return gray_rgb(lab[:, :1])
+def _truth_and_gray(photos: Sequence[Photo]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each photo's mean ab ``(N, 2)`` and gray version, from one Lab conversion a photo."""
+    labs = [_lab(p.rgb) for p in photos]
+    return np.stack([_mean_ab(lab) for lab in labs]), [gray_rgb(lab[:, :1]) for lab in labs]
 
 
 def colorizer_encoder(model: Colorizer) -> Encoder:
@@ -85,7 +89,7 @@ def colorizer_encoder(model: Colorizer) -> Encoder:
 
     @torch.no_grad()
     def encode(gray: np.ndarray) -> dict[str, np.ndarray]:
-        lightness = rgb_to_lab(torch.tensor(gray).permute(2, 0, 1)[None])[:, :1]
+        lightness = _lab(gray)[:, :1]
         small = model._network_input(lightness).to(model.device)
         with model._evaluating():
             deepest = features((small - model.l_cent) / model.l_norm)[-1]
@@ -147,8 +151,8 @@ def cast_readout(train: Sequence[Photo], test: Sequence[Photo], encoders: dict[s
     """The readouts' casts on ``test``, learnt on ``train`` (see the module's docstring)."""
     if not train or not test:
         raise ValueError("cast_readout needs training photos and held-out photos")
-    y_train = np.stack([mean_ab(p.rgb) for p in train])
-    y_test = np.stack([mean_ab(p.rgb) for p in test])
+    y_train, gray_train = _truth_and_gray(train)
+    y_test, gray_test = _truth_and_gray(test)
     names = [p.name for p in test]
 
     def row(name: str, guess: np.ndarray) -> Readout:
@@ -157,14 +161,14 @@ def cast_readout(train: Sequence[Photo], test: Sequence[Photo], encoders: dict[s
     rows = [row("gray (ab = 0)", np.zeros_like(y_test)), row("training photos' mean colour", y_train.mean(axis=0))]
     for model_name, model in (models or {}).items():
         out = []
-        for p in tqdm(test, desc=f"colorizing ({model_name})", unit="photo", disable=not progress):
-            out.append(mean_ab(np.asarray(model.colorize(_gray(p.rgb)).convert("RGB"))))
+        for gray in tqdm(gray_test, desc=f"colorizing ({model_name})", unit="photo", disable=not progress):
+            out.append(mean_ab(np.asarray(model.colorize(gray).convert("RGB"))))
         rows.append(row(f"{model_name}: its colorization", np.stack(out)))
     for enc_name, encode in encoders.items():
         feats: dict[str, list[list[np.ndarray]]] = {}
-        for split, photos in (("train", train), ("test", test)):
-            for p in tqdm(photos, desc=f"{enc_name} ({split})", unit="photo", disable=not progress):
-                for key, v in encode(_gray(p.rgb)).items():
+        for split, grays in (("train", gray_train), ("test", gray_test)):
+            for gray in tqdm(grays, desc=f"{enc_name} ({split})", unit="photo", disable=not progress):
+                for key, v in encode(gray).items():
                     feats.setdefault(key, [[], []])[split == "test"].append(np.asarray(v, dtype=np.float64))
         for key, (xs_train, xs_test) in feats.items():
             x_train, x_test = np.stack(xs_train), np.stack(xs_test)
@@ -195,11 +199,6 @@ def markdown(rows: Sequence[Readout], groups: dict[str, str | None]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _spec(spec: str) -> tuple[str, str]:
-    name, sep, source = spec.partition("=")
-    return (name, source) if sep and name else (spec, spec)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evaluation.cast_readout", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,15 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.k) < 1:
         return report_error(prog, f"--k must be at least 1, got {min(args.k)}")
     try:
-        try:
-            held = set(listed_names(args.held_out))
-        except ValueError as e:
-            raise ValueError(str(e).replace("--files-from", "--held-out", 1)) from None
+        held = set(listed_names(args.held_out, "--held-out"))
         files = list_images(args.photos)
         names = relative_names(files, args.photos)
         groups = group_rule(args.group, rest=args.other_group)
         models = {name: Colorizer.from_pretrained(source).to(args.device).eval()
-                  for name, source in map(_spec, args.model)}
+                  for name, source in map(labelled_source, args.model)}
         encoders: dict[str, Encoder] = {}
         for name, m in models.items():
             try:
@@ -241,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:  # no trunk to read (cheng15): its colorization is still scored
                 print(f"{name}: {e}; only its colorization is scored", file=sys.stderr)
         for spec in args.onnx:
-            name, source = _spec(spec)
+            name, source = labelled_source(spec)
             path, _, output = source.partition(":")
             encoders[name] = onnx_encoder(path, output or None)
         test_files = [f for f, n in zip(files, names) if n in held]

@@ -71,6 +71,7 @@ __all__ = [
     "relative_names",
     "group_rule",
     "listed_names",
+    "labelled_source",
     "markdown_table",
     "markdown_tables",
     "dataset_photos",
@@ -174,17 +175,26 @@ def group_rule(rules: Sequence[str] = (), by_folder: bool = False, rest: str = "
     return group
 
 
-def listed_names(path: str | Path) -> list[str]:
+def listed_names(path: str | Path, option: str = "--files-from") -> list[str]:
     """The photo names of a list file (``VALIDATION.txt``): one relative path a line;
-    blank lines and lines starting with "#" are skipped."""
+    blank lines and lines starting with "#" are skipped. Errors name the file as ``option``."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
-        raise ValueError(f"--files-from {str(path)!r}: {e.strerror or e}") from None
+        raise ValueError(f"{option} {str(path)!r}: {e.strerror or e}") from None
     names = [line.strip().strip("/") for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not names:
-        raise ValueError(f"--files-from {str(path)!r}: lists no photo")
+        raise ValueError(f"{option} {str(path)!r}: lists no photo")
     return names
+
+
+def labelled_source(spec: str) -> tuple[str, str]:
+    """``LABEL=SOURCE`` -> (label, source); a spec with no "=", or an existing path holding
+    one, names itself."""
+    if "=" in spec and not Path(spec).exists():
+        name, source = spec.split("=", 1)
+        return name, source
+    return spec, spec
 
 
 def load_photos(
@@ -743,8 +753,7 @@ def main(argv: list[str] | None = None) -> int:
 
     models: dict[str, Colorizer] = {}
     for spec in names:
-        labelled = "=" in spec and not Path(spec).exists()  # LABEL=SOURCE names its rows
-        name, source = spec.split("=", 1) if labelled else (spec, spec)
+        name, source = labelled_source(spec)  # LABEL=SOURCE names its rows
         if name in models:
             return error(f"--model {spec!r}: two models named {name!r}")
         try:

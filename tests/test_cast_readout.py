@@ -29,6 +29,11 @@ def striped(vertical: bool, tint: tuple[int, int, int], seed: int, size: int = 2
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+def gray_of(rgb: np.ndarray) -> np.ndarray:
+    """The photo's gray version, as the study feeds its encoders."""
+    return cr._truth_and_gray([Photo("x", rgb)])[1][0]
+
+
 def orientation(gray: np.ndarray) -> dict[str, np.ndarray]:
     """A hand-made encoder: how much the gray photo changes across rows and down columns."""
     g = gray[..., 0].astype(np.float64)
@@ -73,14 +78,14 @@ def test_a_readable_colour_is_read_and_an_unreadable_one_is_not():
 def test_a_colorizers_trunk_and_its_own_colorization():
     torch.manual_seed(0)
     model = Colorizer(width=0.125, input_size=32).eval()
-    gray = cr._gray(np.asarray(Image.fromarray(data.astronaut()).resize((40, 30))))
+    gray = gray_of(np.asarray(Image.fromarray(data.astronaut()).resize((40, 30))))
     assert gray.shape == (30, 40, 3) and (gray[..., 0] == gray[..., 2]).all()
     vec = cr.colorizer_encoder(model)(gray)["trunk"]
     assert vec.shape == (model.net.features(torch.zeros(1, 1, 32, 32))[-1].shape[1],) and np.isfinite(vec).all()
     train = [Photo(f"t{i}", striped(i % 2 == 0, (200, 80, 60), i)) for i in range(6)]
     test = [Photo("v", striped(True, (200, 80, 60), 9))]
     rows = {r.name: r for r in cr.cast_readout(train, test, {}, {"tiny": model})}
-    colorized = np.asarray(model.colorize(cr._gray(test[0].rgb)).convert("RGB"))
+    colorized = np.asarray(model.colorize(gray_of(test[0].rgb)).convert("RGB"))
 
     def ab(rgb):
         return rgb_to_lab(torch.tensor(rgb).permute(2, 0, 1)[None])[:, 1:]
@@ -92,7 +97,7 @@ def test_a_colorizers_trunk_and_its_own_colorization():
 def test_a_hypercolumn_colorizer_is_read_by_its_trunk():
     torch.manual_seed(0)
     model = Colorizer(width=0.125, input_size=32, network="hypercolumn", objective="channel_classification").eval()
-    gray = cr._gray(np.asarray(Image.fromarray(data.coffee()).resize((40, 30))))
+    gray = gray_of(np.asarray(Image.fromarray(data.coffee()).resize((40, 30))))
     deepest = model.net.trunk.features(torch.zeros(1, 1, 32, 32))[-1].shape[1]
     vec = cr.colorizer_encoder(model)(gray)["trunk"]
     assert vec.shape == (deepest,) and np.isfinite(vec).all()  # the trunk's, not the decoder's, features
@@ -116,7 +121,7 @@ def _patch_encoder(path):
 
 def test_onnx_encoder_takes_tokens_or_an_inner_map(tmp_path):
     _patch_encoder(tmp_path / "enc.onnx")
-    gray = cr._gray(np.asarray(Image.fromarray(data.chelsea()).resize((80, 60))))
+    gray = gray_of(np.asarray(Image.fromarray(data.chelsea()).resize((80, 60))))
     small = np.asarray(Image.fromarray(gray).resize((224, 224), Image.Resampling.BICUBIC), np.float32) / 255
     x = (small - cr.IMAGENET_MEAN) / cr.IMAGENET_STD
     tokens = cr.onnx_encoder(tmp_path / "enc.onnx")(gray)
