@@ -9,8 +9,9 @@ Runs, in this order, and splices each output into README.md between its markers
   contact sheet becomes the README's first picture (docs/holdout.png), the food one
   docs/holdout-food.png, and the non-food sweep docs/sweep.png;
 - SEMANTIC: ``python -m evaluation.semantic`` on the food photos' group letters;
-- METHODS: ``python -m evaluation`` of the other methods' models (``METHODS``: the default's
-  first stage, its decoder on the frozen ECCV16 network (``runs/hc/model``, the default of the
+- METHODS: ``python -m evaluation`` of the other methods' models (``METHODS``: the previous
+  default (``runs/hc-lam025/model``, the default's third stage, trained without rebalancing), the
+  default's first stage, its decoder on the frozen ECCV16 network (``runs/hc/model``, the default of the
   third session of 2026-12-01); the ECCV16 network of Zhang et al. that the default is built on
   (``runs/zhang-default/model``, a copy of the default before 2026-12-01), Zhang et al.'s at equal compute, the L2 baseline, Champati et
   al.'s colour spaces and uv bins, Cheng et al., the global-and-local network with and without
@@ -45,8 +46,8 @@ def holdout(photos: Path) -> list[str]:
 TEMPERATURES = ["0", "0.1", "0.2", "0.38", "0.6", "1"]
 # the methods table: row label -> model (each at its own default temperature), runs under --runs
 METHODS = [
-    ("default (hypercolumn, 11.3 CPU-h)", "default"),
-    ("hypercolumn, previous default, 9.3 CPU-h", "hc-ft/model"),
+    ("default (hypercolumn, 12.0 CPU-h)", "default"),
+    ("hypercolumn, previous default, 11.3 CPU-h", "hc-lam025/model"),
     ("hypercolumn, frozen trunk, 7.0 CPU-h", "hc/model"),
     ("Zhang et al. ECCV16 5.5 CPU-h", "zhang-default/model"),
     ("Zhang et al. 0.1 CPU-h", "compare/base/model"),
