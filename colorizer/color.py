@@ -32,7 +32,12 @@ _EPS = 0.008856  # (6/29)^3, the CIE threshold of the cube-root segment
 _KAPPA = 7.787  # slope of the linear segment, as skimage writes it
 _T0 = 16.0 / 116.0
 _F_KNEE = 0.2068966  # 6/29: f above it is on the cube segment of f^-1
+# the sRGB transfer curve (IEC 61966-2-1): code = (1 + A) linear^(1/GAMMA) - A above the knee, SLOPE x linear below
 _SRGB_KNEE = 0.0031308  # linear values above it are on the sRGB power segment
+_SRGB_CODE_KNEE = 0.04045  # the same knee in code values (SLOPE x _SRGB_KNEE, as the standard rounds it)
+_SRGB_A = 0.055
+_SRGB_GAMMA = 2.4
+_SRGB_SLOPE = 12.92
 
 
 def _check_channels(x: torch.Tensor, name: str) -> None:
@@ -67,7 +72,9 @@ def _as_float_rgb(rgb: torch.Tensor) -> torch.Tensor:
 def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB companding undone (IEC 61966-2-1): float sRGB in [0, 1] -> linear RGB; the
     clamp keeps pow's gradient finite."""
-    return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    knee = _SRGB_CODE_KNEE
+    power = ((rgb.clamp(min=knee) + _SRGB_A) / (1.0 + _SRGB_A)) ** _SRGB_GAMMA
+    return torch.where(rgb > knee, power, rgb / _SRGB_SLOPE)
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -120,8 +127,8 @@ def srgb_from_linear(linear: torch.Tensor) -> torch.Tensor:
     """The sRGB transfer function: linear RGB -> gamma-encoded sRGB, elementwise, unclipped."""
     return torch.where(
         linear > _SRGB_KNEE,
-        1.055 * linear.clamp(min=_SRGB_KNEE) ** (1.0 / 2.4) - 0.055,
-        12.92 * linear,
+        (1.0 + _SRGB_A) * linear.clamp(min=_SRGB_KNEE) ** (1.0 / _SRGB_GAMMA) - _SRGB_A,
+        _SRGB_SLOPE * linear,
     )
 
 

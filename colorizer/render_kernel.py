@@ -25,7 +25,7 @@ import math
 import numba
 import numpy as np
 
-from colorizer.color import _F_KNEE, _KAPPA, _SRGB_KNEE, _T0
+from colorizer.color import _F_KNEE, _KAPPA, _SRGB_A, _SRGB_GAMMA, _SRGB_KNEE, _SRGB_SLOPE, _T0
 
 __all__ = ["render_rows"]
 
@@ -176,7 +176,7 @@ def _lab_to_rgb(l, a, b, to_rgb, rgb):  # pragma: no cover - compiled by numba
     inside = True
     for k in range(3):
         v = to_rgb[k, 0] * t0 + to_rgb[k, 1] * t1 + to_rgb[k, 2] * t2
-        v = 1.055 * max(v, _SRGB_KNEE) ** (1.0 / 2.4) - 0.055 if v > _SRGB_KNEE else 12.92 * v
+        v = (1.0 + _SRGB_A) * max(v, _SRGB_KNEE) ** (1.0 / _SRGB_GAMMA) - _SRGB_A if v > _SRGB_KNEE else _SRGB_SLOPE * v
         rgb[k] = v
         if v < -1e-6 or v > 1.0 + 1e-6:
             inside = False

@@ -77,7 +77,8 @@ def test_runs_in_streams_with_shared_options_then_records_the_curves(tmp_path, e
     assert set(by_run) == {"out/base", "out/l2", "out/crop64"}
     # each run's own validation interval times --val-scale, its own options, then the shared ones
     assert "--val-every 480 --max-cpu-hours 0.2 --resume --mixed-precision auto" in by_run["out/base"]
-    assert "--val-every 520 --max-cpu-hours 0.2 --resume --objective regression --mixed-precision auto" in by_run["out/l2"]
+    assert ("--val-every 520 --max-cpu-hours 0.2 --resume --objective regression --mixed-precision auto"
+            in by_run["out/l2"])
     assert "--val-every 1000 --max-cpu-hours 0.2 --resume --crop 64 --mixed-precision auto" in by_run["out/crop64"]
     assert "base: 100 steps 720 CPU-s" in done.stdout
     # what the curves are drawn from, kept in docs/compare, and the curves themselves
