@@ -53,6 +53,8 @@ runs=(  # NAME VAL_EVERY [OPTIONS...], one run a line
   "lam0.25 120 --lam 0.25"
   "q261 110 --grid 10"
   "width0.5-crop64 110 --width 0.5 --crop 64"
+  # the base again with another seed (initial weights, crops, order): how far two runs of one setting differ
+  "base-seed1 120 --seed 1"
   # Champati et al.'s colour spaces and losses: regression in YUV (uv) and RGB beside Lab (l2 above),
   # classification over ab bins (base); their rebalancing lambda 0.2 (Q 77 here, 81 in theirs)
   "yuv 130 --objective regression --color-space yuv"
