@@ -32,7 +32,9 @@ _EPS = 0.008856  # (6/29)^3, the CIE threshold of the cube-root segment
 _KAPPA = 7.787  # slope of the linear segment, as skimage writes it
 _T0 = 16.0 / 116.0
 _F_KNEE = 0.2068966  # 6/29: f above it is on the cube segment of f^-1
-# the sRGB transfer curve (IEC 61966-2-1): code = (1 + A) linear^(1/GAMMA) - A above the knee, SLOPE x linear below
+# the sRGB transfer curve (IEC 61966-2-1): code = (1 + A) linear^(1/GAMMA) - A above the knee, SLOPE x linear below.
+# colorizer.render_kernel compiles these (and the constants above) into numba's on-disk cache, which only
+# notices changes to render_kernel.py: after changing one here, touch that file.
 _SRGB_KNEE = 0.0031308  # linear values above it are on the sRGB power segment
 _SRGB_CODE_KNEE = 0.04045  # the same knee in code values (SLOPE x _SRGB_KNEE, as the standard rounds it)
 _SRGB_A = 0.055

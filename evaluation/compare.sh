@@ -2,9 +2,12 @@
 # The equal-compute comparison of the model card: one run per setting, each from scratch on
 # train/configs/compare.yaml with one change, each stopped at the same CPU budget, then the
 # learning curves and their table:
-#   bash evaluation/compare.sh [OUT [CPU_HOURS]] [--jobs N] [--val-scale X] [--runs A,B,...] [--dry-run] [TRAIN_OPTIONS...]
+#   bash evaluation/compare.sh [OUT [CPU_HOURS]] [--jobs N] [--val-scale X] [--runs A,B,...] [--keep DIR]
+#                              [--dry-run] [TRAIN_OPTIONS...]
 #   defaults: runs/compare, 0.1 CPU-hour per run, one run at a time, each run's own validation
-#   interval, every run below (--runs: only those named); --dry-run prints each stream's commands
+#   interval, every run below (--runs: only those named); --dry-run prints each stream's commands.
+#   --keep DIR copies what the curves are drawn from (each finished run's config.json, val.csv,
+#   val_baseline.json, final.json; no weights) and the curves into DIR (the model card's: docs/compare)
 # Each run trains on one thread; --jobs 2 runs two at a time (one per core: the budget is CPU time, so
 # the runs stay comparable). --val-scale multiplies every run's validation interval (in steps; the
 # intervals below give 3-5 validations at 0.1 CPU-hour in fp32): scale it with the budget and the
@@ -14,14 +17,25 @@
 # smaller budget before) resumes from its last checkpoint, so a later session extends every curve by
 # running this again with a larger budget.
 set -euo pipefail
-out="runs/compare" budget="0.1" jobs=1 scale=1 only="" dry="" extra=()
+out="runs/compare" budget="0.1" jobs=1 scale=1 only="" keep="" dry="" extra=()
+fail() { echo "compare.sh: $*" >&2; exit 2; }
+number='^([0-9]+[.]?[0-9]*|[.][0-9]+)$'
 [ $# -gt 0 ] && [[ "$1" != --* ]] && { out="$1"; shift; }
 [ $# -gt 0 ] && [[ "$1" != --* ]] && { budget="$1"; shift; }
+[[ "$budget" =~ $number ]] || fail "CPU_HOURS must be a number of hours, not '$budget'"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --jobs) jobs="$2"; shift 2 ;;
-    --val-scale) scale="$2"; shift 2 ;;
-    --runs) only=",$2,"; shift 2 ;;
+    --jobs|--val-scale|--runs|--keep)
+      { [ $# -ge 2 ] && [[ "$2" != --* ]]; } || fail "$1 needs a value"
+      case "$1" in
+        --jobs) [[ "$2" =~ ^[1-9][0-9]*$ ]] || fail "--jobs must be a whole number of at least 1, not '$2'"; jobs="$2" ;;
+        --val-scale) [[ "$2" =~ $number ]] && [[ "$2" =~ [1-9] ]] || fail "--val-scale must be a positive number, not '$2'"
+          scale="$2" ;;
+        --runs) [[ "$2" =~ ^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$ ]] || fail "--runs takes names separated by commas, not '$2'"
+          only=",$2," ;;
+        --keep) keep="$2" ;;
+      esac
+      shift 2 ;;
     --dry-run) dry=1; shift ;;
     *) extra+=("$1"); shift ;;
   esac
@@ -67,7 +81,7 @@ if [ -n "$only" ]; then  # keep the named runs, in the order above
   names=" ${runs[*]%% *} "
   IFS=, read -ra wanted <<< "${only:1:${#only}-2}"
   for name in "${wanted[@]}"; do
-    [[ "$names" == *" $name "* ]] || { echo "compare.sh: --runs: no run named '$name' (runs:${names% })" >&2; exit 2; }
+    [[ "$names" == *" $name "* ]] || fail "--runs: no run named '$name' (runs:${names% })"
   done
   kept=()
   for line in "${runs[@]}"; do [[ "$only" == *",${line%% *},"* ]] && kept+=("$line"); done
@@ -88,10 +102,15 @@ failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 [ "$failed" = 0 ] || exit 1
 [ -z "$dry" ] || exit 0
-python -m evaluation.curves "$out"/*/ --base "$out/base" --out "$out/curves.png" --table "$out/curves.md"
+finished=()  # every finished run in OUT (those of earlier calls too), the curves' runs
+for run in "$out"/*/; do [ -f "$run/final.json" ] && [ -f "$run/val.csv" ] && finished+=("${run%/}"); done
+[ ${#finished[@]} -gt 0 ] || fail "no finished run in $out"
+base="$out/base"; [ -f "$base/val.csv" ] || base="${finished[0]}"
+python -m evaluation.curves "${finished[@]}" --base "$base" --out "$out/curves.png" --table "$out/curves.md"
+[ -n "$keep" ] || exit 0
 # what the curves are drawn from (a few kB a run, no weights), kept so they can be redrawn and extended
-for run in "$out"/*/; do
-  mkdir -p "docs/compare/$(basename "$run")"
-  cp "$run"/{config.json,val.csv,val_baseline.json,final.json} "docs/compare/$(basename "$run")/"
+for run in "${finished[@]}"; do
+  mkdir -p "$keep/$(basename "$run")"
+  cp "$run"/{config.json,val.csv,val_baseline.json,final.json} "$keep/$(basename "$run")/"
 done
-cp "$out/curves.png" "$out/curves.md" docs/compare/
+cp "$out/curves.png" "$out/curves.md" "$keep/"

@@ -28,6 +28,7 @@ if [ "$1" = "-m" ] && [ "$2" = "train" ]; then
     case "$1" in --out) out="$2"; shift ;; --max-cpu-hours) budget="$2"; shift ;; esac
     shift
   done
+  [ -n "${FAIL_RUN:-}" ] && [ "$(basename "$out")" = "$FAIL_RUN" ] && { echo "stand-in: $FAIL_RUN fails" >&2; exit 3; }
   exec "$REAL_PYTHON" - "$out" "$budget" <<'EOF'
 import csv, json, sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def compare(tmp_path, env, *args):
 
 def test_runs_in_streams_with_shared_options_then_records_the_curves(tmp_path, env):
     done = compare(tmp_path, env, "out", "0.2", "--jobs", "2", "--val-scale", "4", "--runs", "l2,base,crop64",
-                   "--mixed-precision", "auto")
+                   "--keep", "docs/compare", "--mixed-precision", "auto")
     assert done.returncode == 0, done.stderr
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert len(calls) == 3
@@ -93,9 +94,41 @@ def test_runs_in_streams_with_shared_options_then_records_the_curves(tmp_path, e
     again = compare(tmp_path, env, "out", "0.2", "--runs", "l2,base,crop64")
     assert again.returncode == 0, again.stderr
     assert "base: done" in again.stdout and len((tmp_path / "calls.log").read_text().splitlines()) == 3
-    longer = compare(tmp_path, env, "out", "0.3", "--runs", "base")
+    longer = compare(tmp_path, env, "out", "0.3", "--runs", "base", "--mixed-precision", "auto")
     assert longer.returncode == 0, longer.stderr
-    assert "--out out/base --val-every 120 --max-cpu-hours 0.3 --resume" in (tmp_path / "calls.log").read_text()
+    assert ("--out out/base --val-every 120 --max-cpu-hours 0.3 --resume --mixed-precision auto"
+            in (tmp_path / "calls.log").read_text())
+
+
+def test_without_keep_the_records_stay_in_out(tmp_path, env):
+    done = compare(tmp_path, env, "out", "0.1", "--runs", "base")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "curves.md").is_file() and not (tmp_path / "docs").exists()
+
+
+def test_a_failed_run_fails_the_comparison_but_not_its_stream(tmp_path, env):
+    env["FAIL_RUN"] = "base"
+    done = compare(tmp_path, env, "out", "0.1", "--runs", "base,l2", "--keep", "docs/compare")
+    assert done.returncode == 1
+    assert "base: failed, see out/base.log" in done.stdout and "l2: 100 steps" in done.stdout
+    assert "stand-in: base fails" in (tmp_path / "out" / "base.log").read_text()
+    assert not (tmp_path / "docs").exists()  # no curves or records from a comparison with a failed run
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs"], "--jobs needs a value"),
+    (["--jobs", "0"], "--jobs must be a whole number"),
+    (["--val-scale", "--dry-run"], "--val-scale needs a value"),
+    (["--val-scale", "abc"], "--val-scale must be a positive number"),
+    (["--runs", ""], "--runs takes names separated by commas"),
+    (["--runs", "base lam0.5"], "--runs takes names separated by commas"),
+    (["out", "soon"], "CPU_HOURS must be a number"),
+])
+def test_bad_options_are_one_error_line(tmp_path, env, args, message):
+    done = compare(tmp_path, env, *args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr
+    assert not (tmp_path / "calls.log").exists() and not (tmp_path / "runs").exists()
 
 
 def test_dry_run_prints_each_stream_and_trains_nothing(tmp_path, env):
