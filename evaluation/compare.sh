@@ -19,42 +19,38 @@
 set -euo pipefail
 out="runs/compare" budget="0.1" jobs=1 scale=1 only="" keep="" dry="" extra=()
 fail() { echo "compare.sh: $*" >&2; exit 2; }
+need_value() { { [ $# -ge 2 ] && [[ "$2" != --* ]]; } || fail "$1 needs a value"; }  # OPTION [VALUE...]
 number='^([0-9]+[.]?[0-9]*|[.][0-9]+)$'
 [ $# -gt 0 ] && [[ "$1" != --* ]] && { out="$1"; shift; }
 [ $# -gt 0 ] && [[ "$1" != --* ]] && { budget="$1"; shift; }
 [[ "$budget" =~ $number ]] || fail "CPU_HOURS must be a number of hours, not '$budget'"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --jobs|--val-scale|--runs|--keep)
-      { [ $# -ge 2 ] && [[ "$2" != --* ]]; } || fail "$1 needs a value"
-      case "$1" in
-        --jobs) [[ "$2" =~ ^[1-9][0-9]*$ ]] || fail "--jobs must be a whole number of at least 1, not '$2'"; jobs="$2" ;;
-        --val-scale) [[ "$2" =~ $number ]] && [[ "$2" =~ [1-9] ]] || fail "--val-scale must be a positive number, not '$2'"
-          scale="$2" ;;
-        --runs) [[ "$2" =~ ^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$ ]] || fail "--runs takes names separated by commas, not '$2'"
-          only=",$2," ;;
-        --keep) keep="$2" ;;
-      esac
-      shift 2 ;;
+    --jobs) need_value "$@"
+      [[ "$2" =~ ^[1-9][0-9]*$ ]] || fail "--jobs must be a whole number of at least 1, not '$2'"
+      jobs="$2"; shift 2 ;;
+    --val-scale) need_value "$@"
+      [[ "$2" =~ $number ]] && [[ "$2" =~ [1-9] ]] || fail "--val-scale must be a positive number, not '$2'"
+      scale="$2"; shift 2 ;;
+    --runs) need_value "$@"
+      [[ "$2" =~ ^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$ ]] || fail "--runs takes names separated by commas, not '$2'"
+      only=",$2,"; shift 2 ;;
+    --keep) need_value "$@"; keep="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     *) extra+=("$1"); shift ;;
   esac
 done
 run() {  # NAME VAL_EVERY [OPTIONS...]
-  local name="$1" every
+  local name="$1" every cmd
   every=$(python -c "import sys; print(max(1, round(float(sys.argv[1]) * float(sys.argv[2]))))" "$2" "$scale")
   shift 2
-  if [ -n "$dry" ]; then
-    echo "stream $stream_index:" python -m train --config-file train/configs/compare.yaml --out "$out/$name" \
-      --val-every "$every" --max-cpu-hours "$budget" --resume "$@" ${extra[@]+"${extra[@]}"}
-    return
-  fi
+  cmd=(python -m train --config-file train/configs/compare.yaml --out "$out/$name" --val-every "$every"
+       --max-cpu-hours "$budget" --resume "$@" ${extra[@]+"${extra[@]}"})
+  [ -z "$dry" ] || { echo "stream $stream_index: ${cmd[*]}"; return; }
   if [ -f "$out/$name/final.json" ] && python -c "import json,sys; sys.exit(json.load(open(sys.argv[1]))['cpu_s'] < 3600 * float(sys.argv[2]))" "$out/$name/final.json" "$budget"; then
     echo "$name: done"; return
   fi
-  python -m train --config-file train/configs/compare.yaml --out "$out/$name" --val-every "$every" \
-    --max-cpu-hours "$budget" --resume "$@" ${extra[@]+"${extra[@]}"} >> "$out/$name.log" 2>&1 \
-    || { echo "$name: failed, see $out/$name.log"; return 1; }
+  "${cmd[@]}" >> "$out/$name.log" 2>&1 || { echo "$name: failed, see $out/$name.log"; return 1; }
   echo "$name: $(python -c "import json,sys; f=json.load(open(sys.argv[1])); print(f['step'], 'steps', round(f['cpu_s']), 'CPU-s')" "$out/$name/final.json")"
 }
 runs=(  # NAME VAL_EVERY [OPTIONS...], one run a line

@@ -13,9 +13,8 @@ from skimage import color, data
 
 from colorizer.metrics import colour_cast  # noqa: E402
 from colorizer.model import Colorizer  # noqa: E402
-from colorizer.color import rgb_to_lab  # noqa: E402
 from evaluation import cast_readout as cr  # noqa: E402
-from evaluation.evaluate import Photo
+from evaluation.evaluate import Photo, _lab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,11 +86,9 @@ def test_a_colorizers_trunk_and_its_own_colorization():
     rows = {r.name: r for r in cr.cast_readout(train, test, {}, {"tiny": model})}
     colorized = np.asarray(model.colorize(gray_of(test[0].rgb)).convert("RGB"))
 
-    def ab(rgb):
-        return rgb_to_lab(torch.tensor(rgb).permute(2, 0, 1)[None])[:, 1:]
-
     # the evaluation's own cast of that colorization
-    assert rows["tiny: its colorization"].casts["v"] == pytest.approx(colour_cast(ab(colorized), ab(test[0].rgb)), abs=1e-4)
+    expected = colour_cast(_lab(colorized)[:, 1:], _lab(test[0].rgb)[:, 1:])
+    assert rows["tiny: its colorization"].casts["v"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_a_hypercolumn_colorizer_is_read_by_its_trunk():
