@@ -255,26 +255,35 @@ def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray
     """The CPU path: ``render_kernel`` on bands of rows, one per torch thread (it releases
     the GIL), into ``pixels``; the same arithmetic as ``_to_srgb8``, once per pixel."""
     height = pixels.shape[0]
+    kernel = _compiled()
     dummy_u8, dummy_f = np.zeros((1, 1), dtype=np.uint8), np.zeros((1, 1), dtype=np.float32)
     by_level = lightness.levels is not None
-    levels = np.ascontiguousarray(lightness.levels) if by_level else dummy_u8
-    floats = dummy_f if by_level else np.ascontiguousarray(lightness.l[0, 0].float().cpu().numpy())
-    args = (
-        pixels, dummy_u8 if alpha is None else np.ascontiguousarray(alpha), by_level, levels,
-        _level_tables("cpu")[0].numpy(), floats, across.contiguous().numpy(), down.contiguous().numpy(),
-        np.asarray(y0, dtype=np.int64), wy.float().contiguous().numpy(), _table("gamut", torch.device("cpu")).numpy(),
-        GAMUT_ROWS, GAMUT_COLS, _table("srgb", torch.device("cpu")).numpy(), m.float().numpy(),
-        (3.0 * m[:, 0]).float().numpy(), (3.0 * m[:, 2]).float().numpy(), _xyz_matrix().numpy(),
+    picture = kernel.Picture(
+        alpha=dummy_u8 if alpha is None else np.ascontiguousarray(alpha),
+        by_level=by_level,
+        levels=np.ascontiguousarray(lightness.levels) if by_level else dummy_u8,
+        level_l=_level_tables("cpu")[0].numpy(),
+        lightness=dummy_f if by_level else np.ascontiguousarray(lightness.l[0, 0].float().cpu().numpy()),
+        across=across.contiguous().numpy(),
+        down=down.contiguous().numpy(),
+        y0=np.asarray(y0, dtype=np.int64),
+        wy=wy.float().contiguous().numpy(),
+    )
+    tables = kernel.Tables(
+        gamut=_table("gamut", torch.device("cpu")).numpy(), rows=GAMUT_ROWS, cols=GAMUT_COLS,
+        lut=_table("srgb", torch.device("cpu")).numpy(), matrix=m.float().numpy(),
+        kx=(3.0 * m[:, 0]).float().numpy(), kz=(3.0 * m[:, 2]).float().numpy(), to_rgb=_xyz_matrix().numpy(),
     )
     f32 = np.float32
-    constants = (f32(_SLOPE), f32(_C), f32(_TINY), f32(_LONG_STEP), f32(_OUTSIDE), _BISECTION_STEPS)
-    kernel = _compiled().render_rows
+    steps = kernel.Steps(slope=f32(_SLOPE), c=f32(_C), tiny=f32(_TINY), long_step=f32(_LONG_STEP),
+                         outside_step=f32(_OUTSIDE), bisection_steps=_BISECTION_STEPS)
     bands = max(1, min(torch.get_num_threads(), height // 16))
     edges = [height * i // bands for i in range(bands + 1)]
     # this thread does the first band; the others go to one pool for the process, so that renders
     # running at once (an app's requests) share its threads rather than each starting their own
-    others = [_band_pool().submit(kernel, *args, edges[i], edges[i + 1], *constants) for i in range(1, bands)]
-    kernel(*args, edges[0], edges[1], *constants)
+    draw = kernel.render_rows
+    others = [_band_pool().submit(draw, pixels, picture, tables, steps, edges[i], edges[i + 1]) for i in range(1, bands)]
+    draw(pixels, picture, tables, steps, edges[0], edges[1])
     for done in others:
         done.result()
 

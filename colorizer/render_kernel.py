@@ -21,30 +21,64 @@ where the table puts every pixel inside the gamut, and the kernel never does. Wh
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from colorizer.color import _F_KNEE, _KAPPA, _SRGB_A, _SRGB_GAMMA, _SRGB_KNEE, _SRGB_SLOPE, _T0
 
-__all__ = ["render_rows"]
+__all__ = ["Picture", "Tables", "Steps", "render_rows"]
 
 
-def _render_rows(out, alpha, by_level, levels, level_l, lightness, across, down, y0, wy, gamut, rows, cols, lut,
-                 matrix, kx, kz, to_rgb, top, bottom, slope, c, tiny, long_step, outside_step,
-                 bisection_steps):  # pragma: no cover - compiled by numba; run and checked through render()
-    """Rows ``top`` .. ``bottom - 1`` of ``out`` ((H, W, 3 or 4) uint8). L comes from
-    ``level_l[levels]`` with ``by_level`` (``levels`` (H, W) uint8), else from ``lightness``
-    (H, W) float32 (the other is a (1, 1) dummy); ``alpha`` (H, W) fills channel 3 when
-    ``out`` has one. ``across``/``down``: (2, h, W) float32 ab (A = a/500, B = -b/200)
-    upsampled across and its step to the next source row; ``y0``/``wy``: each output row's
-    source row and weight. ``matrix``: float32 (3, 3), linear RGB in lookup units from
-    (fx^-1, fy^-1, fz^-1); ``kx``/``kz``: 3 x its first and last columns; ``to_rgb``: float64
-    (3, 3), linear RGB from (X/Xw, Y, Z/Zw) (``render._xyz_matrix``), for the bisection.
+class Picture(NamedTuple):
+    """What one render draws from (numpy arrays; the one of ``levels`` and ``lightness`` not
+    used, and ``alpha`` when there is none, a (1, 1) dummy)."""
+
+    alpha: np.ndarray  # (H, W) uint8, channel 3 of an RGBA ``out``
+    by_level: bool  # L from ``level_l[levels]`` (an 8-bit gray photo), else from ``lightness``
+    levels: np.ndarray  # (H, W) uint8
+    level_l: np.ndarray  # (256,) float32, L of each gray level
+    lightness: np.ndarray  # (H, W) float32
+    across: np.ndarray  # (2, h, W) float32 ab (A = a/500, B = -b/200) upsampled across
+    down: np.ndarray  # (2, h, W) float32, its step to the next source row
+    y0: np.ndarray  # (H,) int64, each output row's source row
+    wy: np.ndarray  # (H,) float32, and its weight
+
+
+class Tables(NamedTuple):
+    """The renderer's tables and matrices, the same for every render."""
+
+    gamut: np.ndarray  # the gamut table, flattened: the largest chroma by lightness row and hue column
+    rows: int
+    cols: int
+    lut: np.ndarray  # 8-bit sRGB by linear-RGB lookup code
+    matrix: np.ndarray  # float32 (3, 3), linear RGB in lookup units from (fx^-1, fy^-1, fz^-1)
+    kx: np.ndarray  # float32 (3,), 3 x its first column
+    kz: np.ndarray  # float32 (3,), 3 x its last column
+    to_rgb: np.ndarray  # float64 (3, 3), linear RGB from (X/Xw, Y, Z/Zw) (``render._xyz_matrix``), for the bisection
+
+
+class Steps(NamedTuple):
+    """The Newton step's constants and when a pixel is bisected instead (``render``'s)."""
+
+    slope: np.float32  # of the linear part of CIE's f^-1
+    c: np.float32  # where f^-1 turns from linear to cubic
+    tiny: np.float32  # keeps 1 / d finite where d is 0
+    long_step: np.float32  # a Newton step longer than this is redone by bisection
+    outside_step: np.float32  # so is one from a start further than this outside the gamut
+    bisection_steps: int
+
+
+def _render_rows(out, picture, tables, steps, top,
+                 bottom):  # pragma: no cover - compiled by numba; run and checked through render()
+    """Rows ``top`` .. ``bottom - 1`` of ``out`` ((H, W, 3 or 4) uint8) from a ``Picture``,
+    with the renderer's ``Tables`` and ``Steps``.
 
     A row at a time, in passes over row buffers that the compiler vectorizes (no calls, no
     branches, no gathers in the arithmetic), then the scattered parts: the table and sRGB
     lookups and the bisection of the few pixels that need it."""
+    p, t = picture, tables
     width = out.shape[1]
     channels = out.shape[2]
     f32 = np.float32
@@ -54,35 +88,33 @@ def _render_rows(out, alpha, by_level, levels, level_l, lightness, across, down,
     index = np.empty(width, np.int32)
     codes = np.empty((3, width), np.int32)
     for y in range(top, bottom):
-        _upsampled_row(across, down, y0[y], wy[y], a_row, b_row)
-        if by_level:
+        _upsampled_row(p.across, p.down, p.y0[y], p.wy[y], a_row, b_row)
+        if p.by_level:
             for x in range(width):
-                l_row[x] = level_l[levels[y, x]]
+                l_row[x] = p.level_l[p.levels[y, x]]
         else:
             for x in range(width):
-                l_row[x] = lightness[y, x]
+                l_row[x] = p.lightness[y, x]
             _lightness_range(l_row)  # (ab was made finite by render)
         # 1. the table's chroma limit, s = min(1, r_max / r): where to look, the lookups, s
-        _table_position(a_row, b_row, l_row, rows, cols, norm, weight, index)
+        _table_position(a_row, b_row, l_row, t.rows, t.cols, norm, weight, index)
         for x in range(width):
-            lower[x] = gamut[index[x]]
-            upper[x] = gamut[index[x] + cols + 1]
+            lower[x] = t.gamut[index[x]]
+            upper[x] = t.gamut[index[x] + t.cols + 1]
         # 2. and 3. Lab -> linear RGB at chroma s, and the Newton step
-        _convert(a_row, b_row, l_row, norm, weight, lower, upper, matrix[0, 0], matrix[0, 1], matrix[0, 2],
-                 matrix[1, 0], matrix[1, 1], matrix[1, 2], matrix[2, 0], matrix[2, 1], matrix[2, 2], kx[0], kx[1],
-                 kx[2], kz[0], kz[1], kz[2], f32(lut.shape[0] - 1), slope, c, tiny, long_step, outside_step, codes,
-                 hard)
+        _convert(a_row, b_row, l_row, norm, weight, lower, upper, t.matrix, t.kx, t.kz, f32(t.lut.shape[0] - 1), steps,
+                 codes, hard)
         # 4. linear RGB -> 8-bit sRGB by lookup
         for x in range(width):
-            out[y, x, 0] = lut[codes[0, x]]
-            out[y, x, 1] = lut[codes[1, x]]
-            out[y, x, 2] = lut[codes[2, x]]
+            out[y, x, 0] = t.lut[codes[0, x]]
+            out[y, x, 1] = t.lut[codes[1, x]]
+            out[y, x, 2] = t.lut[codes[2, x]]
         for x in range(width):  # the few whose step was long, or that started outside the gamut
             if hard[x] > 1.0:
-                _bisect(out, y, x, l_row[x], a_row[x], b_row[x], to_rgb, bisection_steps)
+                _bisect(out, y, x, l_row[x], a_row[x], b_row[x], t.to_rgb, steps.bisection_steps)
         if channels == 4:
             for x in range(width):
-                out[y, x, 3] = alpha[y, x]
+                out[y, x, 3] = p.alpha[y, x]
 
 
 def _lightness_range(row):  # pragma: no cover - compiled by numba, without fastmath
@@ -118,14 +150,19 @@ def _table_position(a_row, b_row, l_row, rows, cols, norm, weight, index):  # pr
         index[x] = np.int32(base * stride + t * col_scale + col_offset)
 
 
-def _convert(a_row, b_row, l_row, norm, weight, lower, upper, m00, m01, m02, m10, m11, m12, m20, m21, m22, kx0, kx1,
-             kx2, kz0, kz1, kz2, top_code, slope, c, tiny, long_step, outside_step, codes,
+def _convert(a_row, b_row, l_row, norm, weight, lower, upper, matrix, kx, kz, top_code, steps, codes,
              hard):  # pragma: no cover - compiled by numba
     """The chroma limit s from the table, Lab -> linear RGB (lookup units) at s, one Newton
     step along the chroma to the channel that binds; the lookup codes, and in ``hard`` a
     figure above 1 where the pixel must be bisected (a long step, or a start outside)."""
     f32 = np.float32
     zero, one = f32(0.0), f32(1.0)
+    # every constant a scalar before the loop, so that the loop vectorizes
+    m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+    m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+    m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+    kx0, kx1, kx2, kz0, kz1, kz2 = kx[0], kx[1], kx[2], kz[0], kz[1], kz[2]
+    slope, c, tiny, long_step, outside_step = steps.slope, steps.c, steps.tiny, steps.long_step, steps.outside_step
     for x in range(a_row.shape[0]):
         a = a_row[x]
         b = b_row[x]
