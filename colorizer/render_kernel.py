@@ -60,14 +60,15 @@ class Tables(NamedTuple):
 
 
 class Steps(NamedTuple):
-    """The Newton step's constants and when a pixel is bisected instead (``render``'s)."""
+    """The conversion's and the Newton step's constants, and when and how finely a pixel is
+    bisected instead (``render``'s)."""
 
     slope: np.float32  # of the linear part of CIE's f^-1
     c: np.float32  # where f^-1 turns from linear to cubic
     tiny: np.float32  # keeps 1 / d finite where d is 0
     long_step: np.float32  # a Newton step longer than this is redone by bisection
     outside_step: np.float32  # so is one from a start further than this outside the gamut
-    bisection_steps: int
+    bisection_steps: int  # halvings of the chroma for a bisected pixel
 
 
 def _render_rows(out, picture, tables, steps, top,
@@ -220,7 +221,7 @@ def _lab_to_rgb(l, a, b, to_rgb, rgb):  # pragma: no cover - compiled by numba
     return inside
 
 
-def _bisect(out, y, x, l, a, b, to_rgb, steps):  # pragma: no cover - compiled by numba
+def _bisect(out, y, x, l, a, b, to_rgb, halvings):  # pragma: no cover - compiled by numba
     """``lab_to_rgb_in_gamut`` of one pixel (L, A, B scaled) in float64, rounded into ``out``."""
     lab_l = np.float64(l)
     lab_a = np.float64(a * np.float32(500.0))
@@ -228,7 +229,7 @@ def _bisect(out, y, x, l, a, b, to_rgb, steps):  # pragma: no cover - compiled b
     rgb = np.empty(3)
     if not _lab_to_rgb(lab_l, lab_a, lab_b, to_rgb, rgb):
         lo, hi = 0.0, 1.0
-        for _ in range(steps):
+        for _ in range(halvings):
             mid = (lo + hi) / 2
             if _lab_to_rgb(lab_l, lab_a * mid, lab_b * mid, to_rgb, rgb):
                 lo = mid
