@@ -67,6 +67,11 @@ def _xyz_matrix() -> torch.Tensor:
     return m * torch.tensor([WHITE_D65[0], 1.0, WHITE_D65[2]], dtype=torch.float64)
 
 
+def _lookup_matrix() -> torch.Tensor:
+    """``_xyz_matrix`` in lookup units: linear RGB 0 .. 65535 from (X/Xw, Y, Z/Zw)."""
+    return _xyz_matrix() * (_LUT_SIZE - 1)
+
+
 def _directions(cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``cols + 1`` hue directions of the table (the last repeats the first), as
     unit-L1 vectors in the scaled space (a / 500, -b / 200): column j holds
@@ -251,7 +256,7 @@ def _compiled():
 
 
 def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray | None, across: torch.Tensor,
-                     down: torch.Tensor, y0: list[int], wy: torch.Tensor, m: torch.Tensor) -> None:
+                     down: torch.Tensor, y0: list[int], wy: torch.Tensor) -> None:
     """The CPU path: ``render_kernel`` on bands of rows, one per torch thread (it releases
     the GIL), into ``pixels``; the same arithmetic as ``_to_srgb8``, once per pixel."""
     height = pixels.shape[0]
@@ -262,18 +267,13 @@ def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray
         alpha=dummy_u8 if alpha is None else np.ascontiguousarray(alpha),
         by_level=by_level,
         levels=np.ascontiguousarray(lightness.levels) if by_level else dummy_u8,
-        level_l=_level_tables("cpu")[0].numpy(),
         lightness=dummy_f if by_level else np.ascontiguousarray(lightness.l[0, 0].float().cpu().numpy()),
         across=across.contiguous().numpy(),
         down=down.contiguous().numpy(),
         y0=np.asarray(y0, dtype=np.int64),
         wy=wy.float().contiguous().numpy(),
     )
-    tables = kernel.Tables(
-        gamut=_table("gamut", torch.device("cpu")).numpy(), rows=GAMUT_ROWS, cols=GAMUT_COLS,
-        lut=_table("srgb", torch.device("cpu")).numpy(), matrix=m.float().numpy(),
-        kx=(3.0 * m[:, 0]).float().numpy(), kz=(3.0 * m[:, 2]).float().numpy(), to_rgb=_xyz_matrix().numpy(),
-    )
+    tables = _once("kernel tables", lambda: _kernel_tables(kernel))
     f32 = np.float32
     steps = kernel.Steps(slope=f32(_SLOPE), c=f32(_C), tiny=f32(_TINY), long_step=f32(_LONG_STEP),
                          outside_step=f32(_OUTSIDE), bisection_steps=_BISECTION_STEPS)
@@ -286,6 +286,16 @@ def _render_compiled(pixels: np.ndarray, lightness: Lightness, alpha: np.ndarray
     draw(pixels, picture, tables, steps, edges[0], edges[1])
     for done in others:
         done.result()
+
+
+def _kernel_tables(kernel):
+    """``render_kernel.Tables``: the tables and matrices ``render`` uses, as numpy arrays."""
+    m = _lookup_matrix()
+    return kernel.Tables(
+        level_l=_level_tables("cpu")[0].numpy(), gamut=_table("gamut", torch.device("cpu")).numpy(), rows=GAMUT_ROWS,
+        cols=GAMUT_COLS, lut=_table("srgb", torch.device("cpu")).numpy(), matrix=m.float().numpy(),
+        kx=(3.0 * m[:, 0]).float().numpy(), kz=(3.0 * m[:, 2]).float().numpy(), to_rgb=_xyz_matrix().numpy(),
+    )
 
 
 def _band_pool() -> ThreadPoolExecutor:
@@ -314,7 +324,7 @@ def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndar
         raise ValueError(f"render: expected a uint8 alpha of shape {(height, width)}, got {alpha.dtype} {alpha.shape}")
     h, w = ab.shape[-2:]
     gamut, lut = _table("gamut", device), _table("srgb", device)
-    m = _xyz_matrix() * (_LUT_SIZE - 1)  # linear RGB in lookup units, 0 .. 65535
+    m = _lookup_matrix()
     matrix = m.tolist()
     kx, kz = (3.0 * m[:, 0:1]).float().to(device), (3.0 * m[:, 2:3]).float().to(device)
 
@@ -337,7 +347,7 @@ def render(lightness: Lightness | torch.Tensor, ab: torch.Tensor, alpha: np.ndar
     # the output, pixel-interleaved, filled a strip at a time; PIL copies it once at the end
     pixels = np.empty((height, width, channels), dtype=np.uint8)
     if device.type == "cpu" and KERNEL and _compiled() is not None:
-        _render_compiled(pixels, lightness, alpha, across, down, y0, wy, m)
+        _render_compiled(pixels, lightness, alpha, across, down, y0, wy)
         return Image.fromarray(pixels)
     flat = torch.from_numpy(pixels).view(-1, channels)
     rows = max(1, min(height, strip_pixels // width))

@@ -36,9 +36,8 @@ class Picture(NamedTuple):
     used, and ``alpha`` when there is none, a (1, 1) dummy)."""
 
     alpha: np.ndarray  # (H, W) uint8, channel 3 of an RGBA ``out``
-    by_level: bool  # L from ``level_l[levels]`` (an 8-bit gray photo), else from ``lightness``
+    by_level: bool  # L from ``Tables.level_l[levels]`` (an 8-bit gray photo), else from ``lightness``
     levels: np.ndarray  # (H, W) uint8
-    level_l: np.ndarray  # (256,) float32, L of each gray level
     lightness: np.ndarray  # (H, W) float32
     across: np.ndarray  # (2, h, W) float32 ab (A = a/500, B = -b/200) upsampled across
     down: np.ndarray  # (2, h, W) float32, its step to the next source row
@@ -49,6 +48,7 @@ class Picture(NamedTuple):
 class Tables(NamedTuple):
     """The renderer's tables and matrices, the same for every render."""
 
+    level_l: np.ndarray  # (256,) float32, L of each gray level
     gamut: np.ndarray  # the gamut table, flattened: the largest chroma by lightness row and hue column
     rows: int
     cols: int
@@ -92,7 +92,7 @@ def _render_rows(out, picture, tables, steps, top,
         _upsampled_row(p.across, p.down, p.y0[y], p.wy[y], a_row, b_row)
         if p.by_level:
             for x in range(width):
-                l_row[x] = p.level_l[p.levels[y, x]]
+                l_row[x] = t.level_l[p.levels[y, x]]
         else:
             for x in range(width):
                 l_row[x] = p.lightness[y, x]
