@@ -7,7 +7,7 @@ request shares it.
 from __future__ import annotations
 
 from colorizer import load_model
-from colorizer.cli import fail
+from colorizer.errors import fail
 from demo import build_app, launch_kwargs, parser, setup_survey
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/training.py                      # photos made from scikit-image samples
     python benchmarks/training.py --data-dir PHOTOS    # a real folder (imagefolder)
+    python benchmarks/training.py --pretrained-trunk   # the DINOv2 decoder on cached features
 
 Prints, in one run: decoded-and-cropped images/s of the data pipeline (``train.data``)
 with 0 and N workers; training images/s at ``--crop`` px for the full-width network
@@ -99,6 +100,65 @@ def bench_train(cfg: TrainConfig, width: float, steps: int, device: torch.device
     return steps * cfg.batch_size / dt, wait / dt
 
 
+def bench_pretrained_trunk(steps: int, device: torch.device, batch: int = 16) -> None:
+    """Training images/s of the DINOv2 colorizer's decoder on cached trunk features, against
+    the same decoder running the frozen trunk at every step, the cost of caching a crop's
+    features once, and the step of the default before it (the ECCV16-trunk hypercolumn
+    colorizer of train/configs/hypercolumn-finetune.yaml: width 0.25, 96 px crops, end to
+    end); compute only, bf16 autocast where the CPU has it, as the training loop does."""
+    bf16 = device.type == "cuda" or cpu_has_bf16()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def rate(model: Colorizer, crop: int, with_features: bool) -> float:
+        model = model.to(device).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        rgb = torch.randint(0, 256, (batch, crop, crop, 3), dtype=torch.uint8, device=device)
+        l, ab, mask = to_lab(rgb)
+        features = None
+        if with_features:
+            with torch.no_grad():
+                features = model.net.trunk(l)
+
+        def step() -> None:
+            with amp:
+                out = model(l, trunk_features=features) if features is not None else model(l)
+                loss = model.loss(out, ab, mask)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss.item()
+
+        step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return steps * batch / (time.perf_counter() - t0)
+
+    def encode_rate(model: Colorizer, crop: int) -> float:
+        l = torch.rand(batch, 1, crop, crop, device=device) * 100
+        with torch.no_grad():
+            model.net.trunk(l)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                model.net.trunk(l)
+        return steps * batch / (time.perf_counter() - t0)
+
+    previous = Colorizer(objective="channel_classification", network="hypercolumn", width=0.25, input_size=384)
+    previous.net.unfreeze()
+    dino = dict(objective="channel_classification", network="hypercolumn", trunk="dinov2-small", input_size=448)
+    base = rate(previous, 96, False)
+    figures = [("previous default's step (ECCV16-trunk hypercolumn, 96 px, end to end)", 96, base),
+               ("DINOv2 decoder, 224 px crops, trunk run at every step", 224, rate(Colorizer(**dino), 224, False)),
+               ("DINOv2 decoder, 224 px crops, cached trunk features", 224, rate(Colorizer(**dino), 224, True)),
+               ("caching: the frozen trunk's features of a 224 px crop, once", 224,
+                encode_rate(Colorizer(**dino), 224))]
+    print(f"pretrained trunk, batch {batch}, {'bf16' if bf16 else 'fp32'}, compute only "
+          "(ratios against the previous default's step, in images and in pixels):")
+    for name, crop, r in figures:
+        print(f"  {name:72s} {r:7.1f} img/s  x{r / base:.2f}  {r * crop * crop / 1e6:5.2f} Mpx/s  "
+              f"x{r * crop * crop / (base * 96 * 96):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="imagefolder of photos (default: made from scikit-image samples)")
@@ -112,9 +172,14 @@ def main() -> None:
     parser.add_argument("--pipeline-batches", type=int, default=12)
     parser.add_argument("--settings", action="store_true", help="also time the CPU settings (threads, "
                         "channels_last, batch, crop) against the default recipe's")
+    parser.add_argument("--pretrained-trunk", action="store_true", help="only time the DINOv2 colorizer's decoder "
+                        "on cached features against running its trunk and against the previous default's step")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     steps = args.steps or (30 if device.type == "cuda" else 3)
+    if args.pretrained_trunk:
+        bench_pretrained_trunk(max(steps, 4), device)
+        return
     args.batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
     tmp = tempfile.TemporaryDirectory()
     data_dir = args.data_dir or str(make_photos(Path(tmp.name)))

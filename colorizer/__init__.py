@@ -3,7 +3,7 @@
 Five lines::
 
     import colorizer
-    color = colorizer.colorize("old-photo.jpg", temperature=0.38)   # PIL image, full size
+    color = colorizer.colorize("old-photo.jpg")                     # PIL image, full size
     color.save("old-photo-color.png")
     model = colorizer.Colorizer.from_pretrained()                   # the shipped default
     pred = model.analyze("old-photo.jpg"); pred.colorize(0.2); pred.uncertainty()
@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, ImageTooLargeError
-from colorizer.model import DEFAULT_MODEL, Colorizer, Prediction, available_models
+from colorizer.hub import DEFAULT_MODEL, available_models
+from colorizer.model import Colorizer, Prediction
 
 __all__ = [
     "Colorizer",

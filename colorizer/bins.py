@@ -239,13 +239,6 @@ class PriorCounter:
             raise ValueError("PriorCounter.prior: no pixels counted yet")
         return self.counts / self.counts.sum()
 
-    @classmethod
-    def from_images(cls, centres: torch.Tensor, ab_images: Iterable[torch.Tensor]) -> "PriorCounter":
-        """Count a whole stream of ab batches."""
-        counter = cls(centres)
-        for ab in ab_images:
-            counter.update(ab)
-        return counter
 
 
 def smooth_prior(prior: torch.Tensor, centres: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:

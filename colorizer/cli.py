@@ -21,46 +21,17 @@ import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from colorizer.bins import check_temperature
+from colorizer.errors import error_line, fail, first_line, report_error
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images, read_image
 
-__all__ = ["main", "export_main", "build_parser", "build_export_parser", "plan_outputs", "error_line", "first_line",
-           "report_error", "fail"]
-
-
-def error_line(prog: str, error: BaseException | str, context: str | None = None, limit: int = 300) -> str:
-    """``"<prog>: error: [<context>: ]<message>"`` on one line, the format of every
-    entry point (this CLI, ``python -m train``, ``python -m evaluation``, the app and the
-    survey): the message's lines joined, whitespace collapsed, cut at ``limit``
-    characters (a state-dict mismatch lists every tensor)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    if len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return f"{prog}: error: {context + ': ' if context else ''}{text}"
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's message for one line: its first line, or its type when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
-
-
-def report_error(prog: str, error: BaseException | str, context: str | None = None, status: int = 2) -> int:
-    """Print ``error_line`` on stderr and return ``status`` (2: bad arguments or set-up),
-    for ``return report_error(...)`` in a ``main``."""
-    tqdm.write(error_line(prog, error, context), file=sys.stderr)
-    return status
-
-
-def fail(prog: str, error: BaseException | str, context: str | None = None) -> NoReturn:
-    """End a command on a start-up error: one line on stderr, exit status 2."""
-    raise SystemExit(report_error(prog, error, context))
+__all__ = ["main", "export_main", "build_parser", "build_export_parser", "plan_outputs", "RenderOptions", "error_line",
+           "first_line", "report_error", "fail"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,15 +197,35 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         return report_error(prog, e.strerror or e, f"cannot create {args.out}")
 
-    input_set = {_resolved(p) for p in inputs}
-    failures = skipped = 0
+    failures = 0
 
     def failed(msg: str) -> None:
         nonlocal failures
         failures += 1
         report_error(prog, msg)
 
-    todo = []
+    todo, skipped = _plan(prog, inputs, args, failed)
+    if workers > 1 and len(todo) > 1:
+        try:
+            _in_processes(model, todo, min(workers, len(todo)), args, reference, failed)
+        except _WorkersFailed as e:
+            report_error(prog, e)
+            return 2
+        except KeyboardInterrupt:
+            report_error(prog, "interrupted: the photos written so far are complete, the rest were not started")
+            return 130
+    else:
+        overlap = device.type != "cpu" if args.overlap is None else args.overlap
+        _in_this_process(model, todo, RenderOptions.from_args(args), reference, overlap, args.quiet, failed)
+    return _summary(prog, inputs, skipped, failures)
+
+
+def _plan(prog: str, inputs: list[Path], args: argparse.Namespace, failed) -> tuple[list[tuple[Path, Path, Path]], int]:
+    """Each input's outputs (the colorization and its entropy map): ``(todo, skipped)``, the
+    photos to do as ``(src, dst, extra)`` and how many were skipped because their outputs
+    exist; an output that would replace an input is a failure (``failed``)."""
+    input_set = {_resolved(p) for p in inputs}
+    todo, skipped = [], 0
     for src, dst in zip(inputs, plan_outputs(inputs, args.out, args.suffix)):
         extra = dst.with_name(dst.stem + ".uncertainty.png")
         targets = [dst, extra] if args.uncertainty else [dst]
@@ -246,29 +237,23 @@ def main(argv: list[str] | None = None) -> int:
                 tqdm.write(f"{prog}: skipped {src}: {dst} exists (--overwrite replaces it)", file=sys.stderr)
         else:
             todo.append((src, dst, extra))
+    return todo, skipped
 
-    if workers > 1 and len(todo) > 1:
-        try:
-            _in_processes(model, todo, min(workers, len(todo)), args, reference, failed)
-        except _WorkersFailed as e:
-            report_error(prog, e)
-            return 2
-        except KeyboardInterrupt:
-            report_error(prog, "interrupted: the photos written so far are complete, the rest were not started")
-            return 130
-        return _summary(prog, inputs, skipped, failures)
+
+def _in_this_process(model, todo: list, options: RenderOptions, reference, overlap: bool, quiet: bool,
+                     failed) -> None:
+    """The photos of ``todo`` one after another in this process. Overlapped: the next photo is
+    decoded and the last one encoded (PNG) in two threads while the network and the renderer
+    work on this one; sequential does one thing at a time."""
 
     def read(src: Path):
         """Decode in the reader thread (Pillow lets go of the GIL), or the error to report."""
         try:
-            return read_image(src, args.max_pixels)
+            return read_image(src, options.max_pixels)
         except ImageError as e:
             return e
 
-    bar = tqdm(total=len(todo), unit="photo", disable=args.quiet, desc="colorizing")
-    # Overlapped: the next photo is decoded and the last one encoded (PNG) in two threads while
-    # the network and the renderer work on this one; sequential does one thing at a time.
-    overlap = device.type != "cpu" if args.overlap is None else args.overlap
+    bar = tqdm(total=len(todo), unit="photo", disable=quiet, desc="colorizing")
     reader, writer = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
     ahead = None if not overlap or not todo else reader.submit(read, todo[0][0])
     writing: list[tuple[Path, Future]] = []
@@ -290,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if isinstance(image, ImageError):
                     raise image
-                result, heatmap = _render(model, image, args, reference)
+                result, heatmap = _render(model, image, options, reference)
             except (OSError, RuntimeError, ValueError) as e:  # ImageError is a ValueError
                 failed(_failure(src, e))
                 bar.update(1)
@@ -305,7 +290,6 @@ def main(argv: list[str] | None = None) -> int:
         reader.shutdown(cancel_futures=True)
         writer.shutdown(wait=True)
     bar.close()
-    return _summary(prog, inputs, skipped, failures)
 
 
 def _summary(prog: str, inputs: list[Path], skipped: int, failures: int) -> int:
@@ -337,10 +321,23 @@ class _WorkersFailed(Exception):
     """The worker processes could not start (the model would not load in them) or died."""
 
 
-def _render(model, image, args, reference) -> tuple[Image.Image, Image.Image | None]:
-    """One decoded photo's colorization and, with ``--uncertainty``, its entropy map."""
-    pred = model.analyze(image, max_pixels=args.max_pixels, reference=reference)
-    return pred.colorize(args.temperature), (_heatmap(pred.uncertainty()) if args.uncertainty else None)
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """How each photo is colorized: the same in this process and in ``--workers`` processes."""
+
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    temperature: float | None = None
+    uncertainty: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RenderOptions":
+        return cls(args.max_pixels, args.temperature, args.uncertainty)
+
+
+def _render(model, image, options: RenderOptions, reference) -> tuple[Image.Image, Image.Image | None]:
+    """One decoded photo's colorization and, with ``uncertainty``, its entropy map."""
+    pred = model.analyze(image, max_pixels=options.max_pixels, reference=reference)
+    return pred.colorize(options.temperature), (_heatmap(pred.uncertainty()) if options.uncertainty else None)
 
 
 def _failure(src: Path, error: BaseException, writing: bool = False) -> str:
@@ -366,9 +363,8 @@ def _in_processes(model, todo: list, workers: int, args, reference, failed) -> N
     from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, _cores() // workers)
-    options = {"max_pixels": args.max_pixels, "temperature": args.temperature, "uncertainty": args.uncertainty,
-               "backend": model.backend, "threads": threads,
-               "reference": None if reference is None else reference.cpu().flatten().tolist()}
+    options = {"render": dataclasses.asdict(RenderOptions.from_args(args)), "backend": model.backend,
+               "threads": threads, "reference": None if reference is None else reference.cpu().flatten().tolist()}
     with tempfile.TemporaryDirectory(prefix="colorizer-workers-") as folder:
         model.save_pretrained(folder, model_card_kwargs={})  # config and weights, not the card's figures
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -419,21 +415,20 @@ def _worker_start(folder: str, options: dict) -> None:
         if options["backend"] == "onnxruntime":
             model.use_onnxruntime(threads=options["threads"])
         reference = options["reference"]
-        _WORKER.update(options, model=model, reference=None if reference is None else torch.tensor(reference)[None])
+        _WORKER.update(model=model, render=RenderOptions(**options["render"]),
+                       reference=None if reference is None else torch.tensor(reference)[None])
     except Exception as e:  # noqa: BLE001 - reported once, in one line, by the main process
         _WORKER["failure"] = _StartFailure(first_line(e))
 
 
 def _worker_photo(src: str, dst: str, extra: str) -> str | _StartFailure | None:
     """One photo in a ``--workers`` process: read, colorize, write; its failure line, or None."""
-    from types import SimpleNamespace
-
     if "failure" in _WORKER:
         return _WORKER["failure"]
-    w = SimpleNamespace(**_WORKER)
+    options: RenderOptions = _WORKER["render"]
     try:
-        image = read_image(src, w.max_pixels)
-        result, heatmap = _render(w.model, image, w, w.reference)
+        image = read_image(src, options.max_pixels)
+        result, heatmap = _render(_WORKER["model"], image, options, _WORKER["reference"])
     except (OSError, RuntimeError, ValueError) as e:
         return _failure(Path(src), e)
     try:

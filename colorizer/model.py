@@ -4,27 +4,20 @@ One ``nn.Module`` holds the network, its input normalisation, its head and the
 quantized ab space (bin centres, prior and rebalancing weights as named buffers),
 so ``config.json`` + ``model.safetensors`` describe it completely. It is a
 ``PyTorchModelHubMixin``: ``save_pretrained``, ``from_pretrained`` and ``push_to_hub``
-work with local folders and Hub repositories, strictly, with no pickle.
+work with local folders and Hub repositories, strictly, with no pickle (names and
+downloads: ``colorizer.hub``).
 
-Full-resolution inference (``analyze`` / ``colorize``): the photo's L is resized,
-keeping its aspect ratio, so its area is about ``input_size``^2 (both sides multiples
-of 8), the network predicts ab at a quarter of that, ab is upsampled bilinearly to
-the photo's full resolution, chroma is shrunk where (L, a, b) would leave the sRGB
-gamut, and the result is recombined with the photo's own full-resolution L. The
-original release instead squashed every photo into a 256x256 square, which
-distorts shapes the network sees; keeping the aspect ratio avoids that.
+What the model knows of itself is a property (``uses_temperature``, ``has_global_branch``,
+``has_pretrained_trunk``, ``needs_lightness``, ``temperature``); the photo pipeline around
+it (resizing, batching, the ONNX Runtime switch, full-resolution rendering) is
+``colorizer.pipeline``, which ``analyze``, ``colorize`` and ``colorize_batch`` call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import math
 import os
-import re
 import warnings
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -32,18 +25,19 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelCard, PyTorchModelHubMixin, hf_hub_download
-from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 from torch import nn
 
-from colorizer.bins import UV_SCALE, annealed_mean, bin_space, check_temperature, entropy, gamut_bins, rebalance_weights, rgb_to_chroma
+from colorizer.bins import UV_SCALE, annealed_mean, bin_space, check_temperature, gamut_bins, rebalance_weights, rgb_to_chroma
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
+from colorizer.hub import (DEFAULT_MODEL, MODEL_CARD_TEMPLATE, PAPER_URL, REPO_URL, _weights_path, available_models,
+                           check_config_file, first_mismatch, hub_error, resolve_model, weights_file)
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import channel_classification_loss, classification_loss, regression_loss
 from colorizer.cheng import Cheng15, joint_bilateral
-from colorizer.networks import ECCV16, GlobalLocal, Hypercolumn
-from colorizer.render import render
+from colorizer.networks import ECCV16, DinoHypercolumn, GlobalLocal, Hypercolumn
+from colorizer.pipeline import Prediction, analyze_batch, colorize_batch, compose, gray_rgb, network_input, network_size, run_network
 
 __all__ = [
     "Colorizer",
@@ -58,7 +52,6 @@ __all__ = [
     "setting_conflict",
 ]
 
-DEFAULT_MODEL = "default"
 NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal, "cheng15": Cheng15, "hypercolumn": Hypercolumn}
 COLOR_SPACES = {"lab": 2, "yuv": 2, "rgb": 3}  # what a regression model predicts -> its output channels
 OBJECTIVES = ("classification", "regression", "channel_classification")
@@ -108,176 +101,6 @@ def _space_to_ab(pred: torch.Tensor, lightness: torch.Tensor, space: str) -> tor
     return rgb_to_lab(rgb)[:, 1:]
 
 
-REPO_URL = "https://github.com/colorizer/colorizer"
-PAPER_URL = "https://arxiv.org/abs/1603.08511"
-
-MODEL_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ title | default("Colorizer", true) }}
-
-Automatic colorization of photos after Zhang, Isola & Efros (2016),
-"[Colorful Image Colorization]({{ paper_url }})", made with
-[colorizer]({{ repo_url }}).
-
-## Use
-
-```python
-from colorizer import Colorizer
-
-model = Colorizer.from_pretrained("{{ repo_id | default("path/to/this/folder", true) }}")
-model.colorize("photo.jpg").save("photo-color.png")
-```
-
-## Model
-
-{{ config_table }}
-
-{{ description | default("", true) }}
-
-## Results
-
-{{ results | default("No evaluation results are attached to this card yet.", true) }}
-
-{{ extra | default("", true) }}
-"""
-
-
-def network_size(height: int, width: int, input_size: int, multiple: int = 8, max_aspect: float = 4.0) -> tuple[int, int]:
-    """Size at which the network sees a ``height`` x ``width`` photo.
-
-    The aspect ratio is kept (clamped to ``max_aspect``, so a 3x5000 strip is not a
-    sliver of 8 pixels) and the area is about ``input_size``^2; both sides are
-    multiples of ``multiple`` and at least ``multiple``.
-    """
-    aspect = min(max(width / height, 1.0 / max_aspect), max_aspect)
-    h = input_size / math.sqrt(aspect)
-    w = input_size * math.sqrt(aspect)
-
-    def snap(x: float) -> int:
-        return max(multiple, int(round(x / multiple)) * multiple)
-
-    return snap(h), snap(w)
-
-
-def cache_folder() -> Path:
-    """Where colorizer keeps what it makes (the app's prepared survey and votes, ONNX exports):
-    ``$COLORIZER_CACHE``, else ``$XDG_CACHE_HOME/colorizer``, else ``~/.cache/colorizer``."""
-    if os.environ.get("COLORIZER_CACHE"):
-        return Path(os.environ["COLORIZER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "colorizer"
-
-
-def _model_dir(name: str) -> Path:
-    return Path(str(resources.files("colorizer").joinpath("pretrained", name)))
-
-
-def _check_config_file(path: Path, cls) -> None:
-    """A model folder's ``config.json``, checked before anything is built from it: one line
-    naming the file for a missing or unreadable file, not a JSON object, or unknown settings
-    (which the Hub mixin would drop silently). Values are checked by ``Colorizer`` itself."""
-    import inspect
-    import json
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (a model folder holds config.json and model.safetensors)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(config, dict) or not config:
-        raise ValueError(f"{path}: must hold a JSON object of the model's settings, got {type(config).__name__}"
-                         + (" (empty)" if isinstance(config, dict) else ""))
-    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-
-
-def _hub_error(error: Exception, what: str, advice: str) -> OSError:
-    """One ``OSError`` line for a Hub failure: what failed, the error's type and first line, what to check."""
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    return OSError(f"{what} ({type(error).__name__}: {first}); {advice}")
-
-
-def _first_mismatch(error: RuntimeError) -> str:
-    """The first line of a state-dict error that says what differs (a size mismatch)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    detail = next((line for line in lines if line.startswith("size mismatch")), lines[-1] if lines else "")
-    return (detail[:240] + "...") if len(detail) > 240 else detail
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
-
-
-def resolve_model(name: str | Path | None = None) -> str:
-    """What ``Colorizer.from_pretrained(name)`` loads from: the folder of a shipped model
-    for None or a shipped name, an existing folder, or a Hub repo id ("owner/name").
-
-    Fails at once, without touching the network, for what can be neither:
-
-    Raises:
-        FileNotFoundError: a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) that is not a folder.
-        ValueError: a bare name that is not shipped (a typo such as "defualt"); the
-            message lists the shipped names.
-    """
-    name = DEFAULT_MODEL if name is None else str(name)
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    if "/" not in name and "\\" not in name:
-        if _model_dir(name).is_dir():
-            return str(_model_dir(name))
-        shipped = available_models()
-        close = difflib.get_close_matches(name, shipped, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
-            f"no model named {name!r}{hint}: the shipped models are {', '.join(shipped) or 'none'}; "
-            "otherwise give a model folder or a Hugging Face Hub id 'owner/name'"
-        )
-    if not _HUB_ID.match(name):
-        raise FileNotFoundError(f"{name}: no such model folder")
-    return name
-
-
-def weights_file(
-    model_id: str | Path | None = None,
-    *,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Path:
-    """The ``model.safetensors`` of a model (shipped name, folder or Hub repo id), downloaded
-    from the Hub when needed. Raises FileNotFoundError for a folder without one."""
-    model_id = resolve_model(model_id)
-    if os.path.isdir(model_id):
-        weights = Path(model_id) / SAFETENSORS_SINGLE_FILE
-        if not weights.is_file():
-            raise FileNotFoundError(f"{model_id}: no {SAFETENSORS_SINGLE_FILE} in this folder")
-        return weights
-    return Path(
-        hf_hub_download(
-            repo_id=model_id,
-            filename=SAFETENSORS_SINGLE_FILE,
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            token=token,
-            local_files_only=local_files_only,
-        )
-    )
-
-
-def available_models() -> list[str]:
-    """Names of the models shipped inside the package (``from_pretrained(name)``)."""
-    root = Path(str(resources.files("colorizer").joinpath("pretrained")))
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
-
-
 class Colorizer(
     nn.Module,
     PyTorchModelHubMixin,
@@ -319,9 +142,15 @@ class Colorizer(
             and evaluation are the same for all. Classification is over ab bins, or with
             "yuv" over uv bins (``colorizer.bins``: U and V scaled by ``UV_SCALE``; ``grid``,
             ``k``, ``sigma``, ``prior`` and the rebalancing are then in those units).
-        trunk: the network of the frozen trunk of a "hypercolumn" network (Ciugurean's
-            colorizer: a trained model's features at four depths, stacked per pixel, and a
-            small trained decoder): "eccv16" or "global_local".
+        trunk: the frozen trunk of a "hypercolumn" network (Ciugurean's colorizer: a
+            trunk's features at several depths, stacked per pixel, and a small trained
+            decoder): a trained model's network, "eccv16" or "global_local", or the
+            pretrained DINOv2 ViT-S/14 encoder shipped with the package, "dinov2-small"
+            (``colorizer.networks.DinoHypercolumn``; its weights are the package's file,
+            not part of the model's).
+        trunk_size: "dinov2-small": the encoder sees the photo at about trunk_size^2
+            pixels (sides multiples of 14), apart from ``input_size``, the decoder's.
+        trunk_blocks: "dinov2-small": the encoder blocks (1-12) whose tokens the decoder reads.
         semantic_width: for "cheng15", the width of a trained ECCV16 network kept frozen inside
             it, whose mid-level features are Cheng et al.'s semantic (high-level) feature; its
             weights come from ``python -m train --init-from`` (None: no semantic feature).
@@ -357,6 +186,8 @@ class Colorizer(
         trunk: str = "eccv16",
         channel_bins: int = 64,
         semantic_width: float | None = None,
+        trunk_size: int = 224,
+        trunk_blocks: list[int] | None = None,
     ):
         super().__init__()
         if color_space not in COLOR_SPACES:
@@ -380,6 +211,9 @@ class Colorizer(
         self.input_size = input_size
         self.regression_kind = regression_loss
         self.rebalance = objective in ("classification", "channel_classification") if rebalance is None else rebalance
+        if self.rebalance and objective == "regression" and color_space != "lab":
+            raise ValueError(f"rebalance: the rebalancing weights are over ab bins; a {color_space} regression has "
+                             "none (use rebalance None or False)")
         self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
 
         # (Q, 2) bin centres: ab, or the scaled uv of a YUV classification (Champati et al.)
@@ -412,11 +246,48 @@ class Colorizer(
         if semantic_width and network != "cheng15":
             raise ValueError(f"semantic_width is Cheng et al.'s semantic feature (network cheng15), got network {network!r}")
         options = {"trunk": trunk} if network == "hypercolumn" else {}
+        if network == "hypercolumn" and trunk not in ("eccv16", "global_local", "dinov2-small"):
+            raise ValueError(f"trunk must be 'eccv16', 'global_local' or 'dinov2-small', got {trunk!r}")
+        network_class = NETWORKS[network]
+        if network == "hypercolumn" and trunk == "dinov2-small":
+            if trunk_size < 14:
+                raise ValueError(f"trunk_size must be at least 14, got {trunk_size}")
+            network_class = DinoHypercolumn
+            options.update(trunk_size=trunk_size, blocks=tuple(trunk_blocks or (4, 8, 12)), l_cent=l_cent,
+                           l_norm=l_norm)
         if semantic_width:
             options["semantic_width"] = semantic_width
         if self.labels:
             options["num_labels"] = len(self.labels)
-        self.net = NETWORKS[network](out, width, **options)
+        self.net = network_class(out, width, **options)
+
+    @property
+    def settings(self) -> dict:
+        """The constructor's settings of this model (what ``config.json`` holds):
+        ``Colorizer(**model.settings)`` builds the same network."""
+        return dict(self._hub_mixin_config or {})
+
+    @property
+    def uses_temperature(self) -> bool:
+        """Whether the annealed-mean temperature changes this model's colours: the
+        classification objectives decode a distribution, a regression gives one colour."""
+        return self.objective != "regression"
+
+    @property
+    def has_global_branch(self) -> bool:
+        """Whether the network reads the whole photo into global features that a reference
+        photo can replace (``global_local``, Iizuka et al.)."""
+        return self.network == "global_local"
+
+    @property
+    def has_pretrained_trunk(self) -> bool:
+        """Whether the network reads the pretrained DINOv2 encoder (``trunk="dinov2-small"``)."""
+        return isinstance(self.net, DinoHypercolumn)
+
+    def trunk_input(self, lightness: torch.Tensor) -> torch.Tensor | None:
+        """The L ``(B, 1, h, w)`` that the pretrained trunk reads for a network input
+        ``lightness`` (resized to its size), or None for a model without one."""
+        return self.net.trunk.resize(lightness) if self.has_pretrained_trunk else None
 
     @property
     def num_bins(self) -> int:
@@ -428,13 +299,18 @@ class Colorizer(
 
     # ------------------------------------------------------------------ network
     def forward(
-        self, lightness: torch.Tensor, global_features: torch.Tensor | None = None, return_labels: bool = False
+        self, lightness: torch.Tensor, global_features: torch.Tensor | None = None, return_labels: bool = False,
+        trunk_features: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+        trunk_lightness: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, H, W)`` L in [0, 100] -> ``(B, Q, H/4, W/4)`` logits (classification;
         ``2 channel_bins`` for channel_classification) or the regression's colour at H/4 x
         W/4 in ``color_space`` (ab; U, V; or R, G, B). ``global_features`` ``(B, G)`` (from
         ``reference_features``, global_local networks only) replace the photos' own;
-        ``return_labels`` also returns the label head's ``(B, len(labels))`` logits."""
+        ``return_labels`` also returns the label head's ``(B, len(labels))`` logits;
+        ``trunk_features`` (the DINOv2 trunk's ``(maps, cls)`` of these photos, e.g. cached for
+        training) stand in for running the trunk; ``trunk_lightness`` is the L the trunk reads,
+        at its size already (``trunk_input``)."""
         if lightness.dim() != 4 or lightness.shape[1] != 1:
             raise ValueError(f"Colorizer.forward: expected L of shape (B, 1, H, W), got {tuple(lightness.shape)}")
         if return_labels and not self.labels:
@@ -446,6 +322,11 @@ class Colorizer(
             options["global_features"] = global_features.to(x.device, x.dtype)
         if return_labels:
             options["return_labels"] = True
+        for name, value in (("trunk_features", trunk_features), ("trunk_lightness", trunk_lightness)):
+            if value is not None:
+                if not self.has_pretrained_trunk:
+                    raise ValueError(f"{name}: this model has no pretrained trunk (trunk dinov2-small)")
+                options[name] = value
         out = self.net(x, **options)
         if return_labels:
             out, label_logits = out
@@ -454,7 +335,7 @@ class Colorizer(
         return (out, label_logits) if return_labels else out
 
     @contextlib.contextmanager
-    def _evaluating(self):
+    def evaluating(self):
         """Eval mode (batch-norm statistics, no dropout) for the block, then the mode it was in."""
         was_training = self.training
         self.eval()
@@ -463,9 +344,14 @@ class Colorizer(
         finally:
             self.train(was_training)
 
+    def network_input(self, lightness: Lightness | torch.Tensor) -> torch.Tensor:
+        """The photo's L (a ``Lightness``, or an L tensor) at this model's input size:
+        ``(1, 1, h, w)`` (``colorizer.pipeline.network_input``)."""
+        return network_input(self, lightness)
+
     def _photo_input(self, image: ImageInput, max_pixels: int | None) -> torch.Tensor:
         """A photo's network input ``(1, 1, h, w)`` L on the model's device."""
-        return self._network_input(split_lightness(read_image(image, max_pixels))).to(self.device)
+        return network_input(self, split_lightness(read_image(image, max_pixels))).to(self.device)
 
     @torch.no_grad()
     def scene_labels(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, float]:
@@ -478,12 +364,12 @@ class Colorizer(
         if not self.labels:
             raise ValueError("scene_labels: this model was trained without labels")
         small = self._photo_input(image, max_pixels)
-        with self._evaluating():
+        with self.evaluating():
             probs = self(small, return_labels=True)[1].float().softmax(dim=1)[0].tolist()
         return dict(sorted(zip(self.labels, probs), key=lambda kv: -kv[1]))
 
     def _require_global_branch(self) -> None:
-        if self.network != "global_local":
+        if not self.has_global_branch:
             raise ValueError(f"a reference photo needs a model with a global branch (network global_local, after "
                              f"Iizuka et al.); this model's network is {self.network}")
 
@@ -499,10 +385,10 @@ class Colorizer(
         """
         self._require_global_branch()
         small = self._photo_input(reference, max_pixels)
-        with self._evaluating():
+        with self.evaluating():
             return self.net.global_features((small - self.l_cent) / self.l_norm)
 
-    def _global(self, reference, max_pixels: int | None) -> torch.Tensor | None:
+    def global_features_of(self, reference, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor | None:
         """``reference`` (a photo, or features from ``reference_features``) as ``(1, G)`` features."""
         if reference is None:
             return None
@@ -582,44 +468,26 @@ class Colorizer(
             ImageError / ImageTooLargeError: the input (or the reference) cannot be read.
             ValueError: a reference with a model that has no global branch.
         """
-        return self.analyze_batch([image], max_pixels=max_pixels, reference=reference)[0]
+        return analyze_batch(self, [image], max_pixels=max_pixels, reference=reference)[0]
 
     @torch.no_grad()
     def analyze_batch(
         self, images: Sequence[ImageInput], batch_size: int = 8, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         reference=None,
-    ) -> list["Prediction"]:
+    ) -> list[Prediction]:
         """``analyze`` for many photos; photos whose network sizes match share a batch."""
-        g = self._global(reference, max_pixels)
-        parts = [split_lightness(read_image(im, max_pixels)) for im in images]
-        small = [self._network_input(p) for p in parts]
-        outputs: list[torch.Tensor | None] = [None] * len(parts)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, s in enumerate(small):
-            by_size.setdefault(tuple(s.shape[-2:]), []).append(i)
-        with self._evaluating():
-            for idxs in by_size.values():
-                for start in range(0, len(idxs), batch_size):
-                    chunk = idxs[start : start + batch_size]
-                    out = self._run_network(torch.cat([small[i] for i in chunk]),
-                                            None if g is None else g.expand(len(chunk), -1))
-                    for i, o in zip(chunk, out):
-                        outputs[i] = o[None].float()
-        return [Prediction(self, p, o, self.lightness_for(s, o))  # type: ignore[arg-type]
-                for p, o, s in zip(parts, outputs, small)]
+        return analyze_batch(self, images, batch_size, max_pixels, reference)
 
-    def _run_network(self, lightness: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+    def run_network(self, lightness: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         """The network's output for a batch of network inputs: ONNX Runtime after
         ``use_onnxruntime()`` while the model is on the CPU (and no reference), else torch."""
-        onnx = getattr(self, "_onnxruntime", None)
-        if onnx is not None and self.device.type == "cpu" and global_features is None:
-            if self._weights_version() == self._onnxruntime_version:
-                return onnx(lightness)
-            warnings.warn("the weights changed since use_onnxruntime(): back to torch (call it again to re-export)")
-            self._onnxruntime = None
-        return self(lightness.to(self.device), global_features)
+        return run_network(self, lightness, global_features)
 
-    def _weights_version(self) -> tuple[int, ...]:
+    onnx_network = None  # the ONNX Runtime session of use_onnxruntime(), or None
+    onnx_version: tuple[int, ...] = ()  # weights_version() when it was made
+
+
+    def weights_version(self) -> tuple[int, ...]:
         """The in-place version counters of every weight and buffer: any change moves one."""
         return tuple(t._version for t in (*self.parameters(), *self.buffers()))
 
@@ -635,21 +503,20 @@ class Colorizer(
             ValueError: the model is not on the CPU.
         """
         if not enable:
-            self._onnxruntime = None
+            self.onnx_network = None
             return self
         if self.device.type != "cpu":
             raise ValueError(f"use_onnxruntime: ONNX Runtime runs the network on the CPU; this model is on {self.device}")
         from colorizer.onnx_runtime import OnnxRuntimeNetwork, cached_onnx
 
-        self._onnxruntime = OnnxRuntimeNetwork(path if path is not None else cached_onnx(self), threads)
-        self._onnxruntime_version = self._weights_version()
+        self.onnx_network = OnnxRuntimeNetwork(path if path is not None else cached_onnx(self), threads)
+        self.onnx_version = self.weights_version()
         return self
 
     @property
     def backend(self) -> str:
         """What runs the network in ``analyze``: "onnxruntime" or "torch"."""
-        onnx = getattr(self, "_onnxruntime", None)
-        return "onnxruntime" if onnx is not None and self.device.type == "cpu" else "torch"
+        return "onnxruntime" if self.onnx_network is not None and self.device.type == "cpu" else "torch"
 
     def export_onnx(self, path: str | Path) -> Path:
         """Write the network as ONNX to ``path`` (dynamic batch and sizes that are multiples of
@@ -659,23 +526,6 @@ class Colorizer(
         from colorizer.onnx_runtime import export_onnx
 
         return export_onnx(self, path)
-
-    def _network_input(self, lightness: Lightness | torch.Tensor) -> torch.Tensor:
-        """The photo's L resized (antialiased bilinear) to ``network_size``: ``(1, 1, h, w)``.
-        A ``Lightness`` is resized across a strip of rows at a time, then down (what
-        ``F.interpolate`` does in one call, to the bit), so no full-size float L is made."""
-        if isinstance(lightness, torch.Tensor):
-            h, w = network_size(*lightness.shape[-2:], self.input_size)
-            return F.interpolate(lightness, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        width, height = lightness.size
-        h, w = network_size(height, width, self.input_size)
-        rows = lightness.strip_rows
-        across = torch.cat([
-            F.interpolate(lightness.rows(top, rows).view(1, 1, -1, width), size=(min(rows, height - top), w),
-                          mode="bilinear", align_corners=False, antialias=True)
-            for top in range(0, height, rows)], dim=2)  # (1, 1, H, w)
-        out = F.interpolate(across, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        return out.contiguous(memory_format=torch.contiguous_format)  # (not channels-last: a slower convolution)
 
     def colorize(
         self,
@@ -703,53 +553,12 @@ class Colorizer(
         out = pred.colorize(temperature)
         return (out, pred.uncertainty()) if return_uncertainty else out
 
-    def colorize_batch(
-        self,
-        images: Sequence[ImageInput],
-        temperature: float | None = None,
-        batch_size: int = 8,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        errors: str = "raise",
-        reference=None,
-    ) -> list[Image.Image | ImageError]:
-        """Colorize many photos; returns PIL images in the same order. Photos are read
-        ``batch_size`` at a time, so only one batch's full-resolution L is in memory.
-
-        Args:
-            errors: "raise" (the first unreadable photo raises its ``ImageError``) or
-                "return" (every readable photo is colorized, and an unreadable one's place
-                in the list holds its ``ImageError``, which names the file).
-            reference: one reference photo for all of them (see ``colorize``); read once.
-
-        Raises:
-            TypeError: ``images`` is one image (a path, bytes, array or PIL image), not a
-                sequence of them: use ``colorize`` for one photo.
-        """
-        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):  # paths, arrays, PIL images too
-            raise TypeError(
-                f"colorize_batch takes a list of images, got one {type(images).__name__}: use colorize() for one photo"
-            )
-        if errors not in ("raise", "return"):
-            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
-        if temperature is not None:
-            check_temperature(temperature)
-        g = self._global(reference, max_pixels)  # read once, and a bad reference fails before any work
-        out: list[Image.Image | ImageError] = []
-        for start in range(0, len(images), batch_size):
-            chunk = list(images[start : start + batch_size])
-            if errors == "return":  # read each photo alone: a bad one costs only itself
-                read: list = []
-                for image in chunk:
-                    try:
-                        read.append(read_image(image, max_pixels))
-                    except ImageError as e:
-                        read.append(e)
-                good = [r for r in read if not isinstance(r, ImageError)]
-                done = iter(self.analyze_batch(good, batch_size, max_pixels, reference=g) if good else [])
-                out += [r if isinstance(r, ImageError) else next(done).colorize(temperature) for r in read]
-            else:
-                out += [p.colorize(temperature) for p in self.analyze_batch(chunk, batch_size, max_pixels, reference=g)]
-        return out
+    def colorize_batch(self, images: Sequence[ImageInput], temperature: float | None = None, batch_size: int = 8,
+                       max_pixels: int | None = DEFAULT_MAX_PIXELS, errors: str = "raise",
+                       reference=None) -> list[Image.Image | ImageError]:
+        """Colorize many photos, ``batch_size`` at a time (``colorizer.pipeline.colorize_batch``:
+        ``errors="return"`` puts an unreadable photo's ``ImageError`` in its place)."""
+        return colorize_batch(self, images, temperature, batch_size, max_pixels, errors, reference)
 
     # ------------------------------------------------------------------ hub
     @classmethod
@@ -760,12 +569,12 @@ class Colorizer(
         unexpected tensor is an error."""
         source = resolve_model(pretrained_model_name_or_path)
         if os.path.isdir(source):
-            _check_config_file(Path(source) / "config.json", cls)
+            check_config_file(Path(source) / "config.json", cls)
             return super().from_pretrained(source, strict=strict, **kwargs)
         try:
             return super().from_pretrained(source, strict=strict, **kwargs)
         except Exception as e:  # the Hub's many error types (HTTP, DNS, offline mode, missing repo): one line
-            raise _hub_error(e, f"{source}: could not load it from the Hugging Face Hub", "check the repository id "
+            raise hub_error(e, f"{source}: could not load it from the Hugging Face Hub", "check the repository id "
                              "and the network, or give a local model folder (with HF_HUB_OFFLINE=1, models already "
                              "downloaded load from the cache)") from None
 
@@ -789,7 +598,7 @@ class Colorizer(
             model = cls(**model_kwargs)
         except (TypeError, ValueError) as e:  # a setting out of its range, e.g. the temperature
             raise ValueError(f"{Path(model_id) / 'config.json'}: {e}") from None
-        weights = weights_file(
+        weights = _weights_path(  # model_id is resolve_model's answer already (from_pretrained)
             model_id,
             revision=revision,
             cache_dir=cache_dir,
@@ -800,7 +609,7 @@ class Colorizer(
         try:
             missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=strict, device=map_location)
         except RuntimeError as e:  # the weights are another network's: say which setting disagrees
-            raise ValueError(f"{weights}: the weights do not fit config.json ({_first_mismatch(e)})") from None
+            raise ValueError(f"{weights}: the weights do not fit config.json ({first_mismatch(e)})") from None
         if missing or unexpected:  # only reachable with strict=False
             warnings.warn(f"{model_id}: missing tensors {missing}, unexpected tensors {unexpected}")
         if os.path.isdir(model_id) and (Path(model_id) / "README.md").is_file():
@@ -838,13 +647,13 @@ class Colorizer(
         try:
             return super().push_to_hub(repo_id, **kwargs)
         except Exception as e:  # DNS, HTTP 401/403/404, offline mode: one line, with what to check
-            raise _hub_error(e, f"{repo_id}: could not upload to the Hugging Face Hub", "check the network, and a "
+            raise hub_error(e, f"{repo_id}: could not upload to the Hugging Face Hub", "check the network, and a "
                              "token with write access (`hf auth login`, or the HF_TOKEN variable)") from None
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The Hub model card: metadata (library, tags, pipeline, licence, metrics),
         usage, the configuration as a table, and ``results`` Markdown if given."""
-        config = dict(self._hub_mixin_config or {})
+        config = self.settings
         config.pop("prior", None)
         n_params = sum(p.numel() for p in self.parameters())
         rows = [("parameters", f"{n_params:,}"), ("bins Q", self.num_bins)] + sorted(config.items())
@@ -855,68 +664,4 @@ class Colorizer(
         card.data.metrics = ["auc", "psnr", "ssim", "colorfulness"]
         return card
 
-
-@dataclass
-class Prediction:
-    """The network's prediction for one photo, renderable at any temperature.
-
-    Attributes:
-        model: the model that made it.
-        lightness: the photo's full-resolution L and alpha.
-        output: ``(1, Q, h, w)`` logits (or ``(1, 2|3, h, w)`` for regression, in the
-            model's colour space).
-        network_l: ``(1, 1, h, w)`` L at the output's resolution, which a YUV or RGB
-            model's output needs to become ab (computed from ``lightness`` when None).
-    """
-
-    model: Colorizer
-    lightness: Lightness
-    output: torch.Tensor
-    network_l: torch.Tensor | None = None  # (1, 1, h, w) L at the output's resolution (YUV and RGB models)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.lightness.size
-
-    def ab(self, temperature: float | None = None) -> torch.Tensor:
-        """``(1, 2, h, w)`` ab at the network's output resolution."""
-        if self.model.needs_lightness and self.network_l is None:
-            self.network_l = self.model.lightness_for(self.model._network_input(self.lightness), self.output)
-        return self.model.decode(self.output, temperature, self.network_l)
-
-    def colorize(self, temperature: float | None = None) -> Image.Image:
-        """The full-resolution colour photo (RGB, or RGBA when the input had alpha)."""
-        return render(self.lightness, self.ab(temperature))
-
-    def uncertainty(self) -> np.ndarray:
-        """``(H, W)`` float32 in [0, 1]: entropy of the predicted distribution over bins
-        divided by log Q, upsampled to full resolution (zeros for regression)."""
-        w, h = self.size
-        if self.model.objective == "regression":
-            return np.zeros((h, w), dtype=np.float32)
-        if self.model.objective == "channel_classification":  # the mean of a's and b's entropies
-            n = self.output.shape[1] // 2
-            ent = (entropy(self.output[:, :n]) + entropy(self.output[:, n:])) / 2
-        else:
-            ent = entropy(self.output)  # (1, 1, h', w')
-        ent = F.interpolate(ent, size=(h, w), mode="bilinear", align_corners=False)
-        return ent[0, 0].clamp(0, 1).cpu().numpy()
-
-
-def gray_rgb(lightness: torch.Tensor) -> np.ndarray:
-    """The gray version of a photo: L ``(1, 1, H, W)`` in [0, 100] with a = b = 0, as
-    ``(H, W, 3)`` uint8 sRGB with R = G = B: the colorizer's input seen as a photo, and
-    the "gray" baseline of the evaluation."""
-    rgb = compose(lightness, torch.zeros(1, 2, 1, 1))  # (H, W, 3)
-    # a = b = 0 is neutral gray; averaging removes the +-1 rounding differences
-    # between channels so that the photo is exactly gray.
-    return np.repeat(np.round(rgb.mean(axis=2, keepdims=True)).astype(np.uint8), 3, axis=2)
-
-
-def compose(lightness: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
-    """Full-resolution L ``(1, 1, H, W)`` + low-resolution ab ``(1, 2, h, w)`` -> uint8
-    ``(H, W, 3)`` sRGB. ab is upsampled bilinearly and its chroma shrunk where it
-    would leave the gamut, so the output keeps the input's L exactly (up to 8 bits).
-    ``colorizer.render.render`` gives the same as a PIL image without this copy."""
-    return np.asarray(render(lightness, ab.float()))
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ECCV16", "GlobalLocal", "Hypercolumn", "scaled"]
+__all__ = ["ECCV16", "GlobalLocal", "Hypercolumn", "DinoHypercolumn", "scaled"]
 
 
 def scaled(channels: int, width: float) -> int:
@@ -287,3 +287,96 @@ class Hypercolumn(WithFrozenTrunk):
         for block in self.decoder:
             h = torch.relu(block(h) + h)
         return self.head(h)
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + x)
+
+
+class DinoHypercolumn(WithFrozenTrunk):
+    """The pretrained DINOv2 ViT-S/14 encoder, frozen, and a decoder on its hypercolumns
+    guided by the photo's own L, so that colour edges follow the photo's edges.
+
+    Trunk (``colorizer.dinov2.DinoTrunk``): the gray photo at about ``trunk_size``^2 pixels,
+    the patch tokens of ``blocks`` (14 px patches) and the final class token.
+    Decoder: each block's token map through a 1x1 convolution and batch norm (their scales
+    differ by depth) to ``C = scaled(128, width)`` channels, the class token projected to
+    ``C`` and broadcast (the whole scene, at every patch), a 3x3 convolution to ``2 C`` and a
+    residual block on the token grid (where the decoder's capacity is cheap), a 1x1 to ``D8 =
+    scaled(96, width)``; that map upsampled (bilinear) to 1/8 of the network input and fused
+    with an L path (three stride-2 3x3 convolutions of the input L: 1/2, 1/4, 1/8) by a 3x3
+    convolution and a residual block at 1/8; upsampled to 1/4 and fused again with the L
+    path's 1/4 features by two 3x3 convolutions to ``scaled(48, width)``, then the 1x1 head. Any size whose sides are
+    multiples of 8 works; the encoder's input is sized apart (``trunk_size``), so the decoder's
+    L path can see the photo finer than the encoder does.
+
+    ``forward(x, trunk_features=(maps, cls))`` takes the encoder's output computed
+    beforehand (cached features of training crops) instead of running it.
+
+    Args:
+        out_channels: channels of the head.
+        width: the decoder's channel multiplier.
+        trunk: the encoder ("dinov2-small").
+        trunk_size, blocks: see ``DinoTrunk``.
+        l_cent, l_norm: the normalisation of the input, undone for the encoder (which sees
+            the gray photo, not normalised L).
+    """
+
+    def __init__(self, out_channels: int, width: float = 1.0, trunk: str = "dinov2-small", trunk_size: int = 224,
+                 blocks: tuple[int, ...] = (4, 8, 12), l_cent: float = 50.0, l_norm: float = 100.0,
+                 weights: bool = True):
+        super().__init__()
+        from colorizer.dinov2 import DinoTrunk
+
+        self.trunk = DinoTrunk(trunk, tuple(blocks), trunk_size, weights=weights).requires_grad_(False)
+        self.trunk_network = trunk
+        self.l_cent, self.l_norm = l_cent, l_norm
+        dim, c = self.trunk.dim, scaled(128, width)
+        self.token_proj = nn.ModuleList(nn.Sequential(nn.Conv2d(dim, c, 1, bias=False), nn.BatchNorm2d(c))
+                                        for _ in blocks)
+        self.cls_proj = nn.Sequential(nn.Linear(dim, c), nn.ReLU(inplace=True))
+        d8, d4 = scaled(96, width), scaled(48, width)
+        # the heavy part at the token grid (16 x 16 for 224 px), light ones at 1/8 and 1/4
+        self.token_mix = nn.Sequential(_conv_bn(c * (len(blocks) + 1), 2 * c), _Residual(2 * c),
+                                       nn.Conv2d(2 * c, d8, 1, bias=False), nn.BatchNorm2d(d8), nn.ReLU(inplace=True))
+        l1, l2, l3 = scaled(16, width), scaled(32, width), scaled(32, width)
+        self.l_path = nn.ModuleList([_conv_bn(1, l1, 2), _conv_bn(l1, l2, 2), _conv_bn(l2, l3, 2)])
+        self.fuse8 = nn.Sequential(_conv_bn(d8 + l3, d8), _Residual(d8))
+        self.fuse4 = nn.Sequential(_conv_bn(d8 + l2, d4), _conv_bn(d4, d4))
+        self.head = nn.Conv2d(d4, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, trunk_features: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+                trunk_lightness: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, 1, H, W)`` normalised L -> ``(B, out_channels, H/4, W/4)``. ``trunk_lightness``:
+        the photo's L (in [0, 100]) at the encoder's size already (``self.trunk.resize``), so
+        that an exported graph needs no size arithmetic."""
+        if trunk_features is None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+                if trunk_lightness is not None:
+                    trunk_features = self.trunk(trunk_lightness, resized=True)
+                else:
+                    trunk_features = self.trunk(x.float() * self.l_norm + self.l_cent)
+        maps, cls = trunk_features
+        if len(maps) != len(self.token_proj):
+            raise ValueError(f"trunk_features: expected {len(self.token_proj)} token maps, got {len(maps)}")
+        tokens = [proj(m.to(x.dtype)) for proj, m in zip(self.token_proj, maps)]
+        g = self.cls_proj(cls.to(x.dtype))[:, :, None, None].expand(-1, -1, *tokens[0].shape[-2:])
+        t = self.token_mix(torch.cat([*tokens, g], dim=1))  # (B, 2C, h14, w14)
+        h2 = self.l_path[0](x)
+        h4 = self.l_path[1](h2)
+        h8 = self.l_path[2](h4)
+        up = F.interpolate(t, size=h8.shape[-2:], mode="bilinear", align_corners=False)
+        f8 = self.fuse8(torch.cat([up, h8], dim=1))
+        f4 = F.interpolate(f8, size=h4.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(self.fuse4(torch.cat([f4, h4], dim=1)))

@@ -26,21 +26,18 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from colorizer.model import cache_folder
+from colorizer.hub import cache_folder
 
-if TYPE_CHECKING:
-    from colorizer.model import Colorizer
-
+# ``model`` below is a ``colorizer.model.Colorizer`` (not imported here: the model imports this module)
 __all__ = ["ONNX_TOLERANCE", "OnnxExportError", "OnnxRuntimeNetwork", "cached_onnx", "export_onnx"]
 
 ONNX_TOLERANCE = 1e-4  # largest difference from torch allowed in an exported network's outputs
-_INPUT, _OUTPUT = "lightness", "output"
+_INPUT, _OUTPUT, _TRUNK_INPUT = "lightness", "output", "trunk_lightness"
 _CHECK_SHAPES = ((1, 64, 96), (2, 40, 56))  # (batch, height, width) the export is checked on
 
 
@@ -78,17 +75,21 @@ def _quiet_exporter():
 
 
 class _Network(nn.Module):
-    """``Colorizer.forward`` alone, so the export sees a plain module."""
+    """``Colorizer.forward`` alone, so the export sees a plain module. A model with the
+    pretrained trunk takes a second input, the L its trunk reads at the trunk's size
+    (``Colorizer.trunk_input``), so that the graph holds no size arithmetic."""
 
-    def __init__(self, model: "Colorizer"):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
-        return self.model(lightness)
+    def forward(self, lightness: torch.Tensor, trunk_lightness: torch.Tensor | None = None) -> torch.Tensor:
+        if trunk_lightness is None:
+            return self.model(lightness)
+        return self.model(lightness, trunk_lightness=trunk_lightness)
 
 
-def export_onnx(model: "Colorizer", path: str | Path, check: bool = True) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, check: bool = True) -> Path:
     """Write ``model``'s network to ``path`` as ONNX (torch's dynamo exporter) with a dynamic
     batch and sizes, then (``check``) run it in ONNX Runtime on two shapes and raise
     ``OnnxExportError`` if an output differs from torch's by more than ``ONNX_TOLERANCE``.
@@ -101,20 +102,26 @@ def export_onnx(model: "Colorizer", path: str | Path, check: bool = True) -> Pat
     if model.device.type != "cpu":
         raise ValueError(f"export_onnx: move the model to the CPU first (it is on {model.device})")
     path = Path(path)
-    clone = type(model)(**(model._hub_mixin_config or {}))  # the caller's model keeps its mode and device
+    clone = type(model)(**model.settings)  # the caller's model keeps its mode and device
     clone.load_state_dict(model.state_dict())
     net = _Network(clone).eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     height, width = 8 * torch.export.Dim("h8", min=1, max=2048), 8 * torch.export.Dim("w8", min=1, max=2048)
     example = torch.linspace(0.0, 100.0, 2 * 64 * 64).view(2, 1, 64, 64)
+    inputs, names, shapes = (example,), [_INPUT], {"lightness": {0: batch, 2: height, 3: width}}
+    if clone.has_pretrained_trunk:
+        th, tw = 14 * torch.export.Dim("h14", min=1, max=1024), 14 * torch.export.Dim("w14", min=1, max=1024)
+        inputs += (torch.linspace(0.0, 100.0, 2 * 70 * 84).view(2, 1, 70, 84),)
+        names.append(_TRUNK_INPUT)
+        shapes["trunk_lightness"] = {0: batch, 2: th, 3: tw}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with torch.no_grad(), _quiet_exporter():
             program = torch.onnx.export(
-                net, (example,), dynamo=True, input_names=[_INPUT], output_names=[_OUTPUT],
-                dynamic_shapes={"lightness": {0: batch, 2: height, 3: width}}, verbose=False,
+                net, inputs, dynamo=True, input_names=names, output_names=[_OUTPUT], dynamic_shapes=shapes,
+                verbose=False,
             )  # fmt: skip
         if program is None:
             raise OnnxExportError("torch.onnx.export returned no program")
@@ -135,28 +142,29 @@ def export_onnx(model: "Colorizer", path: str | Path, check: bool = True) -> Pat
     return path
 
 
-def max_difference(model: "Colorizer", onnx_path: str | Path, shapes=_CHECK_SHAPES) -> float:
+def max_difference(model: nn.Module, onnx_path: str | Path, shapes=_CHECK_SHAPES) -> float:
     """Largest absolute difference between torch's and ONNX Runtime's outputs of the network,
     over random L inputs of ``shapes`` ((batch, height, width) each)."""
     session = OnnxRuntimeNetwork(onnx_path)
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
-    with model._evaluating(), torch.no_grad():
+    with model.evaluating(), torch.no_grad():
         for b, h, w in shapes:
             x = torch.rand(b, 1, h, w, generator=generator) * 100.0
+            trunk = model.trunk_input(x)
             ref = model(x).float()
-            got = session(x)
+            got = session(x, trunk)
             if got.shape != ref.shape:
                 return float("inf")
             worst = max(worst, (got - ref).abs().max().item())
     return worst
 
 
-def weights_key(model: "Colorizer") -> str:
+def weights_key(model: nn.Module) -> str:
     """A hash of the network's weights, settings and the exporter's version: the name of
     its cached export."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(model._hub_mixin_config or {}, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(model.settings, sort_keys=True, default=str).encode())
     digest.update(f"torch {torch.__version__}".encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -164,7 +172,7 @@ def weights_key(model: "Colorizer") -> str:
     return digest.hexdigest()[:24]
 
 
-def cached_onnx(model: "Colorizer", folder: str | Path | None = None) -> Path:
+def cached_onnx(model: nn.Module, folder: str | Path | None = None) -> Path:
     """The ONNX export of ``model``'s current weights, made once (``export_onnx``, checked)
     and kept in ``folder`` (default: ``cache_folder()/onnx``)."""
     path = Path(folder) if folder is not None else cache_folder() / "onnx"
@@ -192,9 +200,19 @@ class OnnxRuntimeNetwork:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, lightness: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(lightness.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self.session.run(None, {_INPUT: x})[0])
+    def __call__(self, lightness: torch.Tensor, trunk_lightness: torch.Tensor | None = None) -> torch.Tensor:
+        """``trunk_lightness``: the second input of a model with the pretrained trunk (see
+        ``_Network``), needed exactly when the file has it."""
+        def array(t: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+        feeds = {_INPUT: array(lightness)}
+        wanted = [i.name for i in self.session.get_inputs()]
+        if _TRUNK_INPUT in wanted:
+            if trunk_lightness is None:
+                raise ValueError(f"{self.path}: this network also needs the trunk's L ({_TRUNK_INPUT})")
+            feeds[_TRUNK_INPUT] = array(trunk_lightness)
+        return torch.from_numpy(self.session.run(None, feeds)[0])
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeNetwork({str(self.path)!r})"

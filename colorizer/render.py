@@ -245,7 +245,7 @@ def _compiled():
         try:
             return importlib.import_module("colorizer.render_kernel")
         except Exception as e:  # noqa: BLE001 - missing, broken, or no place to cache its compiled code
-            from colorizer.cli import first_line
+            from colorizer.errors import first_line
 
             # stacklevel: load, _once, _compiled, render, then render's caller
             warnings.warn(f"numba is not usable ({first_line(e)}); colorizing on the CPU takes the slower torch path",

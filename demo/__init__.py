@@ -32,7 +32,7 @@ def cache_folder() -> Path:
     """Where the app keeps what it makes: the library's ``colorizer.model.cache_folder()``
     (``$COLORIZER_CACHE``, else ``$XDG_CACHE_HOME/colorizer``, else ``~/.cache/colorizer``),
     imported when asked for so that ``demo`` stays light."""
-    from colorizer.model import cache_folder as library_cache_folder
+    from colorizer.hub import cache_folder as library_cache_folder
 
     return library_cache_folder()
 

@@ -33,6 +33,7 @@ from PIL import Image
 from colorizer import Colorizer, ImageError, Prediction
 from colorizer.images import Lightness, read_image, split_lightness
 from colorizer.bins import check_temperature
+from colorizer.errors import first_line
 from colorizer.model import gray_rgb
 
 __all__ = [
@@ -130,8 +131,8 @@ def heat_map(values: np.ndarray, cmap: str = "magma") -> Image.Image:
 
 def _user_message(e: Exception, path: str | Path) -> str:
     """One line for the user, without the server's temporary paths."""
-    text = str(e).replace(str(path), Path(path).name).strip() or type(e).__name__
-    return html.escape(text.splitlines()[0])  # gr.Error renders HTML
+    text = first_line(str(e).replace(str(path), Path(path).name)) or type(e).__name__
+    return html.escape(text)  # gr.Error renders HTML
 
 
 def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_side: int = PREVIEW_SIDE,
@@ -210,28 +211,32 @@ def save_full_png(analysis: Analysis, temperature: float, root: Path) -> Path:
     return path
 
 
-def build_colorize_tab(
-    model: Colorizer,
-    examples: list[str] | None = None,
-    max_pixels: int | None = 50_000_000,
-    concurrency_limit: int = 2,
-) -> None:
-    """Lay out the Colorize tab inside the current ``gr.Blocks``/``gr.Tab`` context.
+@dataclass
+class _Components:
+    """The Colorize tab's components, as ``_layout`` places them."""
 
-    Args:
-        model: the loaded model (shared by all users, read-only).
-        examples: example image paths.
-        max_pixels: uploads with more pixels get a one-line error.
-        concurrency_limit: network runs and renders at once (bounds memory).
-    """
-    downloads = Path(tempfile.gettempdir()) / "colorizer-demo-downloads"
+    analysis: gr.State
+    rendered: gr.State
+    upload: gr.Image
+    temperature: gr.Slider
+    reference: gr.Image
+    show_uncertainty: gr.Checkbox
+    render: gr.Button
+    download: gr.DownloadButton
+    slider: gr.ImageSlider
+    uncertainty: gr.Image
+
+
+def _layout(model: Colorizer, examples: list[str] | None) -> _Components:
+    """The tab's text, controls and results, in the current ``gr.Blocks`` context: the temperature
+    slider only where it changes the colours, the reference upload only for a global branch."""
     t_default = float(min(max(model.temperature, T_MIN), T_MAX))
-
     gr.Markdown(
         "Upload a photo (colour or black-and-white). The model sees only its lightness and "
-        "predicts the colours. **Temperature**: low values give vivid colours (each pixel's most "
-        "likely colour), high values safe, muted ones (the mean); the network runs once per photo, "
-        "so the slider is instant."
+        "predicts the colours."
+        + (" **Temperature**: low values give vivid colours (each pixel's most likely colour), high values "
+           "safe, muted ones (the mean); the network runs once per photo, so the slider is instant."
+           if model.uses_temperature else "")
     )
     analysis = gr.State(None, time_to_live=STATE_TTL_S)
     rendered = gr.State(None, time_to_live=STATE_TTL_S)  # the temperature of the file behind the download button
@@ -243,9 +248,9 @@ def build_colorize_tab(
             temperature = gr.Slider(
                 T_MIN, T_MAX, value=t_default, step=0.01, label="Temperature",
                 info="annealed mean: 1 = mean of the colour distribution, towards 0 = its mode",
-                elem_id="temperature",
+                elem_id="temperature", visible=model.uses_temperature,  # a regression gives one colour: no slider
             )  # fmt: skip
-            transfer = model.network == "global_local"  # a global branch to take the reference's scene from
+            transfer = model.has_global_branch  # a global branch to take the reference's scene from
             reference = PhotoUpload(
                 type="filepath", image_mode=None, label="Reference photo (optional)", sources=["upload", "clipboard"],
                 visible=transfer, elem_id="reference", height=160,
@@ -267,6 +272,29 @@ def build_colorize_tab(
                 label="Uncertainty (bright: unsure)", type="pil", visible=False, interactive=False, elem_id="uncertainty"
             )
 
+    return _Components(analysis, rendered, upload, temperature, reference, show_uncertainty, render, download, slider,
+                       uncertainty)
+
+
+def build_colorize_tab(
+    model: Colorizer,
+    examples: list[str] | None = None,
+    max_pixels: int | None = 50_000_000,
+    concurrency_limit: int = 2,
+) -> None:
+    """Lay out the Colorize tab inside the current ``gr.Blocks``/``gr.Tab`` context.
+
+    Args:
+        model: the loaded model (shared by all users, read-only).
+        examples: example image paths.
+        max_pixels: uploads with more pixels get a one-line error.
+        concurrency_limit: network runs and renders at once (bounds memory).
+    """
+    downloads = Path(tempfile.gettempdir()) / "colorizer-demo-downloads"
+    c = _layout(model, examples)
+    analysis, rendered, upload, temperature, reference = c.analysis, c.rendered, c.upload, c.temperature, c.reference
+    show_uncertainty, render, download, slider, uncertainty = (c.show_uncertainty, c.render, c.download, c.slider,
+                                                               c.uncertainty)
     hidden = gr.update(visible=False, value=None)
 
     def on_upload(path, ref, t, progress=gr.Progress()):

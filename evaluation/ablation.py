@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from colorizer.cli import report_error
+from colorizer.errors import report_error
 
 __all__ = ["main", "ablation_table", "differences"]
 

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from colorizer.cli import first_line, report_error
+from colorizer.errors import first_line, report_error
 from colorizer.images import list_images
 from colorizer.model import Colorizer, gray_rgb
 from evaluation.evaluate import (DEFAULT_SIZE, Photo, _lab, group_rule, labelled_source, listed_names, load_photos,
@@ -90,8 +90,8 @@ def colorizer_encoder(model: Colorizer) -> Encoder:
     @torch.no_grad()
     def encode(gray: np.ndarray) -> dict[str, np.ndarray]:
         lightness = _lab(gray)[:, :1]
-        small = model._network_input(lightness).to(model.device)
-        with model._evaluating():
+        small = model.network_input(lightness).to(model.device)
+        with model.evaluating():
             deepest = features((small - model.l_cent) / model.l_norm)[-1]
         return {"trunk": deepest.float().mean(dim=(2, 3))[0].cpu().numpy()}
 

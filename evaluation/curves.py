@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from colorizer.cli import report_error
+from colorizer.errors import report_error
 from evaluation.ablation import differences
 
 __all__ = ["main", "Curve", "read_curve", "curves_table", "plot_curves", "METRICS"]

@@ -57,10 +57,10 @@ from tqdm import tqdm
 
 from colorizer.color import rgb_to_lab
 from colorizer.bins import check_temperature
-from colorizer.cli import first_line, report_error
+from colorizer.errors import first_line, report_error
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, is_grayscale, list_images, read_image, resize_short_side
-from colorizer.metrics import (EVAL_PRIOR_GRID, AucMeter, colorfulness, colour_cast, evaluation_prior, psnr, ssim,
-                               THRESHOLD_MAX_DISTANCE, threshold_meter)
+from colorizer.metrics import (EVAL_PRIOR_GRID, AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior,
+                               psnr, ssim, THRESHOLD_MAX_DISTANCE, threshold_meter)
 from colorizer.model import Colorizer, compose, gray_rgb
 
 __all__ = [
@@ -326,9 +326,43 @@ def evaluate(
     models = dict(models or {})
     for t in temperatures or ():
         check_temperature(t)
+    set_prior, mean_ab, group_priors = _priors(photos)
+    model_temps = {name: (list(temperatures) if temperatures else [m.temperature]) if m.uses_temperature else [None]
+                   for name, m in models.items()}
+    rows = [Row("gray (ab = 0)"), Row(MEAN_AB_ROW)]  # the oracle constant: this set's own mean ab
+    rows += [Row(_row_label(n, models[n], t), n, t) for n in models for t in model_temps[n]]
+    rows.append(Row("ground truth"))
 
-    # Pass 1: the evaluation set's own prior over bins (for the rebalanced AuC) and its
-    # mean ab; with groups, each group's own prior too (a group's table is self-contained).
+    per_image: list[dict] = []
+    masses: list[dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = []  # pooled AuCs
+    keep = _sheet_photos(photos, sheet_size)
+    sheet: dict[str, dict[str, np.ndarray]] = {}
+    bar = tqdm(photos, desc="evaluating", unit="photo", disable=not progress)
+    for index, photo in enumerate(bar):
+        lab = _lab(photo.rgb)  # (1, 3, H, W)
+        outputs, columns = _outputs(photo, lab[:, :1], models, model_temps, rows, mean_ab)
+        if index in keep:
+            sheet[photo.name] = columns
+        group_prior = group_priors.get(photo.group)
+        figures, mass = _figures(rows, outputs, photo.rgb, lab[:, 1:], set_prior, group_prior)
+        h, w = photo.rgb.shape[:2]
+        per_image.append({"name": photo.name, "group": photo.group, "width": w, "height": h,
+                          "truth_colorfulness": colorfulness(photo.rgb), "rows": figures})
+        masses.append(mass)
+    bar.close()
+
+    summary = _summarise(rows, per_image, masses, rebalanced_slot=1)
+    by_group = {}
+    for g in group_priors:
+        members = [i for i, im in enumerate(per_image) if im["group"] == g]
+        by_group[g] = _summarise(rows, [per_image[i] for i in members], [masses[i] for i in members], rebalanced_slot=2)
+    settings = _settings(photos, set_prior, mean_ab, models, temperatures, list(group_priors))
+    return Report(rows=rows, summary=summary, images=per_image, settings=settings, sheet=sheet, groups=by_group)
+
+
+def _priors(photos: Sequence[Photo]) -> tuple[EvaluationPrior, torch.Tensor, dict[str, EvaluationPrior]]:
+    """The evaluation set's own prior over bins (for the rebalanced AuC), its mean ab ``(2,)``
+    and each group's own prior (a group's table is self-contained): one pass over the photos."""
     ab_sum = torch.zeros(2, dtype=torch.float64)
 
     def photos_ab(group: str | None = None) -> Iterable[torch.Tensor]:
@@ -340,86 +374,69 @@ def evaluate(
                 yield ab
 
     set_prior = evaluation_prior(photos_ab())
-    n_pixels = set_prior.pixels
-    mean_ab = (ab_sum / n_pixels).float()  # (2,)
+    mean_ab = (ab_sum / set_prior.pixels).float()
     groups = list(dict.fromkeys(p.group for p in photos if p.group is not None))
-    group_priors = {g: evaluation_prior(photos_ab(g)) for g in groups}
+    return set_prior, mean_ab, {g: evaluation_prior(photos_ab(g)) for g in groups}
 
-    model_temps: dict[str, list[float | None]] = {}
+
+def _outputs(photo: Photo, lightness: torch.Tensor, models: dict[str, Colorizer], model_temps: dict, rows: list,
+             mean_ab: torch.Tensor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every row's RGB of one photo (each model's network run once, rendered at each of its
+    temperatures), and the contact sheet's columns (each model at its sheet temperature)."""
+    outputs: dict[str, np.ndarray] = {
+        rows[0].name: gray_rgb(lightness),
+        rows[1].name: compose(lightness, mean_ab.view(1, 2, 1, 1)),
+    }
+    columns = {"gray": outputs[rows[0].name]}
     for name, m in models.items():
-        if m.objective == "regression":
-            model_temps[name] = [None]
-        else:
-            model_temps[name] = list(temperatures) if temperatures else [m.temperature]
-    rows = [Row("gray (ab = 0)"), Row(MEAN_AB_ROW)]  # the oracle constant: this set's own mean ab
-    rows += [Row(_row_label(n, models[n], t), n, t) for n in models for t in model_temps[n]]
-    rows.append(Row("ground truth"))
+        pred = m.analyze(Image.fromarray(photo.rgb))  # the network runs once
+        for t in model_temps[name]:
+            outputs[_row_label(name, m, t)] = np.asarray(pred.colorize(t))
+        label = _row_label(name, m, _sheet_temperature(m, model_temps[name]))
+        columns[label] = outputs[label]
+    outputs[rows[-1].name] = photo.rgb
+    columns["ground truth"] = photo.rgb
+    return outputs, columns
 
-    per_image: list[dict] = []
-    masses: list[dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = []  # pooled AuCs
-    keep = _sheet_photos(photos, sheet_size)
-    sheet: dict[str, dict[str, np.ndarray]] = {}
 
-    bar = tqdm(photos, desc="evaluating", unit="photo", disable=not progress)
-    for index, photo in enumerate(bar):
-        lab = _lab(photo.rgb)  # (1, 3, H, W)
-        lightness, true_ab = lab[:, :1], lab[:, 1:]
-        weights = set_prior.pixel_weights(true_ab)  # (1, H, W)
-        group_weights = group_priors[photo.group].pixel_weights(true_ab) if photo.group is not None else None
-        outputs: dict[str, np.ndarray] = {
-            rows[0].name: gray_rgb(lightness),
-            rows[1].name: compose(lightness, mean_ab.view(1, 2, 1, 1)),
+def _figures(rows: list, outputs: dict[str, np.ndarray], truth: np.ndarray, true_ab: torch.Tensor,
+             set_prior: EvaluationPrior, group_prior: EvaluationPrior | None) -> tuple[dict, dict]:
+    """Each row's figures on one photo, and the masses its pooled AuCs add up."""
+    weights = set_prior.pixel_weights(true_ab)  # (1, H, W)
+    group_weights = group_prior.pixel_weights(true_ab) if group_prior is not None else None
+    truth_c = colorfulness(truth)
+    figures, mass = {}, {}
+    for row in rows:
+        rgb = outputs[row.name]
+        pred_ab = _lab(rgb)[:, 1:]  # (1, 2, H, W)
+        plain, rebalanced, in_group = AucMeter(), AucMeter(), None
+        plain.update(pred_ab, true_ab)
+        rebalanced.update(pred_ab, true_ab, weights)
+        if group_weights is not None:
+            in_group = AucMeter()
+            in_group.update(pred_ab, true_ab, group_weights)
+        rgb_meter = threshold_meter(rgb, truth)
+        mass[row.name] = (plain.mass, rebalanced.mass, None if in_group is None else in_group.mass, rgb_meter.mass)
+        c = colorfulness(rgb)
+        figures[row.name] = {
+            "auc": plain.value(),
+            "auc_rebalanced": rebalanced.value(),
+            "threshold_accuracy": rgb_meter.value(),
+            "psnr": psnr(rgb, truth),
+            "ssim": ssim(rgb, truth),
+            "colorfulness": c,
+            "delta_colorfulness": abs(c - truth_c),
+            "cast": colour_cast(pred_ab, true_ab),
         }
-        columns = {"gray": outputs[rows[0].name]}
-        for name, m in models.items():
-            pred = m.analyze(Image.fromarray(photo.rgb))  # the network runs once
-            for t in model_temps[name]:
-                outputs[_row_label(name, m, t)] = np.asarray(pred.colorize(t))
-            t_sheet = _sheet_temperature(m, model_temps[name])
-            columns[_row_label(name, m, t_sheet)] = outputs[_row_label(name, m, t_sheet)]
-        outputs[rows[-1].name] = photo.rgb
-        columns["ground truth"] = photo.rgb
-        if index in keep:
-            sheet[photo.name] = columns
+    return figures, mass
 
-        truth_c = colorfulness(photo.rgb)
-        figures, mass = {}, {}
-        for row in rows:
-            rgb = outputs[row.name]
-            pred_ab = _lab(rgb)[:, 1:]  # (1, 2, H, W)
-            plain, rebalanced, in_group = AucMeter(), AucMeter(), None
-            plain.update(pred_ab, true_ab)
-            rebalanced.update(pred_ab, true_ab, weights)
-            if group_weights is not None:
-                in_group = AucMeter()
-                in_group.update(pred_ab, true_ab, group_weights)
-            rgb_meter = threshold_meter(rgb, photo.rgb)
-            mass[row.name] = (plain.mass, rebalanced.mass, None if in_group is None else in_group.mass, rgb_meter.mass)
-            c = colorfulness(rgb)
-            figures[row.name] = {
-                "auc": plain.value(),
-                "auc_rebalanced": rebalanced.value(),
-                "threshold_accuracy": rgb_meter.value(),
-                "psnr": psnr(rgb, photo.rgb),
-                "ssim": ssim(rgb, photo.rgb),
-                "colorfulness": c,
-                "delta_colorfulness": abs(c - truth_c),
-                "cast": colour_cast(pred_ab, true_ab),
-            }
-        h, w = photo.rgb.shape[:2]
-        per_image.append({"name": photo.name, "group": photo.group, "width": w, "height": h,
-                          "truth_colorfulness": truth_c, "rows": figures})
-        masses.append(mass)
-    bar.close()
 
-    summary = _summarise(rows, per_image, masses, rebalanced_slot=1)
-    by_group = {}
-    for g in groups:
-        members = [i for i, im in enumerate(per_image) if im["group"] == g]
-        by_group[g] = _summarise(rows, [per_image[i] for i in members], [masses[i] for i in members], rebalanced_slot=2)
+def _settings(photos, set_prior: EvaluationPrior, mean_ab: torch.Tensor, models: dict, temperatures,
+              groups: list[str]) -> dict:
+    """What the report's figures were computed with (its JSON's ``settings``)."""
     settings = {
         "photos": len(photos),
-        "pixels": n_pixels,
+        "pixels": set_prior.pixels,
         "prior": f"empirical prior of the evaluation set's true ab over the {len(set_prior.centres)} "
         f"grid-{EVAL_PRIOR_GRID:g} in-gamut bins, one prior for every row",
         "mean_ab": [float(mean_ab[0]), float(mean_ab[1])],
@@ -433,7 +450,7 @@ def evaluate(
     if groups:
         settings["groups"] = {g: sum(p.group == g for p in photos) for g in groups}
         settings["group_prior"] = "each group's table: the rebalanced AuC uses that group's own empirical prior"
-    return Report(rows=rows, summary=summary, images=per_image, settings=settings, sheet=sheet, groups=by_group)
+    return settings
 
 
 def _sheet_photos(photos: Sequence[Photo], per_group: int) -> set[int]:

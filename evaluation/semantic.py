@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from colorizer.bins import check_temperature
-from colorizer.cli import first_line, report_error
+from colorizer.errors import first_line, report_error
 from colorizer.color import rgb_to_l
 from colorizer.images import ImageError, list_images, read_image, resize_short_side
 from colorizer.model import Colorizer, gray_rgb
@@ -99,7 +99,7 @@ def semantic_check(
     real = [im.convert("RGB") for im in images]
     versions: dict[str, list[Image.Image]] = {"gray": [to_gray(im) for im in real]}
     for name, m in models.items():
-        temps: list[float | None] = [None] if m.objective == "regression" else list(temperatures or [m.temperature])
+        temps: list[float | None] = list(temperatures or [m.temperature]) if m.uses_temperature else [None]
         outs: dict[float | None, list[Image.Image]] = {t: [] for t in temps}
         for im in tqdm(real, desc=f"colorizing ({name})", unit="photo", disable=not progress):
             pred = m.analyze(im)  # the network runs once; each temperature is a decode

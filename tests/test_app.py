@@ -132,6 +132,15 @@ def test_build_app_bounds_state_and_leaves_pil_alone(tiny_model):
     assert ttls == [STATE_TTL_S, STATE_TTL_S] and STATE_TTL_S <= 600
 
 
+@pytest.mark.parametrize("objective", ["classification", "regression"])
+def test_temperature_slider_shows_only_where_it_changes_the_colours(objective):
+    model = Colorizer(width=0.125, input_size=64, objective=objective).eval()
+    demo = build_app(model, None, examples=[])
+    sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.elem_id == "temperature"]
+    assert len(sliders) == 1 and sliders[0].visible is model.uses_temperature
+    assert model.uses_temperature is (objective != "regression")
+
+
 def test_too_large_upload_is_one_clean_line(tiny_model, big_photo):
     with pytest.raises(ImageTooLargeError) as e:
         analyze(tiny_model, big_photo, max_pixels=200_000)

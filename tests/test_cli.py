@@ -5,7 +5,8 @@ from PIL import Image
 from skimage import data
 
 from colorizer import Colorizer
-from colorizer.cli import first_line, main, plan_outputs
+from colorizer.cli import main, plan_outputs
+from colorizer.errors import first_line
 
 
 @pytest.fixture(scope="module")

@@ -83,3 +83,33 @@ def test_holdout_file_ema_and_checkpoint_minutes_are_checked(tmp_path):
         parse_args(["--data-dir", "x", "--ckpt-minutes", "-1"])
     with pytest.raises(ValueError, match="either"):
         parse_args(["--data-dir", "x", "--holdout", "a", "--val-dir", "y"])
+
+
+def test_the_model_settings_of_training_are_the_models_own():
+    """Each ``Colorizer`` parameter is a training setting of the same name and default, or
+    one that training leaves to the model (``MODEL_ONLY``): one owner for each."""
+    import dataclasses
+    import inspect
+
+    from colorizer.model import Colorizer
+    from train.config import MODEL_ONLY, model_settings
+
+    params = {k: p.default for k, p in inspect.signature(Colorizer.__init__).parameters.items() if k != "self"}
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert set(MODEL_ONLY) <= set(params)
+    converted = {"semantic_width": (None, 0.0), "trunk_blocks": (None, "4,8,12")}  # the model's form, the flag's
+    for name, default in params.items():
+        if name in MODEL_ONLY:
+            continue
+        assert name in fields, f"Colorizer({name}=...) has no training setting"
+        assert (default, fields[name]) == converted.get(name, (default, default)), name
+    settings = model_settings(TrainConfig(objective="regression", trunk_blocks="2,12"), prior=None, labels=None)
+    assert settings["rebalance"] is None and settings["trunk_blocks"] == [2, 12]
+    assert Colorizer(**{**settings, "width": 0.125}).rebalance is False  # the baselines' plain L2
+
+
+def test_rebalancing_a_regression_outside_lab_is_refused():
+    from colorizer.model import Colorizer
+
+    with pytest.raises(ValueError, match="a yuv regression has none"):
+        Colorizer(width=0.125, objective="regression", color_space="yuv", rebalance=True)

@@ -44,3 +44,34 @@ def test_library_colorizes_without_them(tmp_path):
         "assert out.size == (32, 24)"
     )
     assert _loaded(body) == []
+
+
+def test_no_import_circle_inside_the_library():
+    """No module of colorizer/ imports, at the top or lazily inside a function, one that
+    imports it back (directly or through others)."""
+    import ast
+    from pathlib import Path
+
+    import colorizer
+
+    root = Path(colorizer.__file__).parent
+    names = {p.stem for p in root.glob("*.py")} - {"__init__"}
+    graph: dict[str, set[str]] = {}
+    for name in names:
+        deps = set()
+        for node in ast.walk(ast.parse((root / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("colorizer."):
+                deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.ImportFrom) and node.module == "colorizer":
+                deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith("colorizer."))
+        graph[name] = (deps & names) - {name}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(d == goal or (d not in seen and reaches(d, goal, seen | {d})) for d in graph[start])
+
+    circles = sorted(n for n in names if reaches(n, n, {n}))
+    assert circles == [], f"modules on an import circle: {circles}"
+    users = {n: deps for n, deps in graph.items() if n != "__main__"}  # the entry point runs the command line
+    assert "cli" not in set().union(*users.values()), "the library imports the command line"

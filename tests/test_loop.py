@@ -415,7 +415,7 @@ def test_a_regression_in_another_colour_space_trains_validates_and_colorizes(fol
     out = model.colorize(skimage.data.coffee())
     assert out.size == (600, 400)
     with pytest.raises(ValueError, match="color_space"):
-        init_weights(Colorizer(objective="regression", width=0.125, grid=model._hub_mixin_config["grid"]),
+        init_weights(Colorizer(objective="regression", width=0.125, grid=model.settings["grid"]),
                      str(tmp_path / "run" / "model"))
     if space == "rgb":
         with pytest.raises(ValueError, match="--color-space rgb is regression only"):

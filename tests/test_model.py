@@ -219,8 +219,12 @@ def test_extreme_shapes(size):
 
 
 def test_module_level_colorize_uses_the_default_model():
-    out = colorizer.colorize(data.chelsea(), temperature=0.5)
+    photo = data.chelsea()
+    out = colorizer.colorize(photo, temperature=0.5)
     assert out.size == (451, 300)
+    expected = Colorizer.from_pretrained().colorize(photo, temperature=0.5)
+    assert np.array_equal(np.asarray(out), np.asarray(expected))  # the default, not another model
+    assert np.array_equal(np.asarray(colorizer.colorize(photo)), np.asarray(Colorizer.from_pretrained().colorize(photo)))
 
 
 def test_weights_file_resolves_like_from_pretrained(tmp_path):
@@ -233,6 +237,20 @@ def test_weights_file_resolves_like_from_pretrained(tmp_path):
     (tmp_path / "m" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         weights_file(tmp_path / "m")
+
+
+def test_a_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypatch):
+    from colorizer.model import resolve_model
+
+    shipped = resolve_model("default")
+    monkeypatch.chdir(tmp_path)
+    tiny().save_pretrained(tmp_path / "default")
+    assert resolve_model("default") == shipped
+    assert Path(resolve_model("./default")).resolve() == (tmp_path / "default").resolve()
+    assert Colorizer.from_pretrained("./default").network == "eccv16"  # the folder here, written as a path
+    assert Colorizer.from_pretrained("default").network == "hypercolumn"  # the shipped one
+    with pytest.raises(ValueError, match="no model named 'trunks'"):
+        resolve_model("trunks")  # the pretrained encoders' folder is not a model
 
 
 def test_global_local_network_option_round_trips_and_colorizes_any_shape(tmp_path):

@@ -115,7 +115,7 @@ def test_gray_levels_render_like_float_lightness(model, path):
     lightness = split_lightness(read_image(gray))
     assert lightness.levels is not None
     floats = Lightness(l=lightness.l.clone())
-    assert torch.equal(model._network_input(lightness), model._network_input(floats))
+    assert torch.equal(model.network_input(lightness), model.network_input(floats))
     ab = model.analyze(gray).ab()
     assert np.array_equal(np.asarray(render(lightness, ab)), np.asarray(render(floats, ab)))
 

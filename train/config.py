@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TrainConfig", "parse_args", "load_config_file", "parse_repeat", "parse_groups"]
+__all__ = ["TrainConfig", "model_settings", "MODEL_ONLY", "parse_args", "load_config_file", "parse_repeat", "parse_groups"]
 
 
 def _opt(default, help: str, **kw):
@@ -109,8 +109,20 @@ class TrainConfig:
         choices=["classification", "regression", "channel_classification"],
     )
     channel_bins: int = _opt(64, "classes per channel of --objective channel_classification")
-    trunk: str = _opt("eccv16", "network of the frozen trunk of --network hypercolumn (that of --init-from)",
-                      choices=["eccv16", "global_local"])
+    trunk: str = _opt(
+        "eccv16",
+        "the trunk of --network hypercolumn: a trained model's network (eccv16 or global_local, that of "
+        "--init-from) or the pretrained DINOv2 ViT-S/14 (dinov2-small, shipped with the package)",
+        choices=["eccv16", "global_local", "dinov2-small"])
+    trunk_size: int = _opt(224, "--trunk dinov2-small: the encoder sees photos at about trunk_size^2 pixels "
+                                "(sides multiples of 14)")
+    trunk_blocks: str = _opt("4,8,12", "--trunk dinov2-small: the encoder blocks whose tokens the decoder reads "
+                                       "(comma-separated, 1-12; the last after the final norm)")
+    features: str | None = _opt(
+        None,
+        "--trunk dinov2-small: train the decoder on the frozen encoder's features cached in this folder by "
+        "python -m train.features (its crops, not --data-dir's); validation still reads --data-dir")
+    feature_crops: int = _opt(12000, "python -m train.features: crops to cache")
     train_trunk: bool = _opt(
         False, "--network hypercolumn: train the trunk too, end to end (a fine-tuning step from an --init-from "
         "hypercolumn model whose decoder has learned on the frozen trunk; use a small --lr)")
@@ -135,7 +147,9 @@ class TrainConfig:
     k: int = _opt(5, "soft-encoding neighbours")
     sigma: float = _opt(5.0, "soft-encoding Gaussian width (ab units)")
     lam: float = _opt(0.5, "rebalancing: mix of the prior with the uniform distribution")
-    rebalance: bool = _opt(True, "weight the loss by the rebalancing weights")
+    rebalance: bool | None = _opt(
+        None, "weight the loss by the rebalancing weights (default: yes for the classification objectives, no for "
+              "regression, the baseline papers' plain L2; the model decides, colorizer.model.Colorizer)")
     temperature: float = _opt(0.38, "default annealed-mean temperature saved in the model")
     input_size: int = _opt(256, "the trained model sees photos at about input_size^2 pixels at inference")
     regression_loss: str = _opt("l2", "regression loss: l2 or smooth_l1", choices=["l2", "smooth_l1"])
@@ -233,6 +247,19 @@ class TrainConfig:
             raise ValueError(conflict)
         if self.train_trunk and self.network != "hypercolumn":
             raise ValueError("--train-trunk trains the trunk of --network hypercolumn")
+        pretrained = self.network == "hypercolumn" and self.trunk == "dinov2-small"
+        if self.features and not pretrained:
+            raise ValueError("--features holds the pretrained trunk's features: use it with --network hypercolumn "
+                             "--trunk dinov2-small")
+        if self.features and self.train_trunk:
+            raise ValueError("--features caches a frozen trunk's features: drop --train-trunk (or --features)")
+        if pretrained:
+            if self.trunk_size < 14:
+                raise ValueError(f"--trunk-size must be at least 14, got {self.trunk_size}")
+            from train.features import parse_blocks
+
+            if any(not 1 <= b <= 12 for b in parse_blocks(self.trunk_blocks)):
+                raise ValueError(f"--trunk-blocks {self.trunk_blocks!r}: blocks are numbered 1 to 12")
         if self.semantic_width < 0 or self.semantic_width and self.network != "cheng15":
             raise ValueError(f"--semantic-width is Cheng et al.'s semantic feature: a width > 0 with --network cheng15")
         if self.labels:
@@ -257,6 +284,35 @@ class TrainConfig:
             raise ValueError(
                 f"--prior {self.prior!r}: no such file (give a JSON from python -m train.prior, or 'uniform')"
             )
+
+
+# the model's settings that training does not set: normalisation constants, the ab grid's extent, the prior's
+# smoothing (the model's own defaults), and what a run computes (the prior, the label names)
+MODEL_ONLY = ("l_cent", "l_norm", "ab_norm", "ab_range", "prior_sigma", "prior", "labels")
+
+
+def model_settings(cfg: TrainConfig, **computed) -> dict:
+    """The ``Colorizer`` settings of a run: each of its constructor's parameters that is a
+    field of ``cfg`` of the same name (one meaning, one default: ``tests/test_config.py``
+    holds them to it), in the model's form (``trunk_blocks`` as a list, no semantic width
+    as None), and ``computed`` ones (the prior, the label names)."""
+    import inspect
+
+    from colorizer.model import Colorizer
+
+    settings = {}
+    for name in inspect.signature(Colorizer.__init__).parameters:
+        if name in computed:
+            settings[name] = computed[name]
+        elif name == "trunk_blocks":
+            from train.features import parse_blocks
+
+            settings[name] = list(parse_blocks(cfg.trunk_blocks))
+        elif name == "semantic_width":
+            settings[name] = cfg.semantic_width or None
+        elif name != "self" and name not in MODEL_ONLY:
+            settings[name] = getattr(cfg, name)
+    return settings
 
 
 def parse_repeat(spec: str) -> list[tuple["re.Pattern", int]]:

@@ -54,14 +54,15 @@ from PIL import Image
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from colorizer.cli import report_error
+from colorizer.errors import report_error
 from colorizer.color import lab_to_rgb, rgb_to_lab
 from colorizer.metrics import AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior
 from colorizer.model import Colorizer, gray_rgb
 
 from train.checkpoint import latest_checkpoint, load_checkpoint, load_data_position, prune_checkpoints, save_checkpoint
-from train.config import TrainConfig, parse_args, parse_groups
+from train.config import TrainConfig, model_settings, parse_args, parse_groups
 from train.data import TrainBatches, label_rule, load_val_images, open_rows
+from train.features import CachedBatches, FeatureCache, cache_meta
 from train.prior import prior_from_config, read_prior, write_prior
 
 __all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "val_groups", "evaluate", "sample_grid",
@@ -301,7 +302,7 @@ def init_weights(model: Colorizer, source: str) -> None:
     if start.network == "hypercolumn" and model.network != "hypercolumn":
         _from_trunk(model, start, source)
         return
-    theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
+    theirs, ours = start.settings, model.settings
     for key, default in _SHAPING + (("grid", None),):
         if theirs.get(key, default) != ours.get(key, default):
             raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key, default)!r}, "
@@ -341,7 +342,7 @@ def _from_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
 
 def _same_head(start: Colorizer, model: Colorizer) -> bool:
     """Whether hypercolumn ``start`` can seed hypercolumn ``model`` whole (trunk and decoder)."""
-    theirs, ours = start._hub_mixin_config or {}, model._hub_mixin_config or {}
+    theirs, ours = start.settings, model.settings
     keys = _SHAPING + (("grid", None),) * (ours.get("objective") == "classification")  # Q sizes the head
     return start.network == model.network == "hypercolumn" and all(
         theirs.get(k, default) == ours.get(k, default) for k, default in keys)
@@ -458,22 +459,13 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def setup(cfg: TrainConfig) -> Run:
-    """Devices, data, prior, model, optimiser and (with ``--resume``) the checkpoint's
-    state: a ``Run`` ready for its first step. Bad settings and data fail here."""
+def _accelerator(cfg: TrainConfig, saved: dict, cuda: bool):
+    """The accelerator (its mixed precision: ``auto`` is bf16 where the hardware computes in
+    it, and a resumed run keeps the precision it ran in), the seed, threads and TF32."""
     from accelerate import Accelerator
 
-    cuda = torch.cuda.is_available() and not cfg.cpu
-    out = Path(cfg.out)
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None and not cfg.resume:
-        raise ValueError(
-            f"{out} already has checkpoints ({ckpt.name}): pass --resume to continue, or choose a new --out"
-        )
-    saved = json.loads((ckpt / "state.json").read_text()) if cfg.resume and ckpt is not None else {}
     precision = cfg.mixed_precision
     if precision == "auto":  # bf16 where the hardware computes in it (1.75x the images/s on a Zen 4 CPU)
-        # a resumed run keeps the precision it ran in, wherever it resumes
         precision = saved.get("precision") or ("bf16" if cuda or cpu_has_bf16() else "no")
     accelerator = Accelerator(cpu=not cuda, mixed_precision=precision)
     torch.manual_seed(cfg.seed + accelerator.process_index)
@@ -483,6 +475,107 @@ def setup(cfg: TrainConfig) -> Run:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    return accelerator
+
+
+def _validation(cfg: TrainConfig, out: Path, accelerator) -> tuple[torch.Tensor | None, EvaluationPrior | None,
+                                                                   dict[str, "ValGroup"]]:
+    """The validation photos, their own prior (of the rebalanced AuC) and groups, with gray's
+    figures and the truth's colourfulness written to ``val_baseline.json``."""
+    val_rows = open_rows(cfg, "val")
+    val_names: list[str] = []
+    val = load_val_images(val_rows, cfg, names=val_names) if val_rows is not None else None
+    if val is None:
+        logger.warning("no validation data (give --val-dir, --holdout or --val-split): validation is off")
+        return None, None, {}
+    if not accelerator.is_main_process:
+        return val, None, {}
+    logger.info("validation: %d photos at %d px", len(val), cfg.val_size)
+    val_prior = validation_prior(val)  # counted once
+    groups = val_groups(val, val_names, cfg.val_groups)
+    baseline = {"photos": len(val), "size": cfg.val_size, "groups": {name: len(g.index) for name, g in groups.items()},
+                "gray": evaluate(None, val, torch.device("cpu"), cfg.batch_size, prior=val_prior, groups=groups)}
+    for name, g in groups.items():
+        truth = [colorfulness(x) for x in val[g.index].numpy()]
+        baseline.setdefault("truth_colorfulness", {})[name] = float(np.mean(truth))
+    (out / "val_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
+    return val, val_prior, groups
+
+
+def _new_model(cfg: TrainConfig, out: Path, accelerator, labels, fresh: bool) -> Colorizer:
+    """The model of ``cfg`` (``model_settings``), from ``--init-from``'s weights on a fresh
+    run, its trunk unfrozen with ``--train-trunk``."""
+    model = Colorizer(**model_settings(cfg, prior=_prior(cfg, out, accelerator),
+                                       labels=labels.names if labels is not None else None))
+    pretrained_trunk = cfg.network == "hypercolumn" and cfg.trunk == "dinov2-small"
+    if (cfg.network == "hypercolumn" and not pretrained_trunk or cfg.semantic_width) and not cfg.init_from and fresh:
+        raise ValueError(f"--network {cfg.network}{' --semantic-width' if cfg.semantic_width else ''} freezes a "
+                         "trained network: give it with --init-from (e.g. hypercolumn-eccv16)")
+    if cfg.init_from and fresh:
+        init_weights(model, cfg.init_from)
+        logger.info("initial weights: %s", cfg.init_from)
+    if cfg.train_trunk:
+        model.net.unfreeze()  # end to end: before the optimiser and the checkpoint's state are set up
+    return model
+
+
+def _optimizer(model: Colorizer, cfg: TrainConfig, cuda: bool) -> torch.optim.Optimizer:
+    """AdamW, weight decay on the weights of two or more dimensions only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=cuda or None,
+    )
+
+
+def _resumed(cfg: TrainConfig, ckpt: Path | None, raw: Colorizer, optimizer, ema, accelerator) -> dict:
+    """Where the run stands: step, times, run id and data position, from the checkpoint
+    when resuming (its weights, optimiser and average loaded), else a fresh start."""
+    state = {"step": 0, "elapsed": 0.0, "cpu": 0.0, "cpu_estimated": False, "data_state": None,
+             "run_id": uuid.uuid4().hex,  # names this run in the training history of the weights it publishes
+             "started_from": cfg.init_from}
+    if not (cfg.resume and ckpt is not None):
+        return state
+    saved = load_checkpoint(ckpt, raw, getattr(optimizer, "optimizer", optimizer), ema=ema)
+    step, elapsed = saved["step"], saved.get("elapsed_s", 0.0)
+    state.update(
+        step=step, elapsed=elapsed,
+        # a checkpoint from before CPU time was counted: its wall time on all threads, an estimate
+        cpu=saved["cpu_s"] if "cpu_s" in saved else elapsed * torch.get_num_threads(),
+        cpu_estimated=saved.get("cpu_estimated", "cpu_s" not in saved and step > 0),
+        run_id=saved.get("run_id", state["run_id"]),
+        started_from=saved.get("init_from", cfg.init_from),
+        data_state=load_data_position(ckpt, accelerator.process_index),
+    )
+    logger.info("resumed from %s (step %d)", ckpt, step)
+    return state
+
+
+def _tensorboard(out: Path, accelerator):
+    if not accelerator.is_main_process:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Devices, data, prior, model, optimiser and (with ``--resume``) the checkpoint's
+    state: a ``Run`` ready for its first step. Bad settings and data fail here."""
+    cuda = torch.cuda.is_available() and not cfg.cpu
+    out = Path(cfg.out)
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not cfg.resume:
+        raise ValueError(
+            f"{out} already has checkpoints ({ckpt.name}): pass --resume to continue, or choose a new --out"
+        )
+    saved = json.loads((ckpt / "state.json").read_text()) if cfg.resume and ckpt is not None else {}
+    accelerator = _accelerator(cfg, saved, cuda)
     if cfg.resume and ckpt is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", out)
     if accelerator.is_main_process:
@@ -490,116 +583,49 @@ def setup(cfg: TrainConfig) -> Run:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
     accelerator.wait_for_everyone()
 
-    # data first: errors surface before any training
-    rows = open_rows(cfg, "train")
-    val_rows = open_rows(cfg, "val")
-    val_names: list[str] = []
-    val = load_val_images(val_rows, cfg, names=val_names) if val_rows is not None else None
-    if val is None:
-        logger.warning("no validation data (give --val-dir, --holdout or --val-split): validation is off")
-    elif accelerator.is_main_process:
-        logger.info("validation: %d photos at %d px", len(val), cfg.val_size)
-    # the rebalanced AuC's prior: the validation photos' own, counted once
-    val_prior = validation_prior(val) if val is not None and accelerator.is_main_process else None
-    groups: dict[str, ValGroup] = {}
-    if val is not None and accelerator.is_main_process:
-        groups = val_groups(val, val_names, cfg.val_groups)
-        baseline = {"photos": len(val), "size": cfg.val_size,
-                    "groups": {name: len(g.index) for name, g in groups.items()},
-                    "gray": evaluate(None, val, torch.device("cpu"), cfg.batch_size, prior=val_prior, groups=groups)}
-        for name, g in groups.items():
-            truth = [colorfulness(x) for x in val[g.index].numpy()]
-            baseline.setdefault("truth_colorfulness", {})[name] = float(np.mean(truth))
-        (out / "val_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
-
+    rows = open_rows(cfg, "train")  # data first: errors surface before any training
+    val, val_prior, groups = _validation(cfg, out, accelerator)
     labels = label_rule(cfg)  # the label head's classes (--labels), read from the training rows' paths
     if labels is not None and saved.get("labels") not in (None, labels.names):
         raise ValueError(f"resume: the training photos' labels changed since the checkpoint ({saved['labels']} -> "
                          f"{labels.names}); resume on the same data, or start a new --out")
-    model = Colorizer(
-        objective=cfg.objective,
-        width=cfg.width,
-        grid=cfg.grid,
-        k=cfg.k,
-        sigma=cfg.sigma,
-        prior=_prior(cfg, out, accelerator),
-        lam=cfg.lam,
-        rebalance=cfg.rebalance,
-        temperature=cfg.temperature,
-        input_size=cfg.input_size,
-        regression_loss=cfg.regression_loss,
-        network=cfg.network,
-        labels=labels.names if labels is not None else None,
-        color_space=cfg.color_space,
-        trunk=cfg.trunk,
-        channel_bins=cfg.channel_bins,
-        semantic_width=cfg.semantic_width or None,
-    )
-    if (cfg.network == "hypercolumn" or cfg.semantic_width) and not cfg.init_from and ckpt is None:
-        raise ValueError(f"--network {cfg.network}{' --semantic-width' if cfg.semantic_width else ''} freezes a "
-                         "trained network: give it with --init-from (e.g. default)")
-    if cfg.init_from and ckpt is None:
-        init_weights(model, cfg.init_from)
-        logger.info("initial weights: %s", cfg.init_from)
-    if cfg.train_trunk:
-        model.net.unfreeze()  # end to end: before the optimiser and the checkpoint's state are set up
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        fused=cuda or None,
-    )
-    if cuda or precision == "bf16":  # faster convolutions in bf16 on the CPU too (oneDNN)
+    model = _new_model(cfg, out, accelerator, labels, fresh=ckpt is None)
+    optimizer = _optimizer(model, cfg, cuda)
+    if cuda or accelerator.mixed_precision == "bf16":  # faster convolutions in bf16 on the CPU too (oneDNN)
         model = model.to(memory_format=torch.channels_last)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     # the plain module, without accelerate's autocast wrapper around forward (train_step enters
     # autocast itself): the moving average, the sample sheets and the saved model run as users' do
     raw = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
     ema = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    step, elapsed, cpu, cpu_estimated, data_state = 0, 0.0, 0.0, False, None
-    run_id = uuid.uuid4().hex  # names this run in the training history of the weights it publishes
-    started_from = cfg.init_from
-    if cfg.resume and ckpt is not None:  # after prepare: the optimiser state lands on the parameters' device
-        state = load_checkpoint(ckpt, raw, getattr(optimizer, "optimizer", optimizer), ema=ema)
-        step, elapsed = state["step"], state.get("elapsed_s", 0.0)
-        # a checkpoint from before CPU time was counted: its wall time on all threads, an estimate
-        cpu = state["cpu_s"] if "cpu_s" in state else elapsed * torch.get_num_threads()
-        cpu_estimated = state.get("cpu_estimated", "cpu_s" not in state and step > 0)
-        run_id = state.get("run_id", run_id)
-        started_from = state.get("init_from", cfg.init_from)
-        data_state = load_data_position(ckpt, accelerator.process_index)
-        logger.info("resumed from %s (step %d)", ckpt, step)
+    state = _resumed(cfg, ckpt, raw, optimizer, ema, accelerator)  # after prepare: the optimiser state on its device
     if cfg.compile:
         prepared = torch.compile(prepared)
-    batches = TrainBatches(
-        rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda, state=data_state,
-        labels=labels,
-    )
-    tensorboard = None
-    if accelerator.is_main_process:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tensorboard = SummaryWriter(str(out / "tensorboard"))
-        except ImportError:
-            pass
+    if cfg.features:  # the frozen trunk's features of crops cached beforehand (python -m train.features)
+        batches = CachedBatches(FeatureCache(cfg.features, expect=cache_meta(cfg)), cfg, state=state["data_state"])
+    else:
+        batches = TrainBatches(rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda,
+                               state=state["data_state"], labels=labels)
     shown = ema.module if ema is not None else raw
-    return Run(cfg, accelerator, out, prepared, raw, shown, ema, optimizer, batches, val, val_prior, step, elapsed,
-               cpu, cpu_estimated, run_id, started_from, groups, tensorboard)
+    return Run(cfg, accelerator, out, prepared, raw, shown, ema, optimizer, batches, val, val_prior, state["step"],
+               state["elapsed"], state["cpu"], state["cpu_estimated"], state["run_id"], state["started_from"], groups,
+               _tensorboard(out, accelerator))
 
 
 def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
     """One optimiser step on a ``(B, S, S, 3)`` uint8 batch at learning rate ``lr``; returns the loss."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr
+    extra = {}
+    if isinstance(batch, tuple):  # crops with their cached trunk features (train.features.CachedBatches)
+        batch, maps, cls = batch
+        extra["trunk_features"] = ([m.to(run.device, non_blocking=True) for m in maps], cls.to(run.device))
     rgb = batch.to(run.device, non_blocking=True)  # (B, S, S, 3) uint8
     l, ab, mask = to_lab(rgb)  # (B, 1, S, S), (B, 2, S, S), (B,)
     labels = run.batches.last_labels if run.raw.labels else None  # (B,) the batch's photo labels, -1: none
     with run.accelerator.autocast():
         if labels is None:
-            output = run.model(l)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
+            output = run.model(l, **extra)  # (B, Q, S/4, S/4) logits or (B, 2, S/4, S/4) ab
         else:
             output, label_logits = run.model(l, return_labels=True)
         loss = run.raw.loss(output, ab, mask, lightness=l)

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorizer.bins import PriorCounter, gamut_bins, rebalance_weights, rgb_to_chroma
-from colorizer.cli import report_error
+from colorizer.errors import report_error
 from colorizer.images import resize_short_side
 from train.sources import iter_images
 from train.config import TrainConfig

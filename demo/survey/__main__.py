@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from colorizer.cli import fail
+from colorizer.errors import fail
 from demo.survey.prepare import CHECKS, load_survey, prepare_survey
 from demo.survey.stats import attention_pass_rate, fool_rates
 from demo.survey.storage import VoteStore, sqlite_url

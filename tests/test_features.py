@@ -1,0 +1,98 @@
+"""Cached trunk features (train.features): the cache, its batches, and training from them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from colorizer.model import Colorizer
+from tests.training_helpers import folder, tiny  # noqa: F401 - the fixture
+from train.config import TrainConfig
+from train.features import CachedBatches, FeatureCache, build_cache, cache_meta, main as features_main
+from train.loop import to_lab, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def dino(folder, tmp_path, **kw) -> TrainConfig:
+    settings = dict(network="hypercolumn", trunk="dinov2-small", trunk_size=56, objective="channel_classification",
+                    features=str(tmp_path / "cache"), feature_crops=20, input_size=64, width=0.25)
+    settings.update(kw)
+    return tiny(folder, tmp_path, **settings)
+
+
+@pytest.fixture(scope="module")
+def cache(folder, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    cfg = dino(folder, tmp)
+    build_cache(cfg)
+    return cfg
+
+
+def test_cache_holds_the_trunks_features_of_its_crops(cache):
+    store = FeatureCache(cache.features, expect=cache_meta(cache))
+    assert len(store) == 20
+    rgb, maps, cls = store.batch(np.array([0, 7, 19]))
+    assert rgb.shape == (3, 32, 32, 3) and rgb.dtype == torch.uint8
+    assert len(maps) == 3 and all(m.shape == (3, 384, 4, 4) for m in maps) and cls.shape == (3, 384)
+    # what the trunk computes of those crops now, to float16's precision
+    model = Colorizer(objective="channel_classification", network="hypercolumn", trunk="dinov2-small",
+                      trunk_size=56, width=0.25)
+    with torch.no_grad():
+        again, cls_again = model.net.trunk(to_lab(rgb)[0])
+    for m, n in zip(maps, again):
+        assert (m - n).abs().max() <= 2e-3 * n.abs().max()
+    assert (cls - cls_again).abs().max() <= 2e-3 * cls_again.abs().max()
+
+
+def test_cache_grows_on_and_refuses_other_settings(cache):
+    import dataclasses
+
+    more = dataclasses.replace(cache, feature_crops=26)
+    build_cache(more)
+    assert len(FeatureCache(cache.features)) >= 26
+    with pytest.raises(ValueError, match="trunk_size"):
+        build_cache(dataclasses.replace(cache, trunk_size=70))
+    with pytest.raises(ValueError, match="trunk_size 56 \\(this run: 70\\)"):
+        FeatureCache(cache.features, expect=cache_meta(dataclasses.replace(cache, trunk_size=70)))
+
+
+def test_cached_batches_cover_each_pass_and_resume_exactly(cache):
+    store = FeatureCache(cache.features)
+    cfg = TrainConfig(batch_size=4, seed=3)
+    batches = CachedBatches(store, cfg)
+    seen = [next(batches)[0] for _ in range(len(store) // 4)]  # one pass
+    flat = torch.cat(seen).view(len(seen) * 4, -1)
+    assert len({bytes(row.numpy()) for row in flat}) == len(flat)  # no crop twice in a pass
+    state = batches.state_dict()
+    following = [next(batches)[0] for _ in range(3)]
+    resumed = CachedBatches(store, cfg, state=state)
+    assert all(torch.equal(a, next(resumed)[0]) for a in following)
+
+
+def test_training_from_the_cache_saves_a_loadable_model_of_the_decoder(cache, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(cache, out=str(tmp_path / "run"), max_steps=6, lr=3e-3)
+    figures = train(cfg)
+    assert "val_auc" in figures
+    model = Colorizer.from_pretrained(tmp_path / "run" / "model")
+    assert model.has_pretrained_trunk and model.net.trunk.trunk_size == 56
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 1 + 6  # header, a row a step
+    saved = (tmp_path / "run" / "model" / "model.safetensors").stat().st_size
+    assert saved < 4_000_000  # the decoder alone; the encoder's 44 MB are the package's file
+
+
+def test_features_command_turns_errors_into_one_line(tmp_path, capsys):
+    assert features_main(["--data-dir", str(tmp_path), "--trunk", "eccv16", "--network", "hypercolumn",
+                          "--features", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train.features: error:")
+
+
+def test_features_need_the_pretrained_trunk(folder, tmp_path):
+    with pytest.raises(ValueError, match="--features holds the pretrained trunk's features"):
+        tiny(folder, tmp_path, features=str(tmp_path / "c"))

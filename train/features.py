@@ -1,0 +1,234 @@
+"""Cache the frozen DINOv2 trunk's features of many augmented training crops, once.
+
+    python -m train.features --config-file train/configs/dinov2.yaml --features /work/features/dinov2-224
+
+With the trunk frozen, its features of a crop never change: the crops (random scales,
+places and flips, the non-food photos read more often, exactly as ``python -m train``
+draws them: ``train.data.TrainBatches``) go through the encoder once, and the decoder's
+epochs read them back from disk, so that a decoder step costs the decoder alone.
+
+The folder holds shards ``shard_NNNNN/``, each with ``rgb.npy`` (``(n, S, S, 3)`` uint8: the
+crop, from which L and the target ab are made), ``block_K.npy`` per read block (``(n, 384,
+h, w)`` float16 token maps) and ``cls.npy`` (``(n, 384)`` float16), and ``meta.json`` (the
+trunk, its size and blocks, the crop, shards written, and the data stream's position after
+the last one). An interrupted run resumes where it stopped; more ``--feature-crops`` extend
+a finished cache. Shards are written whole (to a temporary name, then renamed), so a reader
+sees only complete ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from colorizer.errors import report_error
+from train.config import TrainConfig, parse_args
+
+__all__ = ["FeatureCache", "CachedBatches", "cache_meta", "build_cache", "main"]
+
+logger = logging.getLogger("train.features")
+SHARD = 256  # crops per shard
+
+
+def parse_blocks(spec: str) -> tuple[int, ...]:
+    try:
+        blocks = tuple(int(b) for b in spec.split(",") if b.strip())
+    except ValueError:
+        raise ValueError(f"--trunk-blocks {spec!r}: comma-separated block numbers, e.g. 4,8,12") from None
+    if not blocks:
+        raise ValueError(f"--trunk-blocks {spec!r}: no block")
+    return blocks
+
+
+def cache_meta(cfg: TrainConfig) -> dict:
+    """What a cache's features depend on: a cache is only read or extended with these settings."""
+    return {"trunk": cfg.trunk, "trunk_size": cfg.trunk_size, "blocks": list(parse_blocks(cfg.trunk_blocks)),
+            "crop": cfg.crop}
+
+
+class FeatureCache:
+    """The complete shards of a cache folder, read through memory maps.
+
+    ``len(cache)`` crops; ``cache.batch(index)`` gives ``(rgb, maps, cls)`` for an array of
+    crop indices: ``(B, S, S, 3)`` uint8, a list of ``(B, 384, h, w)`` float32 maps (one per
+    block) and ``(B, 384)`` float32.
+    """
+
+    def __init__(self, folder: str | Path, expect: dict | None = None):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.folder}: no feature cache here (make one with python -m train.features)")
+        self.meta = json.loads(meta_path.read_text())
+        if expect is not None:
+            differ = {k: (self.meta.get(k), v) for k, v in expect.items() if self.meta.get(k) != v}
+            if differ:
+                raise ValueError(f"{self.folder}: the cache was made with other settings: " + ", ".join(
+                    f"{k} {a!r} (this run: {b!r})" for k, (a, b) in differ.items()))
+        shards = sorted(p for p in self.folder.glob("shard_*") if p.is_dir() and not p.name.endswith(".tmp"))
+        if not shards:
+            raise ValueError(f"{self.folder}: the cache has no complete shard yet")
+        blocks = self.meta["blocks"]
+        self.rgb = [np.load(s / "rgb.npy", mmap_mode="r") for s in shards]
+        self.maps = [[np.load(s / f"block_{b}.npy", mmap_mode="r") for b in blocks] for s in shards]
+        self.cls = [np.load(s / "cls.npy", mmap_mode="r") for s in shards]
+        sizes = np.array([len(r) for r in self.rgb])
+        self.starts = np.concatenate([[0], np.cumsum(sizes)])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def batch(self, index: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        shard = np.searchsorted(self.starts, index, side="right") - 1
+        local = index - self.starts[shard]
+        rgb = np.stack([self.rgb[s][i] for s, i in zip(shard, local)])
+        maps = [torch.from_numpy(np.stack([self.maps[s][k][i] for s, i in zip(shard, local)])).float()
+                for k in range(len(self.meta["blocks"]))]
+        cls = torch.from_numpy(np.stack([self.cls[s][i] for s, i in zip(shard, local)])).float()
+        return torch.from_numpy(rgb), maps, cls
+
+
+class CachedBatches:
+    """Training batches from a ``FeatureCache``: each pass over its crops in a new random
+    order (seeded by the run's seed and the pass), ``batch_size`` at a time. Yields
+    ``(rgb, maps, cls)`` as ``FeatureCache.batch``; ``state_dict()`` / ``state=`` resume at the
+    same batch, as ``train.data.TrainBatches`` do."""
+
+    def __init__(self, cache: FeatureCache, cfg: TrainConfig, state: dict | None = None):
+        if len(cache) < cfg.batch_size:
+            raise ValueError(f"{cache.folder}: {len(cache)} cached crops, fewer than a batch ({cfg.batch_size})")
+        state = state or {}
+        self.cache, self.batch_size, self.seed = cache, cfg.batch_size, cfg.seed
+        self.epoch, self.position = int(state.get("epoch", 0)), int(state.get("position", 0))
+        self.batches = int(state.get("batches", 0))
+        self.size = int(state.get("size", len(cache)))  # a resumed run keeps the crops it started with
+        if self.size > len(cache):
+            raise ValueError(f"{cache.folder}: the checkpoint read {self.size} cached crops, the cache has {len(cache)}")
+        self.wait_s = 0.0
+        self.last_labels = None
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        if self.position + self.batch_size > self.size:
+            self.epoch, self.position = self.epoch + 1, 0
+        index = np.sort(self._order()[self.position : self.position + self.batch_size])  # sorted: sequential reads
+        self.position += self.batch_size
+        self.batches += 1
+        out = self.cache.batch(index)
+        self.wait_s += time.perf_counter() - t0
+        return out
+
+    def skipped_total(self) -> dict[str, int]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "batches": self.batches, "size": self.size}
+
+
+def _write_shard(folder: Path, rgb: list[np.ndarray], maps: list[list[np.ndarray]], cls: list[np.ndarray],
+                 blocks: list[int]) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "rgb.npy", np.concatenate(rgb))
+    for k, b in enumerate(blocks):
+        np.save(tmp / f"block_{b}.npy", np.concatenate([m[k] for m in maps]))
+    np.save(tmp / "cls.npy", np.concatenate(cls))
+    tmp.rename(folder)
+
+
+@torch.no_grad()
+def build_cache(cfg: TrainConfig) -> Path:
+    """Encode crops until the cache holds ``cfg.feature_crops`` (resuming a partial cache)."""
+    from colorizer.dinov2 import DinoTrunk
+    from train.data import TrainBatches, open_rows
+    from train.loop import to_lab
+
+    if cfg.trunk != "dinov2-small":
+        raise ValueError(f"feature caching is for the pretrained trunk (--trunk dinov2-small), got --trunk {cfg.trunk}")
+    if not cfg.features:
+        raise ValueError("give the cache folder with --features DIR")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    folder = Path(cfg.features)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "meta.json"
+    want = cache_meta(cfg)
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {**want, "shards": 0, "crops": 0,
+                                                                           "data_state": None, "seconds": 0.0}
+    differ = [k for k in want if meta.get(k) != want[k]]
+    if differ:
+        raise ValueError(f"{folder}: the cache was made with other {', '.join(differ)}; use another --features folder")
+    for stale in folder.glob("shard_*.tmp"):  # a shard that was being written when the last run stopped
+        shutil.rmtree(stale)
+    for extra in sorted(folder.glob("shard_*"))[meta["shards"]:]:  # written but not recorded: redone
+        shutil.rmtree(extra)
+    torch.manual_seed(cfg.seed)
+    trunk = DinoTrunk(cfg.trunk, parse_blocks(cfg.trunk_blocks), cfg.trunk_size).eval()
+    rows = open_rows(cfg, "train")
+    batches = TrainBatches(rows, cfg, state=meta["data_state"])
+    bar = tqdm(total=cfg.feature_crops, initial=meta["crops"], desc="encode", unit="crop", dynamic_ncols=True)
+    rgb, maps, cls = [], [], []
+    t0 = time.perf_counter()
+
+    def flush() -> None:
+        """The crops encoded since the last shard as a new shard, and where the stream is."""
+        nonlocal t0
+        _write_shard(folder / f"shard_{meta['shards']:05d}", rgb, maps, cls, want["blocks"])
+        meta["shards"] += 1
+        meta["crops"] += sum(len(r) for r in rgb)
+        meta["data_state"] = batches.state_dict()
+        meta["seconds"] += time.perf_counter() - t0
+        meta["crops_per_s"] = meta["crops"] / meta["seconds"]
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+        t0 = time.perf_counter()
+        rgb.clear(), maps.clear(), cls.clear()
+
+    while meta["crops"] + sum(len(r) for r in rgb) < cfg.feature_crops:
+        batch = next(batches)  # (B, S, S, 3) uint8
+        l, _, _ = to_lab(batch)
+        m, c = trunk(l)
+        rgb.append(batch.numpy())
+        maps.append([x.half().numpy() for x in m])
+        cls.append(c.half().numpy())
+        bar.update(len(batch))
+        if sum(len(r) for r in rgb) >= SHARD:
+            flush()
+    if rgb:
+        flush()
+    bar.close()
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("datasets", "httpx", "huggingface_hub", "fsspec", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = parse_args(argv)
+        folder = build_cache(cfg)
+    except KeyboardInterrupt:
+        print("interrupted: the complete shards are kept; run the same command to go on", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as e:
+        return report_error("train.features", str(e))
+    print(f"cache: {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
