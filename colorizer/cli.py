@@ -106,8 +106,10 @@ def build_export_parser() -> argparse.ArgumentParser:
         prog="colorizer export-onnx",
         description="Write a model's network as ONNX (dynamic batch and sizes, multiples of 8), checked "
                     "against torch to 1e-4 in ONNX Runtime. Input 'lightness' (B, 1, H, W), L in [0, 100]; "
-                    "output (B, Q, H/4, W/4) logits, or a regression model's colour in its colour space "
-                    "(ab, UV or RGB) at H/4 x W/4.",
+                    "a model with the pretrained DINOv2 trunk also takes 'trunk_lightness' (B, 1, h, w), the "
+                    "same L resized to an area of about trunk_size^2 with sides multiples of 14; output (B, Q, "
+                    "H/4, W/4) logits, or a regression model's colour in its colour space (ab, UV or RGB) at "
+                    "H/4 x W/4.",
     )
     p.add_argument("out", type=Path, help="the .onnx file to write")
     p.add_argument("-m", "--model", default="default", help="shipped model name, model folder, or Hub repo id")

@@ -95,7 +95,8 @@ def check_config_file(path: Path, cls) -> None:
 
 def hub_error(error: Exception, what: str, advice: str) -> OSError:
     """One ``OSError`` line for a Hub failure: what failed, the error's type and first line, what to check."""
-    return OSError(f"{what} ({type(error).__name__}: {first_line(error)[:200]}); {advice}")
+    message = str(error).strip() and f": {first_line(error)[:200]}"
+    return OSError(f"{what} ({type(error).__name__}{message}); {advice}")
 
 
 def first_mismatch(error: RuntimeError) -> str:

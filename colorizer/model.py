@@ -212,8 +212,11 @@ class Colorizer(
         self.regression_kind = regression_loss
         self.rebalance = objective in ("classification", "channel_classification") if rebalance is None else rebalance
         if self.rebalance and objective == "regression" and color_space != "lab":
-            raise ValueError(f"rebalance: the rebalancing weights are over ab bins; a {color_space} regression has "
-                             "none (use rebalance None or False)")
+            # the weights are over ab bins, which a yuv or rgb regression has not: said, not silently dropped
+            # (models saved before training refused it hold rebalance: true and still load)
+            warnings.warn(f"rebalance: a {color_space} regression has no ab bins to rebalance over; its loss is "
+                          "plain L2 (rebalance set to False)", stacklevel=2)
+            self.rebalance = False
         self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
 
         # (Q, 2) bin centres: ab, or the scaled uv of a YUV classification (Champati et al.)
@@ -253,7 +256,7 @@ class Colorizer(
             if trunk_size < 14:
                 raise ValueError(f"trunk_size must be at least 14, got {trunk_size}")
             network_class = DinoHypercolumn
-            options.update(trunk_size=trunk_size, blocks=tuple(trunk_blocks or (4, 8, 12)), l_cent=l_cent,
+            options.update(trunk_size=trunk_size, blocks=tuple(trunk_blocks) if trunk_blocks is not None else (4, 8, 12), l_cent=l_cent,
                            l_norm=l_norm)
         if semantic_width:
             options["semantic_width"] = semantic_width

@@ -372,7 +372,7 @@ class DinoHypercolumn(WithFrozenTrunk):
             raise ValueError(f"trunk_features: expected {len(self.token_proj)} token maps, got {len(maps)}")
         tokens = [proj(m.to(x.dtype)) for proj, m in zip(self.token_proj, maps)]
         g = self.cls_proj(cls.to(x.dtype))[:, :, None, None].expand(-1, -1, *tokens[0].shape[-2:])
-        t = self.token_mix(torch.cat([*tokens, g], dim=1))  # (B, 2C, h14, w14)
+        t = self.token_mix(torch.cat([*tokens, g], dim=1))  # (B, D8, h14, w14)
         h2 = self.l_path[0](x)
         h4 = self.l_path[1](h2)
         h8 = self.l_path[2](h4)

@@ -3,7 +3,10 @@
 Only the network is exported (L in [0, 100] -> its output: logits for the classification
 objectives, the colour in the model's space for a regression), with
 any batch size and any height and width that are multiples of 8 (what ``network_size``
-gives); decoding at a temperature and the full-resolution work stay in torch. ::
+gives); decoding at a temperature and the full-resolution work stay in torch. A model with
+the pretrained DINOv2 trunk has a second input, ``trunk_lightness``: the same L resized to
+the trunk's size (``Colorizer.trunk_input``: area about ``trunk_size``^2, sides multiples of
+14), so that the graph holds no size arithmetic. ::
 
     model = Colorizer.from_pretrained()
     model.export_onnx("colorizer.onnx")     # a file for other runtimes, checked to 1e-4
@@ -166,6 +169,13 @@ def weights_key(model: nn.Module) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(model.settings, sort_keys=True, default=str).encode())
     digest.update(f"torch {torch.__version__}".encode())
+    if model.has_pretrained_trunk:  # the encoder's weights are the package's file, its code transformers'
+        import transformers
+
+        from colorizer.dinov2 import trunk_file
+
+        digest.update(f"transformers {transformers.__version__}".encode())
+        digest.update(hashlib.sha256(trunk_file(model.net.trunk_network).read_bytes()).digest())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())

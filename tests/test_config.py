@@ -108,8 +108,18 @@ def test_the_model_settings_of_training_are_the_models_own():
     assert Colorizer(**{**settings, "width": 0.125}).rebalance is False  # the baselines' plain L2
 
 
-def test_rebalancing_a_regression_outside_lab_is_refused():
+def test_rebalancing_a_regression_outside_lab_is_refused_in_training_and_said_by_the_model():
     from colorizer.model import Colorizer
 
-    with pytest.raises(ValueError, match="a yuv regression has none"):
-        Colorizer(width=0.125, objective="regression", color_space="yuv", rebalance=True)
+    with pytest.raises(ValueError, match="a --color-space yuv regression has none"):
+        TrainConfig(dataset="imagefolder", data_dir=".", objective="regression", color_space="yuv",
+                    rebalance=True).validate()
+    with pytest.warns(UserWarning, match="no ab bins to rebalance over"):
+        model = Colorizer(width=0.125, objective="regression", color_space="yuv", rebalance=True)
+    assert model.rebalance is False
+
+
+def test_the_pretrained_trunk_is_not_trained():
+    with pytest.raises(ValueError, match="stays frozen"):
+        TrainConfig(dataset="imagefolder", data_dir=".", network="hypercolumn", trunk="dinov2-small",
+                    train_trunk=True).validate()

@@ -96,3 +96,14 @@ def test_features_command_turns_errors_into_one_line(tmp_path, capsys):
 def test_features_need_the_pretrained_trunk(folder, tmp_path):
     with pytest.raises(ValueError, match="--features holds the pretrained trunk's features"):
         tiny(folder, tmp_path, features=str(tmp_path / "c"))
+
+
+def test_processes_share_a_pass_and_a_photo_stream_position_is_refused(cache):
+    store = FeatureCache(cache.features)
+    cfg = TrainConfig(batch_size=2, seed=1)
+    first, second = CachedBatches(store, cfg, 0, 2), CachedBatches(store, cfg, 1, 2)
+    a = torch.cat([next(first)[0] for _ in range(3)]).view(6, -1)
+    b = torch.cat([next(second)[0] for _ in range(3)]).view(6, -1)
+    assert not ({bytes(r.numpy()) for r in a} & {bytes(r.numpy()) for r in b})  # no crop read by both
+    with pytest.raises(ValueError, match="photos read from --data-dir"):
+        CachedBatches(store, cfg, state={"batches": 3, "slots": 1, "positions": {}, "skipped": {}})

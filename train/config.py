@@ -247,12 +247,16 @@ class TrainConfig:
             raise ValueError(conflict)
         if self.train_trunk and self.network != "hypercolumn":
             raise ValueError("--train-trunk trains the trunk of --network hypercolumn")
+        if self.rebalance and self.objective == "regression" and self.color_space != "lab":
+            raise ValueError(f"--rebalance: the rebalancing weights are over ab bins; a --color-space "
+                             f"{self.color_space} regression has none")
         pretrained = self.network == "hypercolumn" and self.trunk == "dinov2-small"
         if self.features and not pretrained:
             raise ValueError("--features holds the pretrained trunk's features: use it with --network hypercolumn "
                              "--trunk dinov2-small")
-        if self.features and self.train_trunk:
-            raise ValueError("--features caches a frozen trunk's features: drop --train-trunk (or --features)")
+        if pretrained and self.train_trunk:
+            raise ValueError("--train-trunk: the pretrained dinov2-small trunk stays frozen (its weights are the "
+                             "package's file, never saved with a model); train the decoder alone")
         if pretrained:
             if self.trunk_size < 14:
                 raise ValueError(f"--trunk-size must be at least 14, got {self.trunk_size}")

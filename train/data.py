@@ -434,6 +434,9 @@ class TrainBatches:
         labels: LabelRule | None = None,
     ):
         state = state or {}
+        if state.get("kind") == "cached":
+            raise ValueError("resume: the checkpoint's data position is of cached features (--features), not of "
+                             "photos; resume with the settings it was made with, or start a new --out")
         slots = max(1, cfg.num_workers)
         if state and state.get("slots", slots) != slots:
             raise ValueError(

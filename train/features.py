@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -35,7 +36,7 @@ from train.config import TrainConfig, parse_args
 __all__ = ["FeatureCache", "CachedBatches", "cache_meta", "build_cache", "main"]
 
 logger = logging.getLogger("train.features")
-SHARD = 256  # crops per shard
+SHARD = 256  # crops per shard (at least)
 
 
 def parse_blocks(spec: str) -> tuple[int, ...]:
@@ -98,14 +99,21 @@ class FeatureCache:
 
 class CachedBatches:
     """Training batches from a ``FeatureCache``: each pass over its crops in a new random
-    order (seeded by the run's seed and the pass), ``batch_size`` at a time. Yields
-    ``(rgb, maps, cls)`` as ``FeatureCache.batch``; ``state_dict()`` / ``state=`` resume at the
-    same batch, as ``train.data.TrainBatches`` do."""
+    order (seeded by the run's seed and the pass; process ``rank`` of ``world_size`` takes
+    every world_size-th crop of it), ``batch_size`` at a time. Yields ``(rgb, maps, cls)`` as
+    ``FeatureCache.batch``; ``state_dict()`` / ``state=`` resume at the same batch, as
+    ``train.data.TrainBatches`` do (a state of the other kind is refused)."""
 
-    def __init__(self, cache: FeatureCache, cfg: TrainConfig, state: dict | None = None):
-        if len(cache) < cfg.batch_size:
-            raise ValueError(f"{cache.folder}: {len(cache)} cached crops, fewer than a batch ({cfg.batch_size})")
+    def __init__(self, cache: FeatureCache, cfg: TrainConfig, rank: int = 0, world_size: int = 1,
+                 state: dict | None = None):
+        if len(cache) < cfg.batch_size * world_size:
+            raise ValueError(f"{cache.folder}: {len(cache)} cached crops, fewer than a batch of every process "
+                             f"({cfg.batch_size} x {world_size})")
+        if state and "positions" in state:  # train.data.TrainBatches' state (older cached states have no "kind")
+            raise ValueError("resume: the checkpoint's data position is of photos read from --data-dir, not of "
+                             "cached features; resume with the settings it was made with, or start a new --out")
         state = state or {}
+        self.rank, self.world_size = rank, world_size
         self.cache, self.batch_size, self.seed = cache, cfg.batch_size, cfg.seed
         self.epoch, self.position = int(state.get("epoch", 0)), int(state.get("position", 0))
         self.batches = int(state.get("batches", 0))
@@ -116,14 +124,14 @@ class CachedBatches:
         self.last_labels = None
 
     def _order(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)[self.rank :: self.world_size]
 
     def __iter__(self):
         return self
 
     def __next__(self):
         t0 = time.perf_counter()
-        if self.position + self.batch_size > self.size:
+        if self.position + self.batch_size > self.size // self.world_size:
             self.epoch, self.position = self.epoch + 1, 0
         index = np.sort(self._order()[self.position : self.position + self.batch_size])  # sorted: sequential reads
         self.position += self.batch_size
@@ -136,7 +144,8 @@ class CachedBatches:
         return {}
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "batches": self.batches, "size": self.size}
+        return {"kind": "cached", "epoch": self.epoch, "position": self.position, "batches": self.batches,
+                "size": self.size}
 
 
 def _write_shard(folder: Path, rgb: list[np.ndarray], maps: list[list[np.ndarray]], cls: list[np.ndarray],
@@ -194,7 +203,9 @@ def build_cache(cfg: TrainConfig) -> Path:
         meta["data_state"] = batches.state_dict()
         meta["seconds"] += time.perf_counter() - t0
         meta["crops_per_s"] = meta["crops"] / meta["seconds"]
-        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+        tmp = meta_path.with_name("meta.json.tmp")
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+        os.replace(tmp, meta_path)  # whole or not at all, like the shards
         t0 = time.perf_counter()
         rgb.clear(), maps.clear(), cls.clear()
 

@@ -278,7 +278,8 @@ class _DeferredInterrupt:
 
 
 # the settings that shape a network's layers, with the default a config saved before them means
-_SHAPING = (("objective", None), ("width", None), ("color_space", "lab"), ("channel_bins", 64), ("trunk", "eccv16"))
+_SHAPING = (("objective", None), ("width", None), ("color_space", "lab"), ("channel_bins", 64), ("trunk", "eccv16"),
+            ("trunk_blocks", None))
 
 
 def init_weights(model: Colorizer, source: str) -> None:
@@ -575,6 +576,8 @@ def setup(cfg: TrainConfig) -> Run:
             f"{out} already has checkpoints ({ckpt.name}): pass --resume to continue, or choose a new --out"
         )
     saved = json.loads((ckpt / "state.json").read_text()) if cfg.resume and ckpt is not None else {}
+    if cfg.rebalance is None and saved.get("config", {}).get("rebalance") is not None:
+        cfg = dataclasses.replace(cfg, rebalance=saved["config"]["rebalance"])  # a resumed run keeps its loss
     accelerator = _accelerator(cfg, saved, cuda)
     if cfg.resume and ckpt is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", out)
@@ -602,7 +605,8 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.compile:
         prepared = torch.compile(prepared)
     if cfg.features:  # the frozen trunk's features of crops cached beforehand (python -m train.features)
-        batches = CachedBatches(FeatureCache(cfg.features, expect=cache_meta(cfg)), cfg, state=state["data_state"])
+        batches = CachedBatches(FeatureCache(cfg.features, expect=cache_meta(cfg)), cfg, accelerator.process_index,
+                                accelerator.num_processes, state=state["data_state"])
     else:
         batches = TrainBatches(rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda,
                                state=state["data_state"], labels=labels)
