@@ -120,6 +120,15 @@ def test_default_model_loads_with_no_argument_and_by_name():
     assert "default" in colorizer.available_models()
     a, b = Colorizer.from_pretrained(), Colorizer.from_pretrained("default")
     assert torch.equal(a.net.head.weight, b.net.head.weight)
+    assert a.has_pretrained_trunk and a.net.trunk_network == "dinov2-small"
+
+
+def test_the_model_the_pretrained_trunk_replaced_loads_by_its_name():
+    assert set(colorizer.available_models()) >= {"default", "hypercolumn-eccv16"}
+    previous = Colorizer.from_pretrained("hypercolumn-eccv16")
+    assert previous.network == "hypercolumn" and previous.net.trunk_network == "eccv16"
+    assert not previous.has_pretrained_trunk
+    assert previous.colorize(data.chelsea()).size == (451, 300)
 
 
 @pytest.mark.parametrize("photo", [data.astronaut, data.chelsea])
