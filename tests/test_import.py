@@ -41,9 +41,16 @@ def test_library_colorizes_without_them(tmp_path):
     body = (
         "import numpy as np, colorizer\n"
         "out = colorizer.colorize(np.full((24, 32, 3), 120, np.uint8))\n"
-        "assert out.size == (32, 24)"
+        "assert out.size == (32, 24)\n"
+        "assert 'transformers' in sys.modules  # the default's pretrained trunk"
     )
-    assert _loaded(body) == []
+    # transformers (the default's DINOv2 trunk) imports accelerate itself when it is installed;
+    # nothing of training, evaluation or the app comes with it
+    assert [m for m in _loaded(body) if m != "accelerate"] == []
+    previous = ("import numpy as np, colorizer\n"
+                "out = colorizer.colorize(np.full((24, 32, 3), 120, np.uint8), model='hypercolumn-eccv16')\n"
+                "assert 'transformers' not in sys.modules")
+    assert _loaded(previous) == []
 
 
 def test_no_import_circle_inside_the_library():

@@ -279,7 +279,13 @@ class _DeferredInterrupt:
 
 # the settings that shape a network's layers, with the default a config saved before them means
 _SHAPING = (("objective", None), ("width", None), ("color_space", "lab"), ("channel_bins", 64), ("trunk", "eccv16"),
-            ("trunk_blocks", None))
+            ("trunk_blocks", [4, 8, 12]))
+
+
+def _shaping(settings: dict, key: str, default):
+    """A setting that shapes the network, as saved (an older config's missing or null value is the default)."""
+    value = settings.get(key)
+    return default if value is None else (list(value) if key == "trunk_blocks" else value)
 
 
 def init_weights(model: Colorizer, source: str) -> None:
@@ -305,8 +311,8 @@ def init_weights(model: Colorizer, source: str) -> None:
         return
     theirs, ours = start.settings, model.settings
     for key, default in _SHAPING + (("grid", None),):
-        if theirs.get(key, default) != ours.get(key, default):
-            raise ValueError(f"--init-from {source!r}: its {key} is {theirs.get(key, default)!r}, "
+        if _shaping(theirs, key, default) != _shaping(ours, key, default):
+            raise ValueError(f"--init-from {source!r}: its {key} is {_shaping(theirs, key, default)!r}, "
                              f"this run's is {ours.get(key, default)!r}")
     if start.network != model.network and (start.network, model.network) != ("eccv16", "global_local"):
         raise ValueError(f"--init-from {source!r}: a {start.network} network cannot seed a {model.network} one")
@@ -346,7 +352,7 @@ def _same_head(start: Colorizer, model: Colorizer) -> bool:
     theirs, ours = start.settings, model.settings
     keys = _SHAPING + (("grid", None),) * (ours.get("objective") == "classification")  # Q sizes the head
     return start.network == model.network == "hypercolumn" and all(
-        theirs.get(k, default) == ours.get(k, default) for k, default in keys)
+        _shaping(theirs, k, default) == _shaping(ours, k, default) for k, default in keys)
 
 
 def _init_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
