@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from colorizer.bins import check_temperature
 from colorizer.errors import error_line, fail, first_line, report_error
+from colorizer.hub import DEFAULT_MODEL
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images, read_image
 
 __all__ = ["main", "export_main", "build_parser", "build_export_parser", "plan_outputs", "RenderOptions", "error_line",
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="annealed-mean temperature in [0, 1]: lower is more saturated (default: the model's own; 1.0 for the shipped default)",
     )
     p.add_argument(
-        "-m", "--model", default="default",
+        "-m", "--model", default=DEFAULT_MODEL,
         help="shipped model name, model folder, or Hugging Face Hub repo id (default: the shipped default)",
     )
     p.add_argument(
@@ -112,7 +113,7 @@ def build_export_parser() -> argparse.ArgumentParser:
                     "H/4 x W/4.",
     )
     p.add_argument("out", type=Path, help="the .onnx file to write")
-    p.add_argument("-m", "--model", default="default", help="shipped model name, model folder, or Hub repo id")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help="shipped model name, model folder, or Hub repo id")
     return p
 
 

@@ -58,6 +58,7 @@ from tqdm import tqdm
 from colorizer.color import rgb_to_lab
 from colorizer.bins import check_temperature
 from colorizer.errors import first_line, report_error
+from colorizer.hub import DEFAULT_MODEL
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, is_grayscale, list_images, read_image, resize_short_side
 from colorizer.metrics import (EVAL_PRIOR_GRID, AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior,
                                psnr, ssim, THRESHOLD_MAX_DISTANCE, threshold_meter)
@@ -766,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             check_temperature(t)
     except ValueError as e:
         return error(f"--{e}")
-    names = [] if args.baselines_only else (args.model or ["default"])
+    names = [] if args.baselines_only else (args.model or [DEFAULT_MODEL])
 
     models: dict[str, Colorizer] = {}
     for spec in names:

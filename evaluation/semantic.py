@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from colorizer.bins import check_temperature
 from colorizer.errors import first_line, report_error
+from colorizer.hub import DEFAULT_MODEL
 from colorizer.color import rgb_to_l
 from colorizer.images import ImageError, list_images, read_image, resize_short_side
 from colorizer.model import Colorizer, gray_rgb
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return error(f"{args.data_dir}: need photos both matching and not matching --test-glob "
                      f"{args.test_glob!r} (got {len(train_items)} train, {len(test_items)} test)")
     models: dict[str, Colorizer] = {}
-    for name in args.model or ["default"]:
+    for name in args.model or [DEFAULT_MODEL]:
         try:
             models[name] = Colorizer.from_pretrained(name).eval()
         except Exception as e:  # noqa: BLE001 - any load failure is one line for the user

@@ -38,7 +38,7 @@ from colorizer import Colorizer, ImageError
 from colorizer.color import clip_chroma, lab_to_rgb, rgb_to_lab
 from colorizer.bins import check_temperature
 from colorizer.images import IMAGE_SUFFIXES, is_grayscale, list_images, read_image
-from colorizer.hub import weights_file
+from colorizer.hub import DEFAULT_MODEL, weights_file
 from demo.survey.sampling import Pair
 
 __all__ = [
@@ -135,7 +135,7 @@ def attention_image(real: Image.Image, kind: str) -> Image.Image:
 def prepare_survey(
     photos: str | Path,
     out: str | Path,
-    models: Sequence[str | ModelSpec] = ("default",),
+    models: Sequence[str | ModelSpec] = (DEFAULT_MODEL,),
     temperatures: Sequence[float] = (0.38,),
     size: int = 256,
     checks: Sequence[str] = CHECKS,
