@@ -23,7 +23,8 @@ from torch import nn
 
 from colorizer.color import _F_KNEE, _KAPPA, _T0, _XYZ_FROM_RGB, WHITE_D65, srgb_from_linear
 
-__all__ = ["TRUNKS", "DINOV2_SMALL", "PATCH", "trunk_file", "build_dinov2", "DinoTrunk", "trunk_grid"]
+__all__ = ["TRUNKS", "DINOV2_SMALL", "PATCH", "DEFAULT_BLOCKS", "check_trunk", "trunk_file", "build_dinov2", "gray_input",
+           "DinoTrunk", "trunk_grid"]
 
 PATCH = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,6 +44,26 @@ DINOV2_SMALL = {
     "use_swiglu_ffn": False,
 }
 TRUNKS = {"dinov2-small": DINOV2_SMALL}
+DEFAULT_BLOCKS = (4, 8, 12)  # the blocks whose tokens the decoder reads unless told otherwise
+# linear RGB of the D65 white: what lab_to_rgb's inverse matrix makes of (L, 0, 0)'s XYZ per unit of t
+_WHITE_RGB = tuple((torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64))
+                    @ torch.tensor(WHITE_D65, dtype=torch.float64)).tolist())
+
+
+def check_trunk(name: str, blocks, trunk_size: int) -> None:
+    """The trunk's settings, checked before anything is built (training's flags and the
+    model's constructor alike): a known encoder, blocks within its depth, at least a patch.
+
+    Raises:
+        ValueError: one line naming the setting.
+    """
+    if name not in TRUNKS:
+        raise ValueError(f"trunk must be one of {', '.join(TRUNKS)}, got {name!r}")
+    depth = TRUNKS[name]["num_hidden_layers"]
+    if not blocks or any(not 1 <= b <= depth for b in blocks):
+        raise ValueError(f"trunk blocks must be in 1..{depth}, got {list(blocks)}")
+    if trunk_size < PATCH:
+        raise ValueError(f"trunk_size must be at least {PATCH}, got {trunk_size}")
 
 
 def trunk_file(name: str = "dinov2-small") -> Path:
@@ -87,6 +108,20 @@ def trunk_grid(height: int, width: int, trunk_size: int) -> tuple[int, int]:
     return (max(PATCH, round(height * scale / PATCH) * PATCH), max(PATCH, round(width * scale / PATCH) * PATCH))
 
 
+def gray_input(lightness: torch.Tensor) -> torch.Tensor:
+    """L ``(B, 1, h, w)`` in [0, 100] -> the encoder's normalised gray input ``(B, 3, h, w)``:
+    ``lab_to_rgb`` of (L, 0, 0), written for a = b = 0 (where the three f values of Lab are
+    one) so that an exported graph holds no matrix inversion, then ImageNet's normalisation."""
+    def column(values) -> torch.Tensor:
+        return torch.tensor(values, device=lightness.device, dtype=torch.float32).view(1, 3, 1, 1)
+
+    with torch.autocast(lightness.device.type, enabled=False):
+        fy = (lightness.float().clamp(0, 100) + 16.0) / 116.0
+        t = torch.where(fy > _F_KNEE, fy.clamp(min=_F_KNEE) ** 3, (fy - _T0) / _KAPPA)  # (B, 1, h, w)
+        gray = srgb_from_linear(t * column(_WHITE_RGB)).clamp(0.0, 1.0)  # (B, 3, h, w), R = G = B up to 1e-5
+        return (gray - column(IMAGENET_MEAN)) / column(IMAGENET_STD)
+
+
 def _drop_encoder(module, state_dict, prefix, local_metadata):
     for key in [k for k in state_dict if k.startswith(prefix + "encoder.")]:
         del state_dict[key]
@@ -107,23 +142,14 @@ class DinoTrunk(nn.Module):
     final-norm class token ``(B, 384)``, a reading of the whole photo.
     """
 
-    def __init__(self, name: str = "dinov2-small", blocks: tuple[int, ...] = (4, 8, 12), trunk_size: int = 224,
+    def __init__(self, name: str = "dinov2-small", blocks: tuple[int, ...] = DEFAULT_BLOCKS, trunk_size: int = 224,
                  weights: bool = True):
         super().__init__()
+        check_trunk(name, blocks, trunk_size)  # before the 22 M weights are read
         self.encoder = build_dinov2(name, weights)
-        depth = self.encoder.config.num_hidden_layers
-        if not blocks or any(not 1 <= b <= depth for b in blocks):
-            raise ValueError(f"trunk blocks must be in 1..{depth}, got {list(blocks)}")
-        if trunk_size < PATCH:
-            raise ValueError(f"trunk_size must be at least {PATCH}, got {trunk_size}")
         self.blocks = tuple(blocks)
         self.trunk_size = trunk_size
         self.dim = self.encoder.config.hidden_size
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        # linear RGB of the D65 white: what lab_to_rgb's inverse matrix makes of (L, 0, 0)'s XYZ per unit of t
-        white = torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)) @ torch.tensor(WHITE_D65, dtype=torch.float64)
-        self.register_buffer("white_rgb", white.float().view(1, 3, 1, 1), persistent=False)
         # the encoder's weights are the package's file, never a model's: saved models and
         # checkpoints leave them out, and loading does not ask for them
         self._register_state_dict_hook(_drop_encoder)
@@ -138,14 +164,8 @@ class DinoTrunk(nn.Module):
         return F.interpolate(lightness.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
 
     def pixels(self, small: torch.Tensor) -> torch.Tensor:
-        """L ``(B, 1, h, w)`` in [0, 100] at the encoder's size -> its normalised gray input
-        ``(B, 3, h, w)``: ``lab_to_rgb`` of (L, 0, 0), written for a = b = 0 (where the three
-        f values of Lab are one) so that an exported graph holds no matrix inversion."""
-        with torch.autocast(small.device.type, enabled=False):
-            fy = (small.float().clamp(0, 100) + 16.0) / 116.0
-            t = torch.where(fy > _F_KNEE, fy.clamp(min=_F_KNEE) ** 3, (fy - _T0) / _KAPPA)  # (B, 1, h, w)
-            gray = srgb_from_linear(t * self.white_rgb).clamp(0.0, 1.0)  # (B, 3, h, w), R = G = B up to 1e-5
-        return (gray - self.mean) / self.std
+        """L ``(B, 1, h, w)`` in [0, 100] at the encoder's size -> its input (``gray_input``)."""
+        return gray_input(small)
 
     def encode(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The encoder on its normalised input ``(B, 3, h, w)`` -> ``(maps, cls)`` as ``forward``."""

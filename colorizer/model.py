@@ -252,12 +252,11 @@ class Colorizer(
         if network == "hypercolumn" and trunk not in ("eccv16", "global_local", "dinov2-small"):
             raise ValueError(f"trunk must be 'eccv16', 'global_local' or 'dinov2-small', got {trunk!r}")
         network_class = NETWORKS[network]
-        if network == "hypercolumn" and trunk == "dinov2-small":
-            if trunk_size < 14:
-                raise ValueError(f"trunk_size must be at least 14, got {trunk_size}")
+        if network == "hypercolumn" and trunk == "dinov2-small":  # the trunk checks its own settings
             network_class = DinoHypercolumn
-            options.update(trunk_size=trunk_size, blocks=tuple(trunk_blocks) if trunk_blocks is not None else (4, 8, 12), l_cent=l_cent,
-                           l_norm=l_norm)
+            options.update(trunk_size=trunk_size, l_cent=l_cent, l_norm=l_norm)
+            if trunk_blocks is not None:
+                options["blocks"] = tuple(trunk_blocks)
         if semantic_width:
             options["semantic_width"] = semantic_width
         if self.labels:
@@ -488,7 +487,6 @@ class Colorizer(
 
     onnx_network = None  # the ONNX Runtime session of use_onnxruntime(), or None
     onnx_version: tuple[int, ...] = ()  # weights_version() when it was made
-
 
     def weights_version(self) -> tuple[int, ...]:
         """The in-place version counters of every weight and buffer: any change moves one."""

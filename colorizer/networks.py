@@ -328,18 +328,19 @@ class DinoHypercolumn(WithFrozenTrunk):
         out_channels: channels of the head.
         width: the decoder's channel multiplier.
         trunk: the encoder ("dinov2-small").
-        trunk_size, blocks: see ``DinoTrunk``.
+        trunk_size, blocks: see ``DinoTrunk`` (blocks None: its ``DEFAULT_BLOCKS``).
         l_cent, l_norm: the normalisation of the input, undone for the encoder (which sees
             the gray photo, not normalised L).
     """
 
     def __init__(self, out_channels: int, width: float = 1.0, trunk: str = "dinov2-small", trunk_size: int = 224,
-                 blocks: tuple[int, ...] = (4, 8, 12), l_cent: float = 50.0, l_norm: float = 100.0,
+                 blocks: tuple[int, ...] | None = None, l_cent: float = 50.0, l_norm: float = 100.0,
                  weights: bool = True):
         super().__init__()
-        from colorizer.dinov2 import DinoTrunk
+        from colorizer.dinov2 import DEFAULT_BLOCKS, DinoTrunk
 
-        self.trunk = DinoTrunk(trunk, tuple(blocks), trunk_size, weights=weights).requires_grad_(False)
+        blocks = DEFAULT_BLOCKS if blocks is None else tuple(blocks)
+        self.trunk = DinoTrunk(trunk, blocks, trunk_size, weights=weights).requires_grad_(False)
         self.trunk_network = trunk
         self.l_cent, self.l_norm = l_cent, l_norm
         dim, c = self.trunk.dim, scaled(128, width)

@@ -215,6 +215,11 @@ class TrainConfig:
 
         return bin_space(self.objective, self.color_space)
 
+    @property
+    def pretrained_trunk(self) -> bool:
+        """Whether the model reads the pretrained DINOv2 encoder (``--trunk dinov2-small``)."""
+        return self.network == "hypercolumn" and self.trunk == "dinov2-small"
+
     def validate(self) -> None:
         """Check values that would otherwise fail hours into a run."""
         if self.dataset in ("imagefolder",) and not (self.data_dir or self.data_files):
@@ -250,20 +255,21 @@ class TrainConfig:
         if self.rebalance and self.objective == "regression" and self.color_space != "lab":
             raise ValueError(f"--rebalance: the rebalancing weights are over ab bins; a --color-space "
                              f"{self.color_space} regression has none")
-        pretrained = self.network == "hypercolumn" and self.trunk == "dinov2-small"
+        pretrained = self.pretrained_trunk
         if self.features and not pretrained:
             raise ValueError("--features holds the pretrained trunk's features: use it with --network hypercolumn "
                              "--trunk dinov2-small")
         if pretrained and self.train_trunk:
             raise ValueError("--train-trunk: the pretrained dinov2-small trunk stays frozen (its weights are the "
                              "package's file, never saved with a model); train the decoder alone")
-        if pretrained:
-            if self.trunk_size < 14:
-                raise ValueError(f"--trunk-size must be at least 14, got {self.trunk_size}")
+        if pretrained:  # the model's own check, before any data is read
+            from colorizer.dinov2 import check_trunk
             from train.features import parse_blocks
 
-            if any(not 1 <= b <= 12 for b in parse_blocks(self.trunk_blocks)):
-                raise ValueError(f"--trunk-blocks {self.trunk_blocks!r}: blocks are numbered 1 to 12")
+            try:
+                check_trunk(self.trunk, parse_blocks(self.trunk_blocks), self.trunk_size)
+            except ValueError as e:
+                raise ValueError(f"--trunk-blocks/--trunk-size: {e}") from None
         if self.semantic_width < 0 or self.semantic_width and self.network != "cheng15":
             raise ValueError(f"--semantic-width is Cheng et al.'s semantic feature: a width > 0 with --network cheng15")
         if self.labels:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from colorizer.errors import report_error
-from colorizer.dinov2 import DINOV2_SMALL, IMAGENET_MEAN, IMAGENET_STD, build_dinov2, trunk_file
+from colorizer.dinov2 import DINOV2_SMALL, build_dinov2, trunk_file
 
 __all__ = ["onnx_path", "convert", "final_norm_session", "compare", "main"]
 
@@ -128,18 +128,16 @@ def final_norm_session(path: Path, threads: int = 2):
 
 
 def gray_input(rgb: np.ndarray, size: int = 224) -> np.ndarray:
-    """A photo ``(H, W, 3)`` uint8 -> the ONNX file's input ``(1, 3, size, size)``: its gray
-    version (the sRGB of its L, R = G = B) squashed to ``size``, ImageNet-normalised."""
-    from colorizer.color import lab_to_rgb, rgb_to_lab
+    """A photo ``(H, W, 3)`` uint8 -> the ONNX file's input ``(1, 3, size, size)``: its L
+    squashed to ``size`` as the trunk reads it (``colorizer.dinov2.gray_input``)."""
     import torch.nn.functional as F
+
+    from colorizer.color import rgb_to_l
+    from colorizer.dinov2 import gray_input as trunk_input
 
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    lab = rgb_to_lab(x.clamp(0, 1))
-    gray = lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1))
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((gray - mean) / std).numpy().astype(np.float32)
+    return trunk_input(rgb_to_l(x.clamp(0, 1))).numpy().astype(np.float32)
 
 
 def compare(state: dict[str, torch.Tensor], path: Path, photos: list[np.ndarray]) -> float:

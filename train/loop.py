@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from colorizer.errors import report_error
 from colorizer.color import lab_to_rgb, rgb_to_lab
+from colorizer.dinov2 import DEFAULT_BLOCKS
 from colorizer.metrics import AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior
 from colorizer.model import Colorizer, gray_rgb
 
@@ -279,7 +280,7 @@ class _DeferredInterrupt:
 
 # the settings that shape a network's layers, with the default a config saved before them means
 _SHAPING = (("objective", None), ("width", None), ("color_space", "lab"), ("channel_bins", 64), ("trunk", "eccv16"),
-            ("trunk_blocks", [4, 8, 12]))
+            ("trunk_blocks", list(DEFAULT_BLOCKS)))
 
 
 def _shaping(settings: dict, key: str, default):
@@ -514,8 +515,7 @@ def _new_model(cfg: TrainConfig, out: Path, accelerator, labels, fresh: bool) ->
     run, its trunk unfrozen with ``--train-trunk``."""
     model = Colorizer(**model_settings(cfg, prior=_prior(cfg, out, accelerator),
                                        labels=labels.names if labels is not None else None))
-    pretrained_trunk = cfg.network == "hypercolumn" and cfg.trunk == "dinov2-small"
-    if (cfg.network == "hypercolumn" and not pretrained_trunk or cfg.semantic_width) and not cfg.init_from and fresh:
+    if (cfg.network == "hypercolumn" and not cfg.pretrained_trunk or cfg.semantic_width) and not cfg.init_from and fresh:
         raise ValueError(f"--network {cfg.network}{' --semantic-width' if cfg.semantic_width else ''} freezes a "
                          "trained network: give it with --init-from (e.g. hypercolumn-eccv16)")
     if cfg.init_from and fresh:
