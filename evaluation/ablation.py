@@ -14,6 +14,7 @@ on top for reference. Steps, crops and training time come from the run's ``final
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,12 +25,21 @@ __all__ = ["main", "ablation_table", "differences"]
 
 # settings that name a run or its bookkeeping, not what it learns
 _IGNORED = {"out", "resume", "val_every", "ckpt_every", "log_every", "keep_checkpoints", "sample_images",
-            "push_to_hub", "threads", "cpu", "config_file", "prior"}
+            "push_to_hub", "threads", "cpu", "config_file", "prior", "ckpt_minutes"}
 
 
 def differences(config: dict, base: dict) -> str:
-    """``key=value`` for every learning-relevant setting that differs from ``base``."""
-    diff = [f"{k}={config[k]}" for k in sorted(config) if k not in _IGNORED and config.get(k) != base.get(k)]
+    """``key=value`` for every learning-relevant setting that differs from ``base``. A setting
+    that ``base`` lacks (an option added after it ran) is compared with training's default,
+    which the base run had in effect."""
+    from train.config import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+    def in_base(k: str):
+        return base[k] if k in base else defaults.get(k)
+
+    diff = [f"{k}={config[k]}" for k in sorted(config) if k not in _IGNORED and config.get(k) != in_base(k)]
     return ", ".join(diff) if diff else "base"
 
 
