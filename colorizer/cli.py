@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import stat
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -468,6 +469,8 @@ def _is_our_output(path: Path) -> bool:
     if path.suffix.lower() != ".png":
         return False
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a pipe would block the open below forever
+            return False
         with Image.open(path) as img:
             return str(img.info.get("Software", "")).startswith(OUTPUT_MARK)
     except (OSError, ValueError, Image.DecompressionBombError):

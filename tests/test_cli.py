@@ -1,3 +1,7 @@
+import contextlib
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +203,36 @@ def test_first_line_is_the_messages_first_nonblank_line_or_the_errors_type():
     assert first_line(OSError("plain")) == "plain"
     assert first_line(KeyError()) == "KeyError"
     assert first_line(RuntimeError("   \n ")) == "RuntimeError"
+
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: int = 120):
+    """Fail (instead of stalling the suite) if the block takes over ``seconds``: SIGALRM
+    interrupts even a blocked open() of a FIFO."""
+
+    def hung(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: hung")
+
+    before = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def test_a_pipe_named_like_a_png_is_refused_and_the_rest_is_done(tmp_path, photos, model_dir, capsys):
+    """A FIFO named *.png, in a folder or named directly, is "not a regular file" and the
+    batch goes on; nothing opens it (opening a FIFO blocks until a writer comes)."""
+    os.mkfifo(photos / "p.png")
+    os.mkfifo(tmp_path / "q.png")
+    (photos / "empty.jpg").unlink()
+    with _no_hang():
+        rc = main([str(photos), str(tmp_path / "q.png"), "-o", str(tmp_path / "out"), "-m", str(model_dir), "-q"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "Traceback" not in "\n".join(lines)
+    assert sum("p.png: not a regular file" in line for line in lines) == 1
+    assert sum("q.png: not a regular file" in line for line in lines) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cat.png", "coffee.png"]
