@@ -218,7 +218,7 @@ def _colorize_all(args: argparse.Namespace) -> int:
     unreadable: list[OSError] = []
     listed = list_images(args.photos, missing="keep", on_error=unreadable.append)
     for e in unreadable:
-        report_error(prog, f"{e.filename}: cannot be read ({e.strerror or e})")
+        report_error(prog, f"{e.filename or 'a folder'}: cannot be read ({e.strerror or e})")
     inputs, left_out = _photos_to_colorize(prog, listed, args)
     if not inputs and unreadable:
         return 1
@@ -245,7 +245,8 @@ def _colorize_all(args: argparse.Namespace) -> int:
     reference = None
     if args.reference is not None:
         try:
-            reference = model.reference_features(args.reference, args.max_pixels)
+            with _working_on(args.reference):
+                reference = model.reference_features(args.reference, args.max_pixels)
         except (ImageError, ValueError) as e:
             return report_error(prog, e, "--reference")
     try:
