@@ -220,14 +220,14 @@ def _colorize_all(args: argparse.Namespace) -> int:
     for e in unreadable:
         report_error(prog, f"{e.filename or 'a folder'}: cannot be read ({e.strerror or e})")
     inputs, left_out = _photos_to_colorize(prog, listed, args)
-    if not inputs and unreadable:
+    if not inputs and unreadable and not left_out.named:  # its lines said why
         return 1
     if not inputs and not left_out.named:
         where = ", ".join(map(str, args.photos))
         return report_error(prog, f"no image files found in {where}" + (
             f" (only {left_out.found} earlier output(s) of colorizer)" if left_out.found else ""))
     if not inputs:  # only earlier outputs named: each has its line, nothing to load or create
-        return _summary(prog, 0, left_out, 0, 0, 0)
+        return _summary(prog, 0, left_out, 0, 0, len(unreadable))
 
     model = _load_model(prog, args.model, device)  # the model first: a bad --model leaves no empty output folder
     if model is None:
@@ -254,7 +254,7 @@ def _colorize_all(args: argparse.Namespace) -> int:
     except OSError as e:
         return report_error(prog, e.strerror or e, f"cannot create {args.out}")
 
-    failures = len(unreadable)
+    failures = 0
 
     def failed(msg: str) -> None:
         nonlocal failures
@@ -271,7 +271,7 @@ def _colorize_all(args: argparse.Namespace) -> int:
     else:
         overlap = device.type != "cpu" if args.overlap is None else args.overlap
         _in_this_process(model, todo, RenderOptions.from_args(args), reference, overlap, args.quiet, failed)
-    return _summary(prog, len(inputs), left_out, skipped, failures - len(unreadable), len(unreadable))
+    return _summary(prog, len(inputs), left_out, skipped, failures, len(unreadable))
 
 
 @dataclasses.dataclass
