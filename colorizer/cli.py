@@ -1,13 +1,17 @@
 """Command line: ``python -m colorizer PHOTO... -o OUTDIR`` (or ``colorizer ...``).
 
 Colorizes each photo (or every image in a given folder) at full resolution and
-writes ``OUTDIR/<name>.png`` (PNG keeps alpha and adds no compression loss). Never
-writes over an input; an existing output is kept unless ``--overwrite`` (and counted as
-skipped, not failed, so a batch can be rerun to finish what is missing). Outputs are
-marked as colorizer's (a PNG text chunk), and a rerun never takes its own earlier outputs
-for inputs, even with ``-o`` pointing at the photos' folder. A file that cannot be
-colorized gets one line on stderr and the rest go on; the exit status is 1 if any file
-failed, 2 for bad arguments.
+writes ``OUTDIR/<name>.png`` (PNG keeps alpha and adds no compression loss). Each output
+records, in PNG text, that it is colorizer's and which photo it is of, so one mapping from
+photos to files is decided before any work and is the same on every rerun: a photo keeps
+the name of its own earlier outputs; a name held by anything else (an input, someone's
+file, another photo's output or entropy map) is passed over for ``<name>-2.png``, with a
+line. Nothing but a photo's own outputs is ever replaced, and those only with
+``--overwrite``; a photo whose outputs are complete is skipped (exit 0), one with a file
+missing gets that file, so a rerun finishes what is missing. Earlier outputs are never
+taken for photos (a line for each one named). A file that cannot be colorized gets one
+line on stderr and the rest go on; a closing line accounts for every input; the exit
+status is 1 if any file or folder failed, 2 for bad arguments, 130 on Ctrl-C.
 
 ``colorizer export-onnx [-m MODEL] OUT.onnx`` writes a model's network as ONNX instead
 (``Colorizer.export_onnx``); ``--backend onnxruntime`` colorizes with it in ONNX Runtime.
@@ -16,11 +20,17 @@ failed, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import os
+import stat
 import sys
+import threading
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -56,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
              "models with a global branch, network global_local)",
     )
     p.add_argument("--uncertainty", action="store_true", help="also write NAME.uncertainty.png (entropy map)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="colorize again photos whose outputs exist (only a photo's own outputs are ever replaced)")
     p.add_argument("--suffix", default="", help="added to each output name, e.g. --suffix=-color or --suffix _color")
     p.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -84,18 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan_outputs(inputs: list[Path], out_dir: Path, suffix: str = "") -> list[Path]:
-    """One output path per input: ``out_dir/<stem><suffix>.png``, made unique when two
-    inputs share a stem (``x.png``, ``x-2.png``, ...)."""
-    taken: set[str] = set()
-    plan = []
-    for src in inputs:
-        name, n = f"{src.stem}{suffix}", 1
-        while name.lower() in taken:
-            n += 1
-            name = f"{src.stem}{suffix}-{n}"
-        taken.add(name.lower())
-        plan.append(out_dir / f"{name}.png")
-    return plan
+    """One colorization path per input: ``out_dir/<stem><suffix>.png``, or ``...-2.png``,
+    ``...-3.png`` when that name (or its entropy map's, ``<name>.uncertainty.png``) is
+    another input's or another file's in ``out_dir``; an input keeps the name of its own
+    earlier outputs there, so a rerun maps every photo to the same files."""
+    return [dst for dst, _ in _assign(inputs, out_dir, suffix)]
 
 
 def _heatmap(u: np.ndarray) -> Image.Image:
@@ -146,10 +150,53 @@ def export_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``colorizer PHOTO... -o OUTDIR`` (or ``colorizer export-onnx ...``): the exit status.
+    Ctrl-C is one line and status 130 in every mode, and each warning one
+    ``colorizer: warning: FILE: ...`` line, naming the photo being read or colorized."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export-onnx"]:  # a photo of that name: ./export-onnx
         return export_main(argv[1:])
     args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            _warn_in_one_line()
+            return _colorize_all(args)
+    except KeyboardInterrupt:
+        return report_error("colorizer", "interrupted: the outputs written so far are complete; "
+                                         "a rerun does the rest", status=130)
+
+
+def _warn_in_one_line() -> None:
+    """Warnings (this process's, from now on) as one ``colorizer: warning: [FILE: ]...`` line
+    each, every time (a second photo's corrupt EXIF is reported too), the photo named when
+    the message does not name it (Pillow's do not)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split()) or category.__name__
+        photo = getattr(_CURRENT, "photo", None)
+        if photo is not None and str(photo) not in text:
+            text = f"{photo}: {text}"
+        tqdm.write(f"colorizer: warning: {text}", file=sys.stderr)
+
+    warnings.simplefilter("always", UserWarning)
+    warnings.showwarning = show
+
+
+_CURRENT = threading.local()  # the photo this thread reads or colorizes, which a warning names
+
+
+@contextlib.contextmanager
+def _working_on(photo: Path | str):
+    """Name ``photo`` in the warnings this thread gives inside the block."""
+    _CURRENT.photo = photo
+    try:
+        yield
+    finally:
+        _CURRENT.photo = None
+
+
+def _colorize_all(args: argparse.Namespace) -> int:
+    """The photos of ``args``, as ``main`` promises: the exit status."""
     prog = "colorizer"
     if args.temperature is not None:
         try:
@@ -168,13 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(prog, e)
     if workers > 1 and device.type != "cpu":
         return report_error(prog, f"--workers runs processes on the CPU; the device is {device} (use --device cpu)")
-    inputs = list_images(args.photos, missing="keep")
-    earlier = [p for p in inputs if _is_our_output(p)]
-    inputs = [p for p in inputs if p not in earlier]
-    if not inputs:
+    unreadable: list[OSError] = []
+    listed = list_images(args.photos, missing="keep", on_error=unreadable.append)
+    for e in unreadable:
+        report_error(prog, f"{e.filename or 'a folder'}: cannot be read ({e.strerror or e})")
+    inputs, left_out = _photos_to_colorize(prog, listed, args)
+    if not inputs and unreadable and not left_out.named:  # its lines said why
+        return 1
+    if not inputs and not left_out.named:
         where = ", ".join(map(str, args.photos))
         return report_error(prog, f"no image files found in {where}" + (
-            f" (only {len(earlier)} earlier output(s) of colorizer)" if earlier else ""))
+            f" (only {left_out.found} earlier output(s) of colorizer)" if left_out.found else ""))
+    if not inputs:  # only earlier outputs named: each has its line, nothing to load or create
+        return _summary(prog, 0, left_out, 0, 0, len(unreadable))
 
     model = _load_model(prog, args.model, device)  # the model first: a bad --model leaves no empty output folder
     if model is None:
@@ -192,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = None
     if args.reference is not None:
         try:
-            reference = model.reference_features(args.reference, args.max_pixels)
+            with _working_on(args.reference):
+                reference = model.reference_features(args.reference, args.max_pixels)
         except (ImageError, ValueError) as e:
             return report_error(prog, e, "--reference")
     try:
@@ -205,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     def failed(msg: str) -> None:
         nonlocal failures
         failures += 1
-        report_error(prog, msg)
+        tqdm.write(error_line(prog, msg, limit=None), file=sys.stderr)  # a long file name never cuts the reason
 
     todo, skipped = _plan(prog, inputs, args, failed)
     if workers > 1 and len(todo) > 1:
@@ -214,33 +268,153 @@ def main(argv: list[str] | None = None) -> int:
         except _WorkersFailed as e:
             report_error(prog, e)
             return 2
-        except KeyboardInterrupt:
-            report_error(prog, "interrupted: the photos written so far are complete, the rest were not started")
-            return 130
     else:
         overlap = device.type != "cpu" if args.overlap is None else args.overlap
         _in_this_process(model, todo, RenderOptions.from_args(args), reference, overlap, args.quiet, failed)
-    return _summary(prog, inputs, skipped, failures)
+    return _summary(prog, len(inputs), left_out, skipped, failures, len(unreadable))
 
 
-def _plan(prog: str, inputs: list[Path], args: argparse.Namespace, failed) -> tuple[list[tuple[Path, Path, Path]], int]:
-    """Each input's outputs (the colorization and its entropy map): ``(todo, skipped)``, the
-    photos to do as ``(src, dst, extra)`` and how many were skipped because their outputs
-    exist; an output that would replace an input is a failure (``failed``)."""
+@dataclasses.dataclass
+class _LeftOut:
+    """Inputs not colorized by decision: named earlier outputs of colorizer, files named twice,
+    and (not inputs, only counted) earlier outputs found in folders."""
+
+    named: int = 0
+    twice: int = 0
+    found: int = 0
+
+
+def _photos_to_colorize(prog: str, listed: list[Path], args: argparse.Namespace) -> tuple[list[Path], _LeftOut]:
+    """The listed files to colorize: earlier outputs of colorizer left out (a line for each
+    one named directly, a count for those found in folders), and each file once (``a.png``
+    and ``./a.png`` are one photo: a line for the repeat)."""
+    named = {Path(p) for p in args.photos}
+    left_out, first, inputs = _LeftOut(), {}, []
+    for src in listed:
+        if _is_our_output(src):
+            if src in named:
+                left_out.named += 1
+                _note(prog, f"{src}: left out: an output of colorizer (colorize the photo it was made from)")
+            else:
+                left_out.found += 1
+            continue
+        same = first.setdefault(_resolved(src), src)
+        if same is not src:
+            left_out.twice += 1
+            _note(prog, f"{src}: left out: the same file as {same}, colorized once")
+            continue
+        inputs.append(src)
+    return inputs, left_out
+
+
+def _note(prog: str, text: str) -> None:
+    """A line about one photo that is not an error (left out, written under another name);
+    printed with -q too, which only hides the progress bar."""
+    tqdm.write(f"{prog}: {text}", file=sys.stderr)
+
+
+class _Job(NamedTuple):
+    """One photo to colorize: the files to write (None: already complete, kept) and the
+    photo's id, recorded in them."""
+
+    src: Path
+    dst: Path | None
+    extra: Path | None
+    photo: str
+
+
+def _plan(prog: str, inputs: list[Path], args: argparse.Namespace, failed) -> tuple[list[_Job], int]:
+    """What each input needs, decided before any work: ``(todo, skipped)``. A photo is
+    skipped when its outputs are complete (the colorization, and with ``--uncertainty`` the
+    entropy map, each this photo's own); otherwise only its missing files are written (all
+    of them with ``--overwrite``). A photo given a numbered name gets a line saying why."""
     input_set = {_resolved(p) for p in inputs}
     todo, skipped = [], 0
-    for src, dst in zip(inputs, plan_outputs(inputs, args.out, args.suffix)):
-        extra = dst.with_name(dst.stem + ".uncertainty.png")
-        targets = [dst, extra] if args.uncertainty else [dst]
-        if any(_resolved(t) in input_set for t in targets):
-            failed(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
-        elif not args.overwrite and any(t.exists() for t in targets):
+    for src, (dst, why) in zip(inputs, _assign(inputs, args.out, args.suffix)):
+        photo, extra = _photo_id(src), _heatmap_path(dst)
+        files = [dst, extra] if args.uncertainty else [dst]
+        write = [f for f in files if args.overwrite or _whose(f) is None]
+        if not write:
             skipped += 1
-            if not args.quiet:
-                tqdm.write(f"{prog}: skipped {src}: {dst} exists (--overwrite replaces it)", file=sys.stderr)
-        else:
-            todo.append((src, dst, extra))
+            continue
+        if any(_resolved(f) in input_set for f in write):  # never: an input is no output of colorizer
+            failed(f"{src}: output {dst} would replace an input; choose another --out or --suffix")
+            continue
+        if why:
+            _note(prog, f"{src}: written as {dst.name}: {why}")
+        todo.append(_Job(src, dst if dst in write else None, extra if extra in write else None, photo))
     return todo, skipped
+
+
+def _heatmap_path(dst: Path) -> Path:
+    """The entropy map's file beside the colorization ``dst``."""
+    return dst.with_name(dst.stem + ".uncertainty.png")
+
+
+def _assign(inputs: list[Path], out_dir: Path, suffix: str) -> list[tuple[Path, str | None]]:
+    """Each input's colorization path and, when it is not the plain ``<stem><suffix>.png``,
+    why. One mapping for the whole run, the same on every rerun: first each input takes back
+    the name of its own earlier outputs in ``out_dir`` (they record which photo they are of);
+    then each other input, in order, the first of ``<stem><suffix>``, ``...-2``, ``...-3``, ...
+    whose colorization and entropy-map names are neither planned for another input (names
+    compared without case) nor held by any other file (an input, someone's file, an output
+    of another photo). Outputs written before colorizer recorded the photo count as the
+    photo's that this plan gives their name, as they did then."""
+    try:
+        present = {name.lower(): name for name in os.listdir(out_dir)}
+    except OSError:  # not made yet (or unreadable: writing there will say so)
+        present = {}
+    numbered: dict[str, list[int]] = {}  # lower-case base name -> the n of its existing "base-n" outputs
+    for name in present:
+        base = name[: -len(".uncertainty.png")] if name.endswith(".uncertainty.png") else name[: -len(".png")]
+        if not name.endswith(".png"):
+            continue
+        head, _, n = base.rpartition("-")
+        numbered.setdefault(base, []).append(1)
+        if head and n.isdigit() and int(n) > 1:
+            numbered.setdefault(head, []).append(int(n))
+
+    def name(base: str, n: int) -> str:
+        return base if n == 1 else f"{base}-{n}"
+
+    def files(candidate: str) -> list[str]:
+        return [f"{candidate}.png".lower(), f"{candidate}.uncertainty.png".lower()]
+
+    def owners(candidate: str) -> list[str | None]:
+        return [_whose(out_dir / present[f]) if f in present else None for f in files(candidate)]
+
+    def free(candidate: str) -> bool:
+        return taken.isdisjoint(files(candidate))
+
+    bases = [f"{src.stem}{suffix}" for src in inputs]
+    chosen: list[str | None] = [None] * len(inputs)
+    taken: set[str] = set()
+    for i, (src, base) in enumerate(zip(inputs, bases)):  # its own earlier outputs, found by their record
+        photo = _photo_id(src)
+        for n in sorted(set(numbered.get(base.lower(), []))):
+            candidate = name(base, n)
+            mine = owners(candidate)
+            if free(candidate) and photo in mine and set(mine) <= {photo, None}:
+                chosen[i] = candidate
+                taken.update(files(candidate))
+                break
+    plan = []
+    for i, base in enumerate(bases):
+        why = None
+        n = 1
+        while chosen[i] is None:
+            candidate = name(base, n)
+            held = [o for o in owners(candidate) if o not in (None, _EARLIER)]
+            if not free(candidate):
+                why = why or f"{base}.png (or its .uncertainty.png) is another photo's in this run"
+            elif held:
+                why = why or f"{base}.png (or its .uncertainty.png) is another file, not this photo's output"
+            else:
+                chosen[i] = candidate
+                taken.update(files(candidate))
+            n += 1
+        plan.append((out_dir / f"{chosen[i]}.png", why))
+    return plan
 
 
 def _in_this_process(model, todo: list, options: RenderOptions, reference, overlap: bool, quiet: bool,
@@ -252,7 +426,8 @@ def _in_this_process(model, todo: list, options: RenderOptions, reference, overl
     def read(src: Path):
         """Decode in the reader thread (Pillow lets go of the GIL), or the error to report."""
         try:
-            return read_image(src, options.max_pixels)
+            with _working_on(src):
+                return read_image(src, options.max_pixels)
         except ImageError as e:
             return e
 
@@ -271,45 +446,53 @@ def _in_this_process(model, todo: list, options: RenderOptions, reference, overl
             bar.update(1)
 
     try:
-        for i, (src, dst, extra) in enumerate(todo):
+        for i, (src, dst, extra, photo) in enumerate(todo):
             image = read(src) if ahead is None else ahead.result()
             if ahead is not None and i + 1 < len(todo):
                 ahead = reader.submit(read, todo[i + 1][0])
             try:
                 if isinstance(image, ImageError):
                     raise image
-                result, heatmap = _render(model, image, options, reference)
+                with _working_on(src):
+                    result, heatmap = _render(model, image, options, reference)
             except (OSError, RuntimeError, ValueError) as e:  # ImageError is a ValueError
                 failed(_failure(src, e))
                 bar.update(1)
                 continue
             if not overlap:
-                writing.append((src, _done(_write, result, dst, heatmap, extra)))
+                writing.append((src, _done(_write, result, dst, heatmap, extra, photo)))
             else:
-                writing.append((src, writer.submit(_write, result, dst, heatmap, extra)))
+                writing.append((src, writer.submit(_write, result, dst, heatmap, extra, photo)))
             collect(keep=1)
         collect(keep=0)
     finally:
         reader.shutdown(cancel_futures=True)
-        writer.shutdown(wait=True)
-    bar.close()
+        writer.shutdown(wait=True)  # a write under way (Ctrl-C) ends whole, or not at all
+        bar.close()
 
 
-def _summary(prog: str, inputs: list[Path], skipped: int, failures: int) -> int:
-    """The closing lines on stderr and the exit status (1 if any photo failed)."""
-    if skipped:
-        print(f"{prog}: {skipped} of {len(inputs)} photo(s) skipped: their outputs exist", file=sys.stderr)
-    if failures:
-        print(f"{prog}: {failures} of {len(inputs)} photo(s) failed", file=sys.stderr)
-        return 1
-    return 0
+def _summary(prog: str, photos: int, left_out: _LeftOut, skipped: int, failures: int, folders: int) -> int:
+    """The closing line on stderr, accounting for every input, when any was not simply
+    colorized; the exit status (1 if any photo or folder failed)."""
+    given = photos + left_out.named + left_out.twice
+    parts = [(photos - skipped - failures, "colorized"), (skipped, "skipped (their outputs are complete)"),
+             (failures, "failed"), (left_out.named, "left out (outputs of colorizer)"),
+             (left_out.twice, "left out (named twice)")]
+    if given - parts[0][0] or folders:
+        counts = ", ".join(f"{n} {what}" for n, what in parts if n)
+        unread = f"; {folders} folder(s) could not be read" if folders else ""
+        print(f"{prog}: {given} photo(s): {counts or 'none'}{unread}", file=sys.stderr)
+    return 1 if failures or folders else 0
 
 
-def _write(result: Image.Image, dst: Path, heatmap: Image.Image | None, extra: Path) -> None:
-    """A colorization (and its entropy map), each written atomically."""
-    _save_atomic(result, dst)
-    if heatmap is not None:
-        _save_atomic(heatmap, extra)
+def _write(result: Image.Image, dst: Path | None, heatmap: Image.Image | None, extra: Path | None,
+           photo: str) -> None:
+    """A colorization and its entropy map, those of them not None, each written atomically
+    and marked as ``photo``'s."""
+    if dst is not None:
+        _save_atomic(result, dst, photo)
+    if heatmap is not None and extra is not None:
+        _save_atomic(heatmap, extra, photo)
 
 
 def _cores() -> int:
@@ -344,8 +527,9 @@ def _render(model, image, options: RenderOptions, reference) -> tuple[Image.Imag
 
 
 def _failure(src: Path, error: BaseException, writing: bool = False) -> str:
-    """The one line for a photo that failed (an ``ImageError`` already names its file)."""
-    first = first_line(error)
+    """The one line for a photo that failed (an ``ImageError`` already names its file): the
+    reason itself (an OSError's strerror, not its repeat of the long path)."""
+    first = first_line(error.strerror if isinstance(error, OSError) and error.strerror else error)
     if writing:
         return f"{src}: cannot write the output ({first})"
     return str(error) if isinstance(error, ImageError) else f"{src}: {first}"
@@ -374,7 +558,8 @@ def _in_processes(model, todo: list, workers: int, args, reference, failed) -> N
                                    initializer=_worker_start, initargs=(folder, options))
         bar = tqdm(total=len(todo), unit="photo", disable=args.quiet, desc=f"colorizing ({workers} processes)")
         try:
-            jobs = {pool.submit(_worker_photo, str(src), str(dst), str(extra)): src for src, dst, extra in todo}
+            jobs = {pool.submit(_worker_photo, str(job.src), job.dst and str(job.dst), job.extra and str(job.extra),
+                                job.photo): job.src for job in todo}
             for job in as_completed(jobs):
                 try:
                     error = job.result()
@@ -408,6 +593,7 @@ def _worker_start(folder: str, options: dict) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _warn_in_one_line()
     try:
         import torch
 
@@ -424,18 +610,19 @@ def _worker_start(folder: str, options: dict) -> None:
         _WORKER["failure"] = _StartFailure(first_line(e))
 
 
-def _worker_photo(src: str, dst: str, extra: str) -> str | _StartFailure | None:
+def _worker_photo(src: str, dst: str | None, extra: str | None, photo: str) -> str | _StartFailure | None:
     """One photo in a ``--workers`` process: read, colorize, write; its failure line, or None."""
     if "failure" in _WORKER:
         return _WORKER["failure"]
     options: RenderOptions = _WORKER["render"]
     try:
-        image = read_image(src, options.max_pixels)
-        result, heatmap = _render(_WORKER["model"], image, options, _WORKER["reference"])
+        with _working_on(src):
+            image = read_image(src, options.max_pixels)
+            result, heatmap = _render(_WORKER["model"], image, options, _WORKER["reference"])
     except (OSError, RuntimeError, ValueError) as e:
         return _failure(Path(src), e)
     try:
-        _write(result, Path(dst), heatmap, Path(extra))
+        _write(result, dst and Path(dst), heatmap, extra and Path(extra), photo)
     except (OSError, ValueError) as e:
         return _failure(Path(src), e, writing=True)
     return None
@@ -461,17 +648,38 @@ def _resolved(path: Path) -> Path:
 
 
 OUTPUT_MARK = "colorizer"  # the PNG "Software" text of every output: a rerun never takes it for an input
+PHOTO_KEY = "colorizer-photo"  # the PNG text of every output naming its photo (``_photo_id``)
+_OTHER, _EARLIER = "other", ""  # _whose: not an output of colorizer; one that names no photo (older)
+
+
+def _photo_id(src: Path) -> str:
+    """What an output records of its photo: a digest of the photo's resolved path (the same
+    for ``a.png`` and ``./a.png``; it tells nothing of the path to who sees the PNG)."""
+    return hashlib.sha256(os.fsencode(_resolved(src))).hexdigest()[:16]
+
+
+def _whose(path: Path) -> str | None:
+    """Whose output ``path`` is, from its PNG header (pixels are not read): None when there
+    is no file there; the photo id it records; ``_EARLIER`` for an output of colorizer that
+    records none (written before outputs did); ``_OTHER`` for any other file."""
+    if not os.path.lexists(path):
+        return None
+    if path.suffix.lower() != ".png":
+        return _OTHER
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a pipe would block the open below forever
+            return _OTHER
+        with Image.open(path) as img:
+            if not str(img.info.get("Software", "")).startswith(OUTPUT_MARK):
+                return _OTHER
+            return str(img.info.get(PHOTO_KEY, _EARLIER))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return _OTHER
 
 
 def _is_our_output(path: Path) -> bool:
-    """Whether ``path`` is a PNG this command wrote (its header says so; pixels are not read)."""
-    if path.suffix.lower() != ".png":
-        return False
-    try:
-        with Image.open(path) as img:
-            return str(img.info.get("Software", "")).startswith(OUTPUT_MARK)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False
+    """Whether ``path`` is a PNG this command wrote."""
+    return _whose(path) not in (None, _OTHER)
 
 
 def _device(name: str):
@@ -490,13 +698,21 @@ def _device(name: str):
     return device
 
 
-def _save_atomic(img: Image.Image, dst: Path) -> None:
-    """Write to a temporary name, then rename: a crash never leaves half a file."""
+def _temporary(dst: Path) -> Path:
+    """The hidden name ``dst`` is written under before its rename: short (a 255-byte output
+    name has room for no suffix), and the same for the same ``dst``."""
+    return dst.with_name(f".colorizer-{hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:16]}.tmp")
+
+
+def _save_atomic(img: Image.Image, dst: Path, photo: str) -> None:
+    """Write to a temporary name, then rename: a crash never leaves half a file. The PNG is
+    marked as colorizer's output of ``photo`` (its ``_photo_id``)."""
     from PIL import PngImagePlugin
 
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = _temporary(dst)
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", f"{OUTPUT_MARK} (colorized from the photo's lightness)")
+    info.add_text(PHOTO_KEY, photo)
     try:
         img.save(tmp, format="PNG", pnginfo=info)
         tmp.replace(dst)

@@ -13,13 +13,13 @@ from tqdm import tqdm
 __all__ = ["error_line", "first_line", "report_error", "fail"]
 
 
-def error_line(prog: str, error: BaseException | str, context: str | None = None, limit: int = 300) -> str:
+def error_line(prog: str, error: BaseException | str, context: str | None = None, limit: int | None = 300) -> str:
     """``"<prog>: error: [<context>: ]<message>"`` on one line, the format of every
     entry point (this CLI, ``python -m train``, ``python -m evaluation``, the app and the
     survey): the message's lines joined, whitespace collapsed, cut at ``limit``
-    characters (a state-dict mismatch lists every tensor)."""
+    characters (a state-dict mismatch lists every tensor; None: never cut)."""
     text = " ".join(str(error).split()) or type(error).__name__
-    if len(text) > limit:
+    if limit is not None and len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return f"{prog}: error: {context + ': ' if context else ''}{text}"
 

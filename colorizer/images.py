@@ -16,7 +16,7 @@ import re
 import threading
 import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ def list_images(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     missing: str = "error",
+    on_error: Callable[[OSError], None] | None = None,
 ) -> list[Path]:
     """The image files of files and folders: the one folder-listing rule of every command.
 
@@ -68,6 +69,8 @@ def list_images(
         missing: "error" raises ``FileNotFoundError`` for a path that does not exist;
             "keep" keeps it in the list, so that a command reports it with the files
             it cannot read and goes on with the others.
+        on_error: called with the ``OSError`` of each folder that cannot be listed
+            (permission denied, ...); by default such a folder gives no files.
     """
     if missing not in ("error", "keep"):
         raise ValueError(f"list_images: missing must be 'error' or 'keep', got {missing!r}")
@@ -85,7 +88,7 @@ def list_images(
             is_dir = False
         if is_dir:
             found: list[tuple[str, Path]] = []
-            for root, dirs, files in os.walk(p):
+            for root, dirs, files in os.walk(p, onerror=on_error):
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for name in files:
                     if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
