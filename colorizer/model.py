@@ -29,7 +29,8 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 from torch import nn
 
-from colorizer.bins import UV_SCALE, annealed_mean, bin_space, check_temperature, gamut_bins, rebalance_weights, rgb_to_chroma
+from colorizer.bins import (UV_SCALE, annealed_mean, annealed_probabilities, bin_space, check_temperature, gamut_bins,
+                            rebalance_weights, rgb_to_chroma)
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.hub import (DEFAULT_MODEL, MODEL_CARD_TEMPLATE, PAPER_URL, REPO_URL, _weights_path, available_models,
                            check_config_file, first_mismatch, hub_error, resolve_model, weights_file)
@@ -84,7 +85,7 @@ def _per_channel_mean(output: torch.Tensor, centres: torch.Tensor, temperature: 
         if temperature == 0:
             out.append(centres.view(-1)[logits.argmax(1)])
         else:
-            out.append((torch.softmax(logits / temperature, dim=1) * centres).sum(1))
+            out.append((annealed_probabilities(logits, temperature) * centres).sum(1))
     return torch.stack(out, dim=1)
 
 

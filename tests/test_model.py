@@ -431,3 +431,19 @@ def test_uv_bin_classification_decodes_and_learns_in_uv():
     up = F.interpolate(l, scale_factor=4)
     big_ab = F.interpolate(ab, scale_factor=4)
     assert model.loss(right, big_ab, lightness=up) < 0.5 * model.loss(wrong, big_ab, lightness=up)
+
+
+@pytest.mark.parametrize("kind", [{}, {"objective": "channel_classification"}, {"color_space": "yuv", "grid": 20}])
+def test_tiny_temperatures_colour_as_the_mode(kind):
+    """T in (0, tiny] (1e-40, the float32 and float64 extremes) decodes as T -> 0 for every
+    decoding path (joint ab bins, per-channel classes, uv bins), through the API: once 97%
+    of the colours became NaN, then gray."""
+    model = tiny(**kind)
+    photo = data.coffee()[::4, ::4]
+    pred = model.analyze(photo)
+    mode = np.asarray(pred.colorize(0.0))
+    for t in (1e-40, float(np.finfo(np.float32).smallest_subnormal), 1e-310, 5e-324):
+        assert torch.isfinite(pred.ab(t)).all(), t
+        assert np.array_equal(np.asarray(pred.colorize(t)), mode), t
+    assert np.array_equal(np.asarray(model.colorize(photo, temperature=5e-324)), mode)
+    assert np.array_equal(np.asarray(model.colorize_batch([photo], temperature=1e-40)[0]), mode)
