@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import numbers
 import os
 import re
 import threading
@@ -29,6 +30,7 @@ __all__ = [
     "ImageTooLargeError",
     "ImageInput",
     "DEFAULT_MAX_PIXELS",
+    "check_max_pixels",
     "read_image",
     "split_lightness",
     "Lightness",
@@ -108,6 +110,20 @@ class ImageTooLargeError(ImageError):
     """The image has more pixels than the limit (a guard against decompression bombs)."""
 
 
+def check_max_pixels(max_pixels: int | None) -> int | None:
+    """The one rule for a pixel limit: None (no limit) or a whole number of pixels >= 1.
+    Returns it as an int; raises ``TypeError`` or ``ValueError`` (never an ``ImageError``:
+    it is the argument that is wrong, not a photo) naming what was received."""
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral):
+        raise TypeError(f"max_pixels must be a whole number of pixels (at least 1) or None, got "
+                        f"{type(max_pixels).__name__} {max_pixels!r}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1 (None: no limit), got {max_pixels}")
+    return int(max_pixels)
+
+
 def _check_size(width: int, height: int, max_pixels: int | None, name: str) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"{name}: image has no pixels ({width}x{height})")
@@ -171,14 +187,17 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     Args:
         image: a path, encoded bytes, a PIL image, or a numpy array ``(H, W)``,
             ``(H, W, 3)`` or ``(H, W, 4)`` (uint8, uint16, bool, or float in [0, 1]).
-        max_pixels: refuse images with more pixels than this (``None``: no limit).
+        max_pixels: refuse images with more pixels than this (``None``: no limit;
+            ``check_max_pixels``).
     Returns:
         a loaded PIL image, upright, first frame only, in sRGB, in one of the modes
         L, LA, F (16-bit or float gray, values in [0, 1]), RGB or RGBA.
     Raises:
         ImageError: unreadable, empty, truncated or unsupported input.
         ImageTooLargeError: more than ``max_pixels`` pixels.
+        TypeError / ValueError: ``max_pixels`` is not None or a whole number >= 1.
     """
+    max_pixels = check_max_pixels(max_pixels)
     name = "image"
     if isinstance(image, np.ndarray):
         img = _from_array(image, "array")

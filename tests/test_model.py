@@ -447,3 +447,33 @@ def test_tiny_temperatures_colour_as_the_mode(kind):
         assert np.array_equal(np.asarray(pred.colorize(t)), mode), t
     assert np.array_equal(np.asarray(model.colorize(photo, temperature=5e-324)), mode)
     assert np.array_equal(np.asarray(model.colorize_batch([photo], temperature=1e-40)[0]), mode)
+
+
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda m, p: m.colorize_batch([p], batch_size=-1), ValueError, r"batch_size must be at least 1, got -1"),
+        (lambda m, p: m.colorize_batch([p], batch_size=0), ValueError, r"batch_size must be at least 1, got 0"),
+        (lambda m, p: m.analyze_batch([p], batch_size=True), TypeError, r"batch_size must be a whole number.*bool"),
+        (lambda m, p: colorizer.colorize_batch([p], model=m, batch_size=2.5), TypeError, r"batch_size .*float 2.5"),
+        (lambda m, p: m.colorize(p, max_pixels="10"), TypeError, r"max_pixels must be a whole number.*str '10'"),
+        (lambda m, p: m.colorize(p, max_pixels=0), ValueError, r"max_pixels must be at least 1 \(None: no limit\)"),
+        (lambda m, p: m.colorize_batch([p], max_pixels=-5, errors="return"), ValueError, r"max_pixels .* got -5"),
+        (lambda m, p: m.analyze_batch(p), TypeError, r"analyze_batch takes a list of images.*use analyze\(\)"),
+        (lambda m, p: colorizer.colorize(p, model=123), TypeError, r"model must be .* or a Colorizer, got int 123"),
+        (lambda m, p: colorizer.colorize_batch([p], model=None), TypeError, r"model must be .*got NoneType"),
+        (lambda m, p: Colorizer.from_pretrained(""), ValueError, r"model: the name is empty \(''\).*\"\.\" for this"),
+        (lambda m, p: Colorizer.from_pretrained("  "), ValueError, r"the name is empty"),
+        (lambda m, p: Colorizer.from_pretrained(3), TypeError, r"model: expected .*got int"),
+    ],
+)
+def test_each_public_argument_is_checked_at_the_boundary(call, error, message, tmp_path, monkeypatch):
+    """Bad batch sizes, pixel limits and models are one line naming the argument and what it
+    takes (once: [] for batch_size=-1, "range() arg 3 must not be zero", a str/int comparison,
+    an AttributeError, and "" loading the current folder)."""
+    tiny().save_pretrained(tmp_path)  # a model in the current folder, which "" must not load
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=message) as e:
+        call(tiny(), data.camera()[::8, ::8])
+    assert "\n" not in str(e.value) and not isinstance(e.value, ImageError)
+    assert len(tiny().colorize_batch([data.camera()[::8, ::8]] * 3, batch_size=np.int64(2), max_pixels=10**6)) == 3
