@@ -332,21 +332,43 @@ def test_colorize_batch_can_return_the_good_results_and_the_failures(tmp_path):
         ("temperature=5.0", "config.json", "temperature must be in \\[0, 1\\]"),
         ("colour=red", "config.json", "unknown setting\\(s\\) colour"),
         ("width=0.25", "model.safetensors", "do not fit config.json \\(size mismatch for"),
-        ("nan", "model.safetensors", "NaN or infinite values"),
+        ("nan", "model.safetensors", "tensor net\\..* holds NaN or infinite values"),
+        # unusable weights and configs (issue 30): once loaded silently (gray photos) or allocated gigabytes
+        ("int8", "model.safetensors", "tensor \\S+ is stored as I8, expected floating point"),
+        ("bool", "model.safetensors", "tensor \\S+ is stored as BOOL, expected floating point"),
+        ("3e38", "model.safetensors", "tensor net\\..* holds values up to 3e\\+38, beyond the 1e\\+06"),
+        (lambda f: (f / "model.safetensors").write_bytes(b"\xff" * 64), "model.safetensors",
+         "not a readable safetensors file"),
+        ("width=5", "config.json", "width must be a number in \\(0, 2\\], got 5"),
+        ("width=1000", "config.json", "width must be a number in \\(0, 2\\], got 1000"),
+        ('width="0.125"', "config.json", "width must be a number .*got str '0.125'"),
+        ("input_size=200000", "config.json", "input_size must be a whole number in \\[16, 2048\\], got 200000"),
+        ("input_size=64.0", "config.json", "input_size must be a whole number .*got float 64.0"),
+        ("grid=0.01", "config.json", "grid must be a number in \\[2, 110\\]"),
+        ("channel_bins=1000000", "config.json", "channel_bins must be a whole number in \\[2, 1024\\]"),
+        ("l_norm=0", "config.json", "l_norm must be a number in \\(0, 1000\\], got 0"),
+        ("trunk_size=200000", "config.json", "trunk_size must be a whole number in \\[14, 1024\\]"),
     ],
 )
 def test_a_broken_model_folder_is_one_line_naming_the_file(tmp_path, change, file, message):
     tiny().save_pretrained(tmp_path / "m")
     folder = tmp_path / "m"
-    if change == "nan":
+    if change in ("nan", "int8", "bool", "3e38"):
         weights = safetensors.torch.load_file(str(folder / "model.safetensors"))
         name = next(k for k, v in weights.items() if v.is_floating_point() and k.startswith("net."))
-        weights[name][0] = float("nan")
+        if change in ("nan", "3e38"):
+            weights[name][0] = float(change)
+        else:  # the right names and shapes, the wrong type
+            weights = {k: (v.round().to(getattr(torch, change)) if v.is_floating_point() else v)
+                       for k, v in weights.items()}
         safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
     elif isinstance(change, str):
         key, value = change.split("=")
         config = json.loads((folder / "config.json").read_text())
-        config[key] = value if key != "width" and value != "5.0" else float(value)
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word: the string itself
+            config[key] = value
         (folder / "config.json").write_text(json.dumps(config))
     else:
         change(folder)
