@@ -1,6 +1,6 @@
 """Reading photos of any kind into the lightness the model needs.
 
-``read_image`` opens a path, bytes, PIL image or numpy array and returns a
+``read_image`` opens a path, bytes, file object, PIL image or numpy array and returns a
 normalised PIL image: EXIF orientation applied, the first frame of an animation,
 an embedded ICC profile converted to sRGB, pixels fully loaded. ``split_lightness``
 turns that into the full-resolution CIE L (16-bit photos keep their precision) and

@@ -622,8 +622,8 @@ class Colorizer(
         """Colorize one photo at full resolution.
 
         Args:
-            image: path, bytes, PIL image or numpy array; any mode (colour photos are
-                colorized from their L channel).
+            image: path, bytes, binary file object, PIL image or numpy array; any mode
+                (colour photos are colorized from their L channel).
             temperature: annealed-mean temperature in [0, 1] (default: the model's).
             return_uncertainty: also return the ``(H, W)`` normalised entropy in [0, 1].
             reference: another photo (or its ``reference_features``) whose global features
