@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import io
-import numbers
 import os
 import re
 import threading
@@ -25,7 +24,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from colorizer.color import _XYZ_FROM_RGB, _srgb_to_linear, rgb_to_l, y_to_l
-from colorizer.errors import first_line
+from colorizer.errors import check_count, first_line
 
 __all__ = [
     "ImageError",
@@ -113,17 +112,10 @@ class ImageTooLargeError(ImageError):
 
 
 def check_max_pixels(max_pixels: int | None) -> int | None:
-    """The one rule for a pixel limit: None (no limit) or a whole number of pixels >= 1.
-    Returns it as an int; raises ``TypeError`` or ``ValueError`` (never an ``ImageError``:
-    it is the argument that is wrong, not a photo) naming what was received."""
-    if max_pixels is None:
-        return None
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral):
-        raise TypeError(f"max_pixels must be a whole number of pixels (at least 1) or None, got "
-                        f"{type(max_pixels).__name__} {max_pixels!r}")
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be at least 1 (None: no limit), got {max_pixels}")
-    return int(max_pixels)
+    """The one rule for a pixel limit: None (no limit) or a whole number of pixels >= 1
+    (``colorizer.errors.check_count``: a ``TypeError`` or ``ValueError``, never an
+    ``ImageError``, since it is the argument that is wrong, not a photo)."""
+    return None if max_pixels is None else check_count(max_pixels, "max_pixels", "pixels", " or None (no limit)")
 
 
 def _check_size(width: int, height: int, max_pixels: int | None, name: str) -> None:

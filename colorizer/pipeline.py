@@ -22,7 +22,6 @@ square, which distorts shapes the network sees; keeping the aspect ratio avoids 
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from colorizer.bins import check_temperature, entropy
+from colorizer.errors import check_count
 from colorizer.images import (DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, check_max_pixels, read_image,
                               split_lightness)
 from colorizer.render import render
@@ -136,14 +136,8 @@ class Prediction:
 
 
 def check_batch_size(batch_size: int) -> int:
-    """The one rule for ``batch_size``: a whole number >= 1 (not a bool). Returns it as an
-    int; raises ``TypeError`` or ``ValueError`` naming what was received."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(f"batch_size must be a whole number of photos (at least 1), got "
-                        f"{type(batch_size).__name__} {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return int(batch_size)
+    """The one rule for ``batch_size``: a whole number of photos >= 1 (``colorizer.errors.check_count``)."""
+    return check_count(batch_size, "batch_size", "photos")
 
 
 def _check_images(images, call: str) -> None:

@@ -398,7 +398,7 @@ def test_no_file_is_left_open(tmp_path):
 
 
 @pytest.mark.parametrize("bad,error,match", [("10", TypeError, "max_pixels must be a whole number.*str '10'"),
-                                             (0, ValueError, r"max_pixels must be at least 1 \(None: no limit\), got 0"),
+                                             (0, ValueError, r"pixels >= 1 or None \(no limit\), got 0"),
                                              (2.5, TypeError, "float 2.5"), (True, TypeError, "bool")])
 def test_a_bad_pixel_limit_is_one_line_not_an_image_error(bad, error, match):
     with pytest.raises(error, match=match) as e:

@@ -474,12 +474,12 @@ def test_tiny_temperatures_colour_as_the_mode(kind):
 @pytest.mark.parametrize(
     "call,error,message",
     [
-        (lambda m, p: m.colorize_batch([p], batch_size=-1), ValueError, r"batch_size must be at least 1, got -1"),
-        (lambda m, p: m.colorize_batch([p], batch_size=0), ValueError, r"batch_size must be at least 1, got 0"),
+        (lambda m, p: m.colorize_batch([p], batch_size=-1), ValueError, r"batch_size must be .* photos >= 1, got -1"),
+        (lambda m, p: m.colorize_batch([p], batch_size=0), ValueError, r"batch_size must be a whole number .*, got 0"),
         (lambda m, p: m.analyze_batch([p], batch_size=True), TypeError, r"batch_size must be a whole number.*bool"),
         (lambda m, p: colorizer.colorize_batch([p], model=m, batch_size=2.5), TypeError, r"batch_size .*float 2.5"),
         (lambda m, p: m.colorize(p, max_pixels="10"), TypeError, r"max_pixels must be a whole number.*str '10'"),
-        (lambda m, p: m.colorize(p, max_pixels=0), ValueError, r"max_pixels must be at least 1 \(None: no limit\)"),
+        (lambda m, p: m.colorize(p, max_pixels=0), ValueError, r"max_pixels .* or None \(no limit\), got 0"),
         (lambda m, p: m.colorize_batch([p], max_pixels=-5, errors="return"), ValueError, r"max_pixels .* got -5"),
         (lambda m, p: m.analyze_batch(p), TypeError, r"analyze_batch takes a list of images.*use analyze\(\)"),
         (lambda m, p: colorizer.colorize(p, model=123), TypeError, r"model must be .* or a Colorizer, got int 123"),
