@@ -52,6 +52,7 @@ __all__ = [
     "smooth_prior",
     "rebalance_weights",
     "check_temperature",
+    "annealed_probabilities",
     "annealed_mean",
     "entropy",
 ]
@@ -296,11 +297,28 @@ def check_temperature(temperature: float) -> float:
     return t
 
 
+_TINY_T = torch.finfo(torch.float32).tiny  # the smallest normal float32: any T in (0, this] is the limit T -> 0
+
+
+def annealed_probabilities(logits: torch.Tensor, temperature: float, dim: int = 1) -> torch.Tensor:
+    """softmax(logits / T) along ``dim`` in float32, for T in (0, 1], finite for every such T.
+
+    The logits are shifted by their maximum before the division, so the largest is 0 and
+    the others overflow to -inf at worst (probability 0), never to +inf (NaN after the
+    softmax's own shift); T is floored at the smallest normal float32, below which it
+    would round to 0 and make 0 / 0. A T that small is the limit T -> 0: the mode, shared
+    equally by logits that tie."""
+    logits = logits.float()
+    shifted = logits - logits.amax(dim, keepdim=True)  # <= 0, exactly 0 at the maximum
+    return torch.softmax(shifted / max(temperature, _TINY_T), dim=dim)
+
+
 def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
     """Decode a distribution over bins into ab by the annealed mean (sec. 2.2).
 
     ab = sum_q softmax(logits / T)_q c_q: T = 1 is the mean, T -> 0 the mode, and
-    T = 0 returns the mode exactly. Computed from logits so it stays stable at small T.
+    T = 0 returns the mode exactly. Computed from logits so it stays stable at small T
+    (``annealed_probabilities``: any T down to 5e-324 decodes, as the mode below 1e-38).
 
     Args:
         logits: ``(B, Q, H, W)``; centres: ``(Q, 2)``; temperature in [0, 1] (``check_temperature``).
@@ -316,7 +334,7 @@ def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: floa
         mode = logits.argmax(1)  # (B, H, W)
         return centres[mode].permute(0, 3, 1, 2)
     with torch.autocast(logits.device.type, enabled=False):
-        probs = torch.softmax(logits / temperature, dim=1)  # (B, Q, H, W)
+        probs = annealed_probabilities(logits, temperature)  # (B, Q, H, W)
         return torch.einsum("bqhw,qc->bchw", probs, centres)
 
 

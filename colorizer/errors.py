@@ -5,12 +5,13 @@ of colorizer's."""
 
 from __future__ import annotations
 
+import numbers
 import sys
 from typing import NoReturn
 
 from tqdm import tqdm
 
-__all__ = ["error_line", "first_line", "report_error", "fail"]
+__all__ = ["error_line", "first_line", "report_error", "fail", "check_count"]
 
 
 def error_line(prog: str, error: BaseException | str, context: str | None = None, limit: int | None = 300) -> str:
@@ -42,3 +43,15 @@ def report_error(prog: str, error: BaseException | str, context: str | None = No
 def fail(prog: str, error: BaseException | str, context: str | None = None) -> NoReturn:
     """End a command on a start-up error: one line on stderr, exit status 2."""
     raise SystemExit(report_error(prog, error, context))
+
+
+def check_count(value, name: str, unit: str, other: str = "") -> int:
+    """A public argument that counts something (``batch_size``, ``max_pixels``): a whole number
+    >= 1, not a bool. Returns it as an int; raises ``TypeError`` or ``ValueError``, one line
+    naming the argument, what it takes (``other``: what else it may be) and what it got."""
+    takes = f"{name} must be a whole number of {unit} >= 1{other}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{takes}, got {type(value).__name__} {value!r}"[:300])
+    if value < 1:
+        raise ValueError(f"{takes}, got {value}")
+    return int(value)

@@ -118,10 +118,19 @@ def resolve_model(name: str | Path | None = None) -> str:
 
     Raises:
         FileNotFoundError: a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) that is not a folder.
-        ValueError: a bare name that is not shipped (a typo such as "defualt"); the
-            message lists the shipped names.
+        ValueError: a bare name that is not shipped (a typo such as "defualt"), or an empty
+            one (which would be the current folder: write "." for that); the message lists
+            the shipped names.
+        TypeError: not a string or a path.
     """
+    if name is not None and not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"model: expected a shipped model's name, a model folder or a Hub id 'owner/name', "
+                        f"got {type(name).__name__}")
     name = DEFAULT_MODEL if name is None else str(name)
+    if not name.strip():
+        raise ValueError(f"model: the name is empty ({name!r}); give a shipped name "
+                         f"({', '.join(available_models()) or 'none'}), a model folder (\".\" for this one) or a "
+                         "Hugging Face Hub id 'owner/name'")
     bare = "/" not in name and "\\" not in name
     if bare and (_model_dir(name) / "config.json").is_file():  # a shipped name wins over a folder of that name here ("./default")
         return str(_model_dir(name))

@@ -1,6 +1,6 @@
 """Reading photos of any kind into the lightness the model needs.
 
-``read_image`` opens a path, bytes, PIL image or numpy array and returns a
+``read_image`` opens a path, bytes, file object, PIL image or numpy array and returns a
 normalised PIL image: EXIF orientation applied, the first frame of an animation,
 an embedded ICC profile converted to sRGB, pixels fully loaded. ``split_lightness``
 turns that into the full-resolution CIE L (16-bit photos keep their precision) and
@@ -9,6 +9,7 @@ the alpha channel, if any. Every failure is an ``ImageError`` with a one-line me
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import os
@@ -16,19 +17,21 @@ import re
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import BinaryIO, Callable, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from colorizer.color import _XYZ_FROM_RGB, _srgb_to_linear, rgb_to_l, y_to_l
+from colorizer.errors import check_count, first_line
 
 __all__ = [
     "ImageError",
     "ImageTooLargeError",
     "ImageInput",
     "DEFAULT_MAX_PIXELS",
+    "check_max_pixels",
     "read_image",
     "split_lightness",
     "Lightness",
@@ -40,7 +43,7 @@ __all__ = [
     "list_images",
 ]
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 DEFAULT_MAX_PIXELS = 100_000_000  # a 12 MP photo is fine; a decompression bomb is not
 GRAY_SPREAD = 2.0  # mean max(R,G,B) - min(R,G,B), in 8-bit levels, at or below which a photo is gray
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -111,6 +114,13 @@ class ImageTooLargeError(ImageError):
     """The image has more pixels than the limit (a guard against decompression bombs)."""
 
 
+def check_max_pixels(max_pixels: int | None) -> int | None:
+    """The one rule for a pixel limit: None (no limit) or a whole number of pixels >= 1
+    (``colorizer.errors.check_count``: a ``TypeError`` or ``ValueError``, never an
+    ``ImageError``, since it is the argument that is wrong, not a photo)."""
+    return None if max_pixels is None else check_count(max_pixels, "max_pixels", "pixels", " or None (no limit)")
+
+
 def _check_size(width: int, height: int, max_pixels: int | None, name: str) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"{name}: image has no pixels ({width}x{height})")
@@ -128,6 +138,8 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
         raise ImageError(f"{name}: expected an array of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
     if a.size == 0:
         raise ImageError(f"{name}: image has no pixels (shape {a.shape})")
+    if not a.dtype.isnative:  # big-endian uint16 (">u2", as FITS and some TIFF readers give) and the like
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype == np.uint16 and a.ndim == 2:
@@ -156,32 +168,42 @@ _SRGB = ImageCms.createProfile("sRGB")
 
 
 def _to_srgb(img: Image.Image) -> Image.Image:
-    """Apply an embedded ICC profile (Adobe RGB, CMYK press profiles, ...) into sRGB."""
+    """Apply an embedded ICC profile (Adobe RGB, CMYK press profiles, gray gamma or dot-gain
+    profiles of gray photos, ...) into sRGB; a gray photo stays gray (L or LA)."""
     icc = img.info.get("icc_profile")
-    if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
         return img
     try:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if img.mode in ("L", "LA"):  # the gray levels through the profile to sRGB's (R = G = B), alpha kept
+            gray = ImageCms.profileToProfile(img.getchannel("L"), src, _SRGB, outputMode="RGB").getchannel("G")
+            return Image.merge("LA", (gray, img.getchannel("A"))) if img.mode == "LA" else gray
         out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
         return ImageCms.profileToProfile(img, src, _SRGB, outputMode=out_mode)
     except (ImageCms.PyCMSError, OSError, ValueError):
-        return img  # a broken profile: fall back to the plain conversion
+        return img  # a broken profile, or one of another colour space: fall back to the plain conversion
 
 
 def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open and normalise an image.
 
     Args:
-        image: a path, encoded bytes, a PIL image, or a numpy array ``(H, W)``,
-            ``(H, W, 3)`` or ``(H, W, 4)`` (uint8, uint16, bool, or float in [0, 1]).
-        max_pixels: refuse images with more pixels than this (``None``: no limit).
+        image: a path, encoded bytes (``bytes``, ``bytearray``, ``memoryview``), a binary
+            file object (``io.BytesIO``, an upload's stream: read from where it stands to its
+            end), a PIL image, or a numpy array ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``
+            (uint8, uint16 of either byte order, bool, or float in [0, 1]).
+        max_pixels: refuse images with more pixels than this (``None``: no limit;
+            ``check_max_pixels``).
     Returns:
         a loaded PIL image, upright, first frame only, in sRGB, in one of the modes
-        L, LA, F (16-bit or float gray, values in [0, 1]), RGB or RGBA.
+        L, LA, F (16-bit or float gray, values in [0, 1]), RGB or RGBA (transparency,
+        a PNG's tRNS colour included, as alpha). A file is closed whatever happens.
     Raises:
         ImageError: unreadable, empty, truncated or unsupported input.
         ImageTooLargeError: more than ``max_pixels`` pixels.
+        TypeError / ValueError: ``max_pixels`` is not None or a whole number >= 1.
     """
+    max_pixels = check_max_pixels(max_pixels)
     name = "image"
     if isinstance(image, np.ndarray):
         img = _from_array(image, "array")
@@ -205,36 +227,33 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         if path.stat().st_size == 0:
             raise ImageError(f"{name}: empty file (0 bytes)")
         source: object = path
-    elif isinstance(image, (bytes, bytearray)):
-        if not image:
-            raise ImageError("image: empty data (0 bytes)")
-        source = io.BytesIO(image)
+    elif isinstance(image, (bytes, bytearray, memoryview)) or _is_binary_file(image):
+        if not isinstance(image, (bytes, bytearray, memoryview)):
+            name = str(getattr(image, "name", "")) or name
+            try:
+                image = image.read()
+            except (OSError, ValueError) as e:  # closed, or not readable
+                raise ImageError(f"{name}: the file object cannot be read ({first_line(e)})") from None
+            if not isinstance(image, (bytes, bytearray, memoryview)):
+                raise ImageError(f"{name}: the file object gives {type(image).__name__}, not bytes (open it in "
+                                 "binary mode, 'rb')")
+        if not len(image):
+            raise ImageError(f"{name}: empty data (0 bytes)")
+        source = image
     elif isinstance(image, Image.Image):
         source = None
     else:
-        raise ImageError(f"image: expected a path, bytes, PIL image or numpy array, got {type(image).__name__}")
+        raise ImageError(f"image: expected a path, bytes, a binary file object, a PIL image or a numpy array, "
+                         f"got {type(image).__name__}")
 
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit; PIL's own warning and bomb check are lifted.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if source is None:
-                img = image  # type: ignore[assignment]
+                img = _first_frame(image, max_pixels, name, from_file=False)  # type: ignore[arg-type]
             else:
-                img = _open(source, max_pixels)
-            _check_size(*img.size, max_pixels, name)
-            animated = getattr(img, "n_frames", 1) > 1
-            if animated:
-                img.seek(0)  # animations: the first frame
-            img.load()
-            if animated and source is not None:  # a multi-frame file keeps its file open: copy the frame, close it
-                frame = img.copy()
-                img.close()
-                img = frame
-                if img.mode == "RGBA" and img.getextrema()[3][0] == 255:
-                    img = img.convert("RGB")  # animated WebP frames decode as RGBA even without transparency
-            if img.getexif().get(0x0112, 1) not in (0, 1):  # EXIF orientation: turn upright (a copy)
-                img = ImageOps.exif_transpose(img)
+                img = _read(source, max_pixels, name)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -246,10 +265,79 @@ def read_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e).strip() or type(e).__name__
         raise ImageError(f"{name}: unreadable or truncated image ({msg})") from None
-    return _normalise_mode(_to_srgb(img), name)
+    return _normalise_mode(_to_srgb(_with_transparency(img)), name)
 
 
-_PIL_CAP = threading.Lock()
+def _is_binary_file(obj) -> bool:
+    """Whether ``obj`` reads like a file (``io.BytesIO``, an open file, an upload's stream)."""
+    return callable(getattr(obj, "read", None)) and not isinstance(obj, (Image.Image, np.ndarray))
+
+
+TEXT_CHUNK_CAP = 16 << 20  # a PNG text chunk (XMP, say) may decompress to this much; Pillow's own cap is 1 MB
+
+
+def _read(source: Path | bytes | bytearray | memoryview, max_pixels: int | None, name: str) -> Image.Image:
+    """``_first_frame`` of a file or encoded bytes. A PNG text chunk that decompresses past
+    Pillow's 1 MB (a photo with a few MB of XMP, whose pixels are fine) is read again with
+    the cap at ``TEXT_CHUNK_CAP``; past that it is refused as a decompression bomb."""
+    try:
+        return _read_once(source, max_pixels, name)
+    except ValueError as e:
+        if "MAX_TEXT_CHUNK" not in str(e):
+            raise
+    with _PIL_CAP:
+        cap = PngImagePlugin.MAX_TEXT_CHUNK
+        PngImagePlugin.MAX_TEXT_CHUNK = max(cap, TEXT_CHUNK_CAP)
+        try:
+            return _read_once(source, max_pixels, name)
+        except ValueError as e:
+            if "MAX_TEXT_CHUNK" not in str(e):
+                raise
+            raise ImageError(f"{name}: a PNG text chunk decompresses to over {TEXT_CHUNK_CAP >> 20} MB; refused "
+                             "as a decompression bomb") from None
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK = cap
+
+
+def _read_once(source: Path | bytes | bytearray | memoryview, max_pixels: int | None, name: str) -> Image.Image:
+    """Open and decode; a file is opened here and closed whatever happens (Pillow leaves
+    GIF, ICO and truncated files open: "unclosed file" warnings)."""
+    with contextlib.ExitStack() as files:
+        fp = files.enter_context(open(source, "rb")) if isinstance(source, Path) else io.BytesIO(source)
+        return _first_frame(_open(fp, max_pixels), max_pixels, name, from_file=True)
+
+
+def _first_frame(img: Image.Image, max_pixels: int | None, name: str, from_file: bool) -> Image.Image:
+    """The image checked against ``max_pixels``, its first frame loaded (a copy, when it came
+    from a file, so nothing refers to the file after), upright by its EXIF orientation."""
+    _check_size(*img.size, max_pixels, name)
+    animated = getattr(img, "n_frames", 1) > 1
+    if animated:
+        img.seek(0)  # animations: the first frame
+    img.load()
+    if animated and from_file:  # a multi-frame image reads its file for each frame: copy the frame
+        frame = img.copy()
+        img.close()
+        img = frame
+        if img.mode == "RGBA" and img.getextrema()[3][0] == 255:
+            img = img.convert("RGB")  # animated WebP frames decode as RGBA even without transparency
+    if img.getexif().get(0x0112, 1) not in (0, 1):  # EXIF orientation: turn upright (a copy)
+        img = ImageOps.exif_transpose(img)
+    return img
+
+
+def _with_transparency(img: Image.Image) -> Image.Image:
+    """A gray or RGB image with a transparent colour (a PNG's tRNS chunk, a PIL image's
+    ``info["transparency"]``) as LA or RGBA, so its transparency is kept as alpha."""
+    if img.mode not in ("L", "RGB") or img.info.get("transparency") is None:
+        return img
+    try:
+        return img.convert("LA" if img.mode == "L" else "RGBA")
+    except (ValueError, TypeError):  # a transparency of the wrong kind for the mode: none
+        return img
+
+
+_PIL_CAP = threading.RLock()  # Pillow's module-wide caps, changed for one read at a time (re-entered by _open)
 
 
 def _open(source, max_pixels: int | None) -> Image.Image:

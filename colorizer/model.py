@@ -16,6 +16,7 @@ it (resizing, batching, the ONNX Runtime switch, full-resolution rendering) is
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -29,13 +30,15 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 from torch import nn
 
-from colorizer.bins import UV_SCALE, annealed_mean, bin_space, check_temperature, gamut_bins, rebalance_weights, rgb_to_chroma
+from colorizer.bins import (UV_SCALE, annealed_mean, annealed_probabilities, bin_space, check_temperature, gamut_bins,
+                            rebalance_weights, rgb_to_chroma)
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.hub import (DEFAULT_MODEL, MODEL_CARD_TEMPLATE, PAPER_URL, REPO_URL, _weights_path, available_models,
                            check_config_file, first_mismatch, hub_error, resolve_model, weights_file)
 from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
 from colorizer.losses import channel_classification_loss, classification_loss, regression_loss
 from colorizer.cheng import Cheng15, joint_bilateral
+from colorizer.errors import first_line
 from colorizer.networks import ECCV16, DinoHypercolumn, GlobalLocal, Hypercolumn
 from colorizer.pipeline import Prediction, analyze_batch, colorize_batch, compose, gray_rgb, network_input, network_size, run_network
 
@@ -74,6 +77,87 @@ def setting_conflict(network: str, objective: str, color_space: str, cli: bool =
     return None
 
 
+# Sane bounds of the numeric settings (config.json's values), checked before anything is built:
+# name -> (whole number?, low, high, low excluded?). Widths and sizes bound the memory the model
+# takes (width 2: four times the paper's network, about 0.5 GB; input_size 2048: a 4 MP network
+# input), the bins' settings the size of the ab grid (grid 2: about 6500 bins).
+SETTING_RANGES = {
+    "width": (False, 0.0, 2.0, True),
+    "semantic_width": (False, 0.0, 2.0, False),  # 0: none, as None
+    "input_size": (True, 16, 2048, False),
+    "trunk_size": (True, 14, 1024, False),  # 14: one patch (colorizer.dinov2.check_trunk's own bound)
+    "grid": (False, 2.0, 110.0, False),
+    "ab_range": (False, 10.0, 150.0, False),
+    "channel_bins": (True, 2, 1024, False),
+    "k": (True, 1, 64, False),
+    "sigma": (False, 0.0, 100.0, True),
+    "prior_sigma": (False, 0.0, 100.0, False),
+    "lam": (False, 0.0, 1.0, False),
+    "l_cent": (False, -100.0, 100.0, False),
+    "l_norm": (False, 0.0, 1000.0, True),
+    "ab_norm": (False, 0.0, 1000.0, True),
+}
+
+
+def check_settings(settings: dict) -> None:
+    """The numeric settings of ``settings`` (the constructor's arguments, ``config.json``'s
+    values) against ``SETTING_RANGES``, before the network is built, so that ``width: 1000``
+    or ``input_size: 200000`` is refused in one line naming the setting rather than by an
+    allocation of gigabytes (None stays allowed where the constructor allows it)."""
+    for name, (whole, low, high, open_low) in SETTING_RANGES.items():
+        value = settings.get(name)
+        if value is None:
+            continue
+        kind = "a whole number" if whole else "a number"
+        bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
+            raise ValueError(f"{name} must be {kind} in {bounds}, got {type(value).__name__} {value!r}"[:300])
+        if not (low < value <= high if open_low else low <= value <= high):  # NaN fails both
+            raise ValueError(f"{name} must be {kind} in {bounds}, got {value!r}")
+
+
+WEIGHT_LIMIT = 1e6  # the largest |value| a tensor of a usable model holds (the shipped models': 2.3e3)
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors' names of the floating-point types
+
+
+def check_weights_file(path: Path, model: nn.Module) -> None:
+    """A weights file's tensor types against ``model``'s, read from the header before any
+    weight is loaded: a floating tensor must be stored as floating point and a counter
+    (batch norm's ``num_batches_tracked``) as an integer; int8 or bool weights of the right
+    names and shapes would load, cast, and colour every photo gray. One line naming the
+    file and the tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    expected = model.state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():
+                if name not in expected:
+                    continue  # the strict load names it
+                stored, floating = f.get_slice(name).get_dtype(), expected[name].is_floating_point()
+                if (stored in _FLOAT_DTYPES) != floating:
+                    raise ValueError(f"{path}: tensor {name} is stored as {stored}, expected "
+                                     f"{'floating point (F32, F16, BF16 or F64)' if floating else 'an integer'}: "
+                                     "not a model's weights")
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
+
+
+def check_weight_values(path: Path, model: nn.Module) -> None:
+    """The loaded weights' values: finite, and within +-``WEIGHT_LIMIT`` (weights of 3e38
+    overflow the network to NaN: every photo gray). ``class_weights``, training's loss
+    weights, which a rare bin makes large, are only checked to be finite."""
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point():
+            continue
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{path}: tensor {name} holds NaN or infinite values: a diverged or damaged model, "
+                             "which would colour every photo black")
+        if name != "class_weights" and t.numel() and (peak := float(t.abs().max())) > WEIGHT_LIMIT:
+            raise ValueError(f"{path}: tensor {name} holds values up to {peak:.3g}, beyond the {WEIGHT_LIMIT:g} "
+                             "of a usable model: a diverged or damaged model, which would colour every photo gray")
+
+
 def _per_channel_mean(output: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-channel classes ``(B, 2 n, h, w)`` (a's n logits, then b's) -> ``(B, 2, h, w)``
     ab: each channel's annealed mean over its class centres (T = 0: its most likely class)."""
@@ -84,7 +168,7 @@ def _per_channel_mean(output: torch.Tensor, centres: torch.Tensor, temperature: 
         if temperature == 0:
             out.append(centres.view(-1)[logits.argmax(1)])
         else:
-            out.append((torch.softmax(logits / temperature, dim=1) * centres).sum(1))
+            out.append((annealed_probabilities(logits, temperature) * centres).sum(1))
     return torch.stack(out, dim=1)
 
 
@@ -190,20 +274,19 @@ class Colorizer(
         trunk_blocks: list[int] | None = None,
     ):
         super().__init__()
+        check_settings(locals())
         if color_space not in COLOR_SPACES:
             raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}, got {color_space!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-        if channel_bins < 2:
-            raise ValueError(f"channel_bins must be at least 2, got {channel_bins}")
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
         if conflict := setting_conflict(network, objective, color_space):
             raise ValueError(conflict)
         if regression_loss not in ("l2", "smooth_l1"):
             raise ValueError(f"regression_loss must be 'l2' or 'smooth_l1', got {regression_loss!r}")
-        if input_size < 16 or input_size % 8:
-            raise ValueError(f"input_size must be a multiple of 8 and at least 16, got {input_size}")
+        if input_size % 8:
+            raise ValueError(f"input_size must be a multiple of 8, got {input_size}")
         temperature = check_temperature(temperature)
         self.objective = objective
         self.k, self.sigma = k, sigma
@@ -539,8 +622,8 @@ class Colorizer(
         """Colorize one photo at full resolution.
 
         Args:
-            image: path, bytes, PIL image or numpy array; any mode (colour photos are
-                colorized from their L channel).
+            image: path, bytes, binary file object, PIL image or numpy array; any mode
+                (colour photos are colorized from their L channel).
             temperature: annealed-mean temperature in [0, 1] (default: the model's).
             return_uncertainty: also return the ``(H, W)`` normalised entropy in [0, 1].
             reference: another photo (or its ``reference_features``) whose global features
@@ -607,6 +690,7 @@ class Colorizer(
             local_files_only=local_files_only,
             token=token,
         )
+        check_weights_file(weights, model)
         try:
             missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=strict, device=map_location)
         except RuntimeError as e:  # the weights are another network's: say which setting disagrees
@@ -615,10 +699,7 @@ class Colorizer(
             warnings.warn(f"{model_id}: missing tensors {missing}, unexpected tensors {unexpected}")
         if os.path.isdir(model_id) and (Path(model_id) / "README.md").is_file():
             model._loaded_from = Path(model_id)  # its card travels with it when saved elsewhere
-        bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-        if bad:
-            raise ValueError(f"{weights}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]}): "
-                             "a diverged or damaged model, which would colour every photo black")
+        check_weight_values(weights, model)
         return model.to(map_location).eval()
 
     def save_pretrained(self, save_directory: str | Path, *, model_card_kwargs: dict | None = None, **kwargs):

@@ -32,11 +32,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from colorizer.bins import check_temperature, entropy
-from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, read_image, split_lightness
+from colorizer.errors import check_count
+from colorizer.images import (DEFAULT_MAX_PIXELS, ImageError, ImageInput, Lightness, check_max_pixels, read_image,
+                              split_lightness)
 from colorizer.render import render
 
-__all__ = ["network_size", "network_input", "run_network", "analyze_batch", "colorize_batch", "Prediction",
-           "gray_rgb", "compose"]
+__all__ = ["network_size", "network_input", "run_network", "analyze_batch", "colorize_batch", "check_batch_size",
+           "Prediction", "gray_rgb", "compose"]
 
 
 def network_size(height: int, width: int, input_size: int, multiple: int = 8, max_aspect: float = 4.0) -> tuple[int, int]:
@@ -133,12 +135,31 @@ class Prediction:
         return ent[0, 0].clamp(0, 1).cpu().numpy()
 
 
+def check_batch_size(batch_size: int) -> int:
+    """The one rule for ``batch_size``: a whole number of photos >= 1 (``colorizer.errors.check_count``)."""
+    return check_count(batch_size, "batch_size", "photos")
+
+
+def _check_images(images, call: str) -> None:
+    """``images`` must be a sequence of photos, not one photo (a path, bytes, array or PIL image)."""
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):  # paths, arrays, PIL images too
+        raise TypeError(f"{call} takes a list of images, got one {type(images).__name__}: use "
+                        f"{call.replace('_batch', '')}() for one photo")
+
+
 @torch.no_grad()
 def analyze_batch(
     model, images: Sequence[ImageInput], batch_size: int = 8, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     reference=None,
 ) -> list["Prediction"]:
-    """``model``'s ``analyze`` for many photos; photos whose network sizes match share a batch."""
+    """``model``'s ``analyze`` for many photos; photos whose network sizes match share a batch.
+
+    Raises:
+        TypeError / ValueError: ``images`` is one photo, or ``batch_size`` or ``max_pixels``
+            is not a whole number >= 1 (``max_pixels`` may be None).
+    """
+    _check_images(images, "analyze_batch")
+    batch_size, max_pixels = check_batch_size(batch_size), check_max_pixels(max_pixels)
     g = model.global_features_of(reference, max_pixels)
     parts = [split_lightness(read_image(im, max_pixels)) for im in images]
     small = [network_input(model, p) for p in parts]
@@ -179,11 +200,11 @@ def colorize_batch(
     Raises:
         TypeError: ``images`` is one image (a path, bytes, array or PIL image), not a
             sequence of them: use ``colorize`` for one photo.
+        TypeError / ValueError: ``batch_size`` or ``max_pixels`` is not a whole number >= 1
+            (``max_pixels`` may be None), ``errors`` or ``temperature`` is not one it takes.
     """
-    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):  # paths, arrays, PIL images too
-        raise TypeError(
-            f"colorize_batch takes a list of images, got one {type(images).__name__}: use colorize() for one photo"
-        )
+    _check_images(images, "colorize_batch")
+    batch_size, max_pixels = check_batch_size(batch_size), check_max_pixels(max_pixels)
     if errors not in ("raise", "return"):
         raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
     if temperature is not None:

@@ -10,6 +10,7 @@ from colorizer.bins import (
     rgb_to_chroma,
     PriorCounter,
     annealed_mean,
+    annealed_probabilities,
     compute_gamut_bins,
     entropy,
     gamut_bins,
@@ -188,6 +189,29 @@ def test_annealed_mean_stable_at_small_temperature(centres):
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError):
         annealed_mean(logits, centres, -1.0)
+
+
+TINY_TEMPERATURES = [1e-30, float(np.finfo(np.float32).tiny), 1e-40, float(np.finfo(np.float32).smallest_subnormal),
+                     1e-300, float(np.finfo(np.float64).tiny), 5e-324]
+
+
+@pytest.mark.parametrize("temperature", TINY_TEMPERATURES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_annealed_mean_at_tiny_temperatures_is_the_mode(centres, temperature, dtype):
+    """Any T in (0, tiny], down to the float32 and float64 extremes, decodes as the limit
+    T -> 0 (the mode; tied logits share it equally), never NaN: 1e-40 once gave NaN for 97%
+    of the pixels (logits / T overflowed to inf before the softmax)."""
+    logits = (torch.randn(2, len(centres), 5, 6, generator=torch.Generator().manual_seed(1)) * 8).to(dtype)
+    mode = centres[logits.float().argmax(1)].permute(0, 3, 1, 2)
+    out = annealed_mean(logits, centres, temperature)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, annealed_mean(logits, centres, 0.0))
+    torch.testing.assert_close(out, mode)
+    tied = torch.zeros(1, len(centres), 1, 1)
+    tied[0, :2] = 5.0  # two bins tie for the mode: the limit is their midpoint
+    torch.testing.assert_close(annealed_mean(tied, centres, temperature)[0, :, 0, 0], centres[:2].mean(0))
+    probs = annealed_probabilities(logits, temperature)
+    assert torch.isfinite(probs).all() and torch.allclose(probs.sum(1), torch.ones(1))
 
 
 def test_entropy_bounds(centres):

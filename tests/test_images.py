@@ -267,3 +267,141 @@ def test_a_pixel_limit_above_pillows_own_is_ours(tmp_path):
     img = read_image(big, max_pixels=200_000_000)
     assert img.size == (15000, 12000)
     assert Image.MAX_IMAGE_PIXELS and Image.MAX_IMAGE_PIXELS < 100_000_000  # Pillow's own cap is left as it was
+
+
+def _gray_icc(gamma: float) -> bytes:
+    """A minimal ICC v2 gray display profile: a gamma curve (kTRC) and the D50 white point."""
+    import struct
+
+    def s15(x):
+        return struct.pack(">i", round(x * 65536))
+
+    text = b"gray gamma\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ " + bytes(4) + s15(0.9642) + s15(1.0) + s15(0.8249)),
+            (b"kTRC", b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)),
+            (b"cprt", b"text" + bytes(4) + b"none\0")]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, tag in tags:
+        tag += bytes(-len(tag) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(tag))
+        body += tag
+    header = (struct.pack(">I", offset + len(body)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ " + bytes(12)
+              + b"acsp" + bytes(16 + 8 + 4) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4 + 16 + 28))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_gray_icc_profiles_are_applied(tmp_path):
+    """A gray photo's ICC profile (gray gamma 1.8 here) is converted to sRGB like a colour
+    one's: once ignored, its lightness was off by 5 on average; it stays a gray (L, LA) photo."""
+    from colorizer.color import y_to_l
+
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    truth = y_to_l((torch.arange(256) / 255.0) ** 1.8)
+    for mode in ("L", "LA"):
+        p = _save(Image.fromarray(ramp).convert(mode), tmp_path / f"gamma18-{mode}.png", icc_profile=_gray_icc(1.8))
+        img = read_image(p)
+        assert img.mode == mode
+        err = (split_lightness(img).l[0, 0, 0] - truth).abs()
+        assert err.mean() < 0.2 and err.max() < 0.5, (err.mean(), err.max())
+    assert (split_lightness(read_image(ramp)).l[0, 0, 0] - truth).abs().mean() > 4  # what ignoring it gave
+
+
+@pytest.mark.parametrize("mode,colour", [("L", 7), ("RGB", (1, 2, 3))])
+def test_a_transparent_colour_is_kept_as_alpha(tmp_path, model, mode, colour):
+    """Gray and RGB PNGs with a tRNS chunk, and a PIL image with info['transparency'], keep
+    their transparency as alpha (once RGB out), as palette transparency always was."""
+    pixels = Image.fromarray(data.camera()[::8, ::8].clip(10, 255)).convert(mode)  # the colour is nowhere else
+    pixels.paste(colour, (0, 0, 20, 20))
+    p = _save(pixels, tmp_path / "trns.png", transparency=colour)
+    img = read_image(p)
+    assert img.mode == {"L": "LA", "RGB": "RGBA"}[mode]
+    alpha = np.asarray(img)[..., -1]
+    assert (alpha[:20, :20] == 0).all() and (alpha[20:] == 255).all()
+    out = model.colorize(p)
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+    given = pixels.copy()
+    given.info["transparency"] = colour
+    assert np.array_equal(np.asarray(model.colorize(given))[..., 3], alpha)
+    assert read_image(pixels).mode == mode  # no transparency: no alpha made up
+
+
+def test_file_objects_and_memoryviews_are_read(model):
+    """io.BytesIO, an open file and memoryview (what web frameworks and requests hand over)
+    read like bytes; a text-mode file or a closed one is one line."""
+    buf = io.BytesIO()
+    Image.fromarray(data.coffee()[::4, ::4]).save(buf, format="PNG")
+    encoded = buf.getvalue()
+    expected = np.asarray(model.colorize(encoded))
+    for given in (io.BytesIO(encoded), memoryview(encoded), bytearray(encoded)):
+        assert np.array_equal(np.asarray(model.colorize(given)), expected)
+    with pytest.raises(ImageError, match="gives str, not bytes .*'rb'"):
+        read_image(io.StringIO("not bytes"))
+    closed = io.BytesIO(encoded)
+    closed.close()
+    with pytest.raises(ImageError, match="the file object cannot be read"):
+        read_image(closed)
+    with pytest.raises(ImageError, match="empty data"):
+        read_image(io.BytesIO())
+
+
+def test_big_endian_arrays_are_read():
+    """A big-endian uint16 (or float) array reads as its little-endian twin (once refused)."""
+    a = (np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16)
+    for dtype in (">u2",):
+        assert np.array_equal(np.asarray(read_image(a.astype(dtype))), np.asarray(read_image(a)))
+    rgb = data.coffee()[::8, ::8] / 255.0
+    assert np.array_equal(np.asarray(read_image(rgb.astype(">f8"))), np.asarray(read_image(rgb)))
+
+
+def test_a_large_xmp_chunk_is_read_and_a_text_bomb_refused():
+    """A valid PNG with 2.4 MB of compressed XMP (over Pillow's 1 MB text cap) is read; a
+    zTXt chunk that inflates past 16 MB is still refused, and Pillow's cap is left as it was."""
+    from PIL import PngImagePlugin
+
+    cap = PngImagePlugin.MAX_TEXT_CHUNK
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta>" + "0123456789abcdef" * 150_000 + "</x:xmpmeta>", zip=True)
+    buf = io.BytesIO()
+    Image.fromarray(data.camera()[::8, ::8]).save(buf, format="PNG", pnginfo=info)
+    assert np.array_equal(np.asarray(read_image(buf.getvalue())), data.camera()[::8, ::8])
+    bomb = PngImagePlugin.PngInfo()
+    bomb.add_text("comment", "\0" * 40_000_000, zip=True)
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG", pnginfo=bomb)
+    with pytest.raises(ImageError, match="image: a PNG text chunk decompresses to over 16 MB"):
+        read_image(buf.getvalue())
+    assert PngImagePlugin.MAX_TEXT_CHUNK == cap
+
+
+def test_no_file_is_left_open(tmp_path):
+    """GIF, ICO and truncated PNG or JPEG files are closed after reading, read or refused
+    (once "unclosed file" ResourceWarnings)."""
+    import gc
+    import warnings
+
+    photo = Image.fromarray(data.coffee()[::4, ::4])
+    for name in ("a.gif", "a.ico", "a.png", "a.jpg"):
+        photo.save(tmp_path / name)
+    for name in ("a.png", "a.jpg"):
+        (tmp_path / f"cut-{name}").write_bytes((tmp_path / name).read_bytes()[:3000])
+    for name in ("a.gif", "a.ico", "cut-a.png", "cut-a.jpg"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                read_image(tmp_path / name)
+            except ImageError as e:
+                assert name.startswith("cut-"), e
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], name
+
+
+@pytest.mark.parametrize("bad,error,match", [("10", TypeError, "max_pixels must be a whole number.*str '10'"),
+                                             (0, ValueError, r"pixels >= 1 or None \(no limit\), got 0"),
+                                             (2.5, TypeError, "float 2.5"), (True, TypeError, "bool")])
+def test_a_bad_pixel_limit_is_one_line_not_an_image_error(bad, error, match):
+    with pytest.raises(error, match=match) as e:
+        read_image(data.camera(), max_pixels=bad)
+    assert not isinstance(e.value, ImageError)
+    assert read_image(data.camera(), max_pixels=np.int64(512 * 512)).size == (512, 512)

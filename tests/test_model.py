@@ -332,21 +332,43 @@ def test_colorize_batch_can_return_the_good_results_and_the_failures(tmp_path):
         ("temperature=5.0", "config.json", "temperature must be in \\[0, 1\\]"),
         ("colour=red", "config.json", "unknown setting\\(s\\) colour"),
         ("width=0.25", "model.safetensors", "do not fit config.json \\(size mismatch for"),
-        ("nan", "model.safetensors", "NaN or infinite values"),
+        ("nan", "model.safetensors", "tensor net\\..* holds NaN or infinite values"),
+        # unusable weights and configs (issue 30): once loaded silently (gray photos) or allocated gigabytes
+        ("int8", "model.safetensors", "tensor \\S+ is stored as I8, expected floating point"),
+        ("bool", "model.safetensors", "tensor \\S+ is stored as BOOL, expected floating point"),
+        ("3e38", "model.safetensors", "tensor net\\..* holds values up to 3e\\+38, beyond the 1e\\+06"),
+        (lambda f: (f / "model.safetensors").write_bytes(b"\xff" * 64), "model.safetensors",
+         "not a readable safetensors file"),
+        ("width=5", "config.json", "width must be a number in \\(0, 2\\], got 5"),
+        ("width=1000", "config.json", "width must be a number in \\(0, 2\\], got 1000"),
+        ('width="0.125"', "config.json", "width must be a number .*got str '0.125'"),
+        ("input_size=200000", "config.json", "input_size must be a whole number in \\[16, 2048\\], got 200000"),
+        ("input_size=64.0", "config.json", "input_size must be a whole number .*got float 64.0"),
+        ("grid=0.01", "config.json", "grid must be a number in \\[2, 110\\]"),
+        ("channel_bins=1000000", "config.json", "channel_bins must be a whole number in \\[2, 1024\\]"),
+        ("l_norm=0", "config.json", "l_norm must be a number in \\(0, 1000\\], got 0"),
+        ("trunk_size=200000", "config.json", "trunk_size must be a whole number in \\[14, 1024\\]"),
     ],
 )
 def test_a_broken_model_folder_is_one_line_naming_the_file(tmp_path, change, file, message):
     tiny().save_pretrained(tmp_path / "m")
     folder = tmp_path / "m"
-    if change == "nan":
+    if change in ("nan", "int8", "bool", "3e38"):
         weights = safetensors.torch.load_file(str(folder / "model.safetensors"))
         name = next(k for k, v in weights.items() if v.is_floating_point() and k.startswith("net."))
-        weights[name][0] = float("nan")
+        if change in ("nan", "3e38"):
+            weights[name][0] = float(change)
+        else:  # the right names and shapes, the wrong type
+            weights = {k: (v.round().to(getattr(torch, change)) if v.is_floating_point() else v)
+                       for k, v in weights.items()}
         safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
     elif isinstance(change, str):
         key, value = change.split("=")
         config = json.loads((folder / "config.json").read_text())
-        config[key] = value if key != "width" and value != "5.0" else float(value)
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word: the string itself
+            config[key] = value
         (folder / "config.json").write_text(json.dumps(config))
     else:
         change(folder)
@@ -431,3 +453,49 @@ def test_uv_bin_classification_decodes_and_learns_in_uv():
     up = F.interpolate(l, scale_factor=4)
     big_ab = F.interpolate(ab, scale_factor=4)
     assert model.loss(right, big_ab, lightness=up) < 0.5 * model.loss(wrong, big_ab, lightness=up)
+
+
+@pytest.mark.parametrize("kind", [{}, {"objective": "channel_classification"}, {"color_space": "yuv", "grid": 20}])
+def test_tiny_temperatures_colour_as_the_mode(kind):
+    """T in (0, tiny] (1e-40, the float32 and float64 extremes) decodes as T -> 0 for every
+    decoding path (joint ab bins, per-channel classes, uv bins), through the API: once 97%
+    of the colours became NaN, then gray."""
+    model = tiny(**kind)
+    photo = data.coffee()[::4, ::4]
+    pred = model.analyze(photo)
+    mode = np.asarray(pred.colorize(0.0))
+    for t in (1e-40, float(np.finfo(np.float32).smallest_subnormal), 1e-310, 5e-324):
+        assert torch.isfinite(pred.ab(t)).all(), t
+        assert np.array_equal(np.asarray(pred.colorize(t)), mode), t
+    assert np.array_equal(np.asarray(model.colorize(photo, temperature=5e-324)), mode)
+    assert np.array_equal(np.asarray(model.colorize_batch([photo], temperature=1e-40)[0]), mode)
+
+
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda m, p: m.colorize_batch([p], batch_size=-1), ValueError, r"batch_size must be .* photos >= 1, got -1"),
+        (lambda m, p: m.colorize_batch([p], batch_size=0), ValueError, r"batch_size must be a whole number .*, got 0"),
+        (lambda m, p: m.analyze_batch([p], batch_size=True), TypeError, r"batch_size must be a whole number.*bool"),
+        (lambda m, p: colorizer.colorize_batch([p], model=m, batch_size=2.5), TypeError, r"batch_size .*float 2.5"),
+        (lambda m, p: m.colorize(p, max_pixels="10"), TypeError, r"max_pixels must be a whole number.*str '10'"),
+        (lambda m, p: m.colorize(p, max_pixels=0), ValueError, r"max_pixels .* or None \(no limit\), got 0"),
+        (lambda m, p: m.colorize_batch([p], max_pixels=-5, errors="return"), ValueError, r"max_pixels .* got -5"),
+        (lambda m, p: m.analyze_batch(p), TypeError, r"analyze_batch takes a list of images.*use analyze\(\)"),
+        (lambda m, p: colorizer.colorize(p, model=123), TypeError, r"model must be .* or a Colorizer, got int 123"),
+        (lambda m, p: colorizer.colorize_batch([p], model=None), TypeError, r"model must be .*got NoneType"),
+        (lambda m, p: Colorizer.from_pretrained(""), ValueError, r"model: the name is empty \(''\).*\"\.\" for this"),
+        (lambda m, p: Colorizer.from_pretrained("  "), ValueError, r"the name is empty"),
+        (lambda m, p: Colorizer.from_pretrained(3), TypeError, r"model: expected .*got int"),
+    ],
+)
+def test_each_public_argument_is_checked_at_the_boundary(call, error, message, tmp_path, monkeypatch):
+    """Bad batch sizes, pixel limits and models are one line naming the argument and what it
+    takes (once: [] for batch_size=-1, "range() arg 3 must not be zero", a str/int comparison,
+    an AttributeError, and "" loading the current folder)."""
+    tiny().save_pretrained(tmp_path)  # a model in the current folder, which "" must not load
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=message) as e:
+        call(tiny(), data.camera()[::8, ::8])
+    assert "\n" not in str(e.value) and not isinstance(e.value, ImageError)
+    assert len(tiny().colorize_batch([data.camera()[::8, ::8]] * 3, batch_size=np.int64(2), max_pixels=10**6)) == 3

@@ -244,3 +244,16 @@ def test_render_on_cuda_matches_cpu(model):
     cpu = np.asarray(render(pred.lightness.l, pred.ab()))
     gpu = np.asarray(render(pred.lightness.l.cuda(), pred.ab().cuda()))
     assert np.abs(cpu.astype(int) - gpu).max() <= 1
+
+
+def test_tiny_temperatures_render_the_mode_on_both_paths(model, monkeypatch):
+    """The ab of T = 1e-40 or 5e-324 (once NaN, rendered gray) renders as T = 0's on the
+    compiled and the torch path."""
+    photo = data.coffee()[::2, ::2]
+    lightness = split_lightness(read_image(photo))
+    pred = model.analyze(photo)
+    modes = _both_paths(lightness.l, pred.ab(0.0), monkeypatch)
+    assert np.abs(modes[0] - modes[1]).max() <= 1
+    for t in (1e-40, 5e-324):
+        for ours, mode in zip(_both_paths(lightness.l, pred.ab(t), monkeypatch), modes):
+            assert np.array_equal(ours, mode), t
