@@ -288,9 +288,10 @@ def encode(image, fmt: str, exif: bytes | None = None, quality: int = 95) -> tup
 
 def write_atomically(dst: Path, write) -> None:
     """``write(tmp)`` to a hidden temporary name beside ``dst``, then rename it to ``dst``: a
-    killed run never leaves half a file (only, at worst, a ``.*.tmp`` that a rerun replaces)."""
+    killed run never leaves half a file (only, at worst, a ``.NAME.tmp``, which the rerun that
+    does its photo again replaces)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp = dst.with_name(f".{dst.name}.tmp")
     try:
         write(tmp)
         os.replace(tmp, dst)
@@ -478,10 +479,9 @@ def _run(ray, args, run: dict, done: set[str], manifest_path: Path) -> int:
                 batch = {k: [v[i] for i in new] for k, v in batch.items()}
                 if parts is not None:
                     batch["output"] = parts.write(batch)
-                rows = [{"key": str(batch["key"][i]), "source": str(batch["source"][i]),
-                         "output": None if batch["output"][i] is None else str(batch["output"][i]),
-                         **run, "seconds": float(batch["seconds"][i]),
-                         "error": None if batch["error"][i] is None else str(batch["error"][i])} for i in range(len(new))]
+                rows = [{"key": str(batch["key"][i]), "source": str(batch["source"][i]), "output": _text(batch["output"][i]),
+                         **run, "seconds": float(batch["seconds"][i]), "error": _text(batch["error"][i])}
+                        for i in range(len(new))]
                 manifest.append(rows)
                 for row in rows:
                     if row["error"]:
@@ -494,6 +494,11 @@ def _run(ray, args, run: dict, done: set[str], manifest_path: Path) -> int:
     print(f"{PROG}: {completed} done, {skipped} skipped (done before), {failed} failed; manifest {manifest_path}",
           file=sys.stderr)
     return 1 if failed else 0
+
+
+def _text(value) -> str | None:
+    """A text column's value, or None: a column of no text comes back from Ray's Arrow blocks as NaN."""
+    return value if isinstance(value, str) else None
 
 
 class _PartWriter:
@@ -512,7 +517,7 @@ class _PartWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        ok = [i for i, error in enumerate(batch["error"]) if error is None]  # lists, one item a photo
+        ok = [i for i, error in enumerate(batch["error"]) if _text(error) is None]  # lists, one item a photo
         if not ok:
             return [None] * len(batch["key"])
         self.count += 1
@@ -520,7 +525,7 @@ class _PartWriter:
         table = pa.table({"key": [str(batch["key"][i]) for i in ok], "source": [str(batch["source"][i]) for i in ok],
                           "image": pa.array([bytes(batch["image"][i]) for i in ok], pa.binary())})
         write_atomically(dst, lambda tmp: pq.write_table(table, tmp))
-        return [str(dst) if error is None else None for error in batch["error"]]
+        return [None if _text(error) else str(dst) for error in batch["error"]]
 
 
 if __name__ == "__main__":
