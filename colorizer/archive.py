@@ -21,19 +21,20 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from colorizer.bins import check_temperature
 from colorizer.errors import first_line, report_error
 from colorizer.hub import DEFAULT_MODEL
-from colorizer.images import DEFAULT_MAX_PIXELS, list_images
+from colorizer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, list_images
 
 __all__ = ["main", "build_parser", "require_ray", "read_manifest", "Settings", "MANIFEST"]
 
 PROG = "colorizer archive"
 MANIFEST = "manifest.jsonl"
-FORMATS = {"png": ".png", "jpeg": ".jpg", "parquet": ".parquet"}
+FORMATS = ("png", "jpeg", "parquet")
 _RESULT_COLUMNS = ("key", "source", "output", "seconds", "error", "skipped")
 
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--key-column", default=None,
                      help="a column naming each row (default: the image's own path, else a hash of its bytes)")
     p.add_argument("-o", "--out", type=Path, required=True, help="the output folder (created), with the manifest")
-    p.add_argument("--format", choices=tuple(FORMATS), default="png",
+    p.add_argument("--format", choices=FORMATS, default="png",
                    help="png (default), jpeg (a photo with alpha is still written as PNG, keeping it), or parquet "
                         "(tables of key, source and the PNG bytes)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality, 1-95 (default 95)")
@@ -157,7 +158,18 @@ def _file_rows(paths: list[Path], out: Path) -> list[dict]:
         return []
     bases = [os.path.abspath(p if p.is_dir() else p.parent) for p in paths]
     base = os.path.commonpath(bases)
-    return [{"key": Path(os.path.relpath(os.path.abspath(f), base)).as_posix(), "source": str(f)} for f in files]
+    rows = [{"key": Path(os.path.relpath(os.path.abspath(f), base)).as_posix(), "source": os.path.abspath(f)}
+            for f in files]  # absolute: an actor's working folder is not this one
+    stems = Counter(_output_name(row["key"]).lower() for row in rows)
+    for row in rows:  # b.jpg and b.png would both be b.png: each keeps its suffix, b.jpg.png and b.png.png
+        row["name"] = row["key"] if stems[_output_name(row["key"]).lower()] > 1 else _output_name(row["key"])
+    return rows
+
+
+def _output_name(key: str) -> str:
+    """A photo's output name without its suffix: its key without an image suffix (``a/b.jpg`` -> ``a/b``)."""
+    path = PurePosixPath(key)
+    return str(path.with_suffix("")) if path.suffix.lower() in IMAGE_SUFFIXES else key
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -206,7 +218,7 @@ def _dataset(ray, args, done: set[str]):
             ds = _hf_dataset(ray, args)
         else:
             try:
-                ds = ray.data.read_parquet(args.parquet)
+                ds = ray.data.read_parquet([p if "://" in p else os.path.abspath(p) for p in args.parquet])
             except Exception as e:  # noqa: BLE001 - missing files, not Parquet: one line
                 raise ValueError(f"--parquet: {first_line(e)}") from None
         names = ds.columns()
@@ -227,13 +239,13 @@ def _dataset(ray, args, done: set[str]):
 # ----------------------------------------------------------------------------- the actors
 
 
-def _output_path(out: Path, key: str, fmt: str) -> Path:
-    """Where a photo's output goes: its key mirrored under ``out`` with the format's suffix
-    (``a/b.jpg`` -> ``out/a/b.png``). A key that would leave ``out`` (``..``, absolute) is refused."""
-    parts = PurePosixPath(key.replace("\\", "/")).parts
-    if not parts or PurePosixPath(key).is_absolute() or any(p in ("..", ".", "") for p in parts):
-        raise ValueError(f"{key}: not a name an output can have inside the output folder")
-    return out.joinpath(*parts).with_suffix(FORMATS[fmt])
+def _output_path(out: Path, name: str, suffix: str) -> Path:
+    """Where a photo's output goes: its name (``_output_name``) mirrored under ``out``, with
+    ``suffix`` (``a/b`` -> ``out/a/b.png``). A name that would leave ``out`` (``..``, absolute) is refused."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or PurePosixPath(name).is_absolute() or any(p in ("..", ".", "") for p in parts):
+        raise ValueError(f"{name}: not a name an output can have inside the output folder")
+    return out.joinpath(*parts[:-1], parts[-1] + suffix)
 
 
 def _row_key(row: dict, image_column: str, key_column: str | None) -> tuple[str, object]:
@@ -328,27 +340,27 @@ class ColorizeBatch:
 
     def _one(self, row: dict) -> dict:
         start = time.perf_counter()
-        if self.image_column is None:  # a file: key and path
-            key, source = str(row["key"]), str(row["source"])
+        if self.image_column is None:  # a file: key, path and output name
+            key, source, name = str(row["key"]), str(row["source"]), str(row["name"])
             image = source
         else:
             try:
                 key, image = _row_key(row, self.image_column, self.key_column)
             except Exception as e:  # noqa: BLE001 - a row whose key or image cannot be made: its own row
                 key, image = f"row without a key ({first_line(e)})", b""
-            source = f"{self.table}:{key}"
+            source, name = f"{self.table}:{key}", _output_name(key)
             if key in self.done:  # done in an earlier run: counted, not redone
                 return {"key": key, "source": source, "output": None, "error": None, "seconds": 0.0, "skipped": True}
         result = {"key": key, "source": source, "output": None, "error": None, "skipped": False}
         s = self.settings
         try:
-            out = None if s.format == "parquet" else _output_path(Path(s.out), key, s.format)
+            folder = None if s.format == "parquet" else _output_path(Path(s.out), name, "")  # refused before the work
             colorized = self.model.colorize(image, temperature=s.temperature, max_pixels=s.max_pixels)
             data, suffix = encode(colorized, s.format, _exif(image), s.quality)
-            if out is None:
+            if folder is None:
                 result["image"] = data
             else:
-                out = out.with_suffix(suffix)
+                out = _output_path(Path(s.out), name, suffix)
                 write_atomically(out, lambda tmp: tmp.write_bytes(data))
                 result["output"] = str(out)
         except (OSError, RuntimeError, ValueError, MemoryError) as e:  # ImageError is a ValueError
@@ -370,6 +382,15 @@ def _revision(model: str, revision: str | None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+def _model_source(model: str) -> str:
+    """What the actors load: a model folder as an absolute path (an actor's working folder is not
+    this one); a shipped name (each node's installed package has it) or a Hub id as it is."""
+    from colorizer.hub import available_models
+
+    folder = Path(model).expanduser()
+    return str(folder.absolute()) if model not in available_models() and folder.is_dir() else model
 
 
 def _check_same_settings(rows: dict[str, dict], run: dict) -> None:
@@ -443,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(PROG, first_line(e))
     except KeyboardInterrupt:
         return report_error(PROG, "interrupted: the photos in the manifest are complete; rerun to finish", status=130)
+    except Exception as e:  # noqa: BLE001 - Ray's own failures (a worker that cannot load the model, a lost node)
+        return report_error(PROG, first_line(e), "the run stopped (the photos in the manifest are complete; "
+                            "rerun to finish)")
     finally:
         if started_here:
             ray.shutdown()
@@ -454,7 +478,7 @@ def _run(ray, args, run: dict, done: set[str], manifest_path: Path) -> int:
     ds, skipped = _dataset(ray, args, done)
     table = bool(args.parquet or args.hf)
     gpu = args.num_gpus > 0
-    settings = Settings(model=args.model, revision=args.revision, temperature=args.temperature,
+    settings = Settings(model=_model_source(args.model), revision=args.revision, temperature=args.temperature,
                         max_pixels=args.max_pixels, out=str(args.out.absolute()), format=args.format,
                         quality=args.quality, threads=max(1, int(args.num_cpus)), device="cuda" if gpu else "cpu")
     completed = failed = 0

@@ -18,7 +18,7 @@ from PIL import Image
 from skimage import data
 
 from colorizer import Colorizer
-from colorizer.archive import MANIFEST, _Manifest, _output_path, encode, main, read_manifest
+from colorizer.archive import MANIFEST, _file_rows, _Manifest, _output_path, encode, main, read_manifest
 
 ray = pytest.importorskip("ray", reason="the archive command needs pip install 'colorizer[archive]'")
 
@@ -200,12 +200,19 @@ def test_bad_arguments_one_line(tree, tmp_path, capsys, args, message):
     assert len(err.splitlines()) == 1 and message in err
 
 
-def test_output_paths_stay_inside_the_output_folder(tmp_path):
-    assert _output_path(tmp_path, "a/b/photo.jpg", "png") == tmp_path / "a" / "b" / "photo.png"
-    assert _output_path(tmp_path, "scan.tif", "jpeg") == tmp_path / "scan.jpg"
-    for hostile in ("../escape.jpg", "/etc/passwd", "a/../../b.jpg", ""):
+def test_output_paths_mirror_the_tree_and_stay_inside_the_output_folder(tmp_path):
+    root = tmp_path / "scans"
+    for name in ("a/b.jpg", "a/b.png", "a/c.tif", "d.jpeg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    rows = _file_rows([root], tmp_path / "out")
+    assert {r["key"]: r["name"] for r in rows} == {"a/b.jpg": "a/b.jpg", "a/b.png": "a/b.png", "a/c.tif": "a/c",
+                                                  "d.jpeg": "d"}  # b.jpg and b.png keep their suffixes
+    assert _output_path(tmp_path, "a/c", ".png") == tmp_path / "a" / "c.png"
+    assert _output_path(tmp_path, "a/b.jpg", ".png") == tmp_path / "a" / "b.jpg.png"
+    for hostile in ("../escape", "/etc/passwd", "a/../../b", ""):
         with pytest.raises(ValueError, match="not a name an output can have"):
-            _output_path(tmp_path, hostile, "png")
+            _output_path(tmp_path, hostile, ".png")
 
 
 def test_manifest_survives_a_line_cut_short(tmp_path):
