@@ -18,7 +18,8 @@ from PIL import Image
 from skimage import data
 
 from colorizer import Colorizer
-from colorizer.archive import MANIFEST, _file_rows, _Manifest, _output_path, encode, main, read_manifest
+from colorizer.archive import (MANIFEST, ColorizeBatch, Settings, _file_rows, _Manifest, _output_path, encode, main,
+                               read_manifest)
 
 ray = pytest.importorskip("ray", reason="the archive command needs pip install 'colorizer[archive]'")
 
@@ -177,6 +178,25 @@ def test_hugging_face_data_set_streamed(cluster, model_dir, tmp_path, capsys):
     for name, blob in photos.items():
         png = out / Path(Path(name).name).with_suffix(".png")
         np.testing.assert_array_equal(np.asarray(Image.open(png)), _reference(model_dir, blob))
+
+
+def test_actor_batch_rows_in_this_process(tree, model_dir, tmp_path):
+    """The actor's work on one batch of file rows, without Ray: a row per photo, the corrupt one
+    with its error, outputs written and equal to ``Colorizer.colorize``."""
+    out = tmp_path / "out"
+    settings = Settings(model=str(model_dir), revision=None, temperature=None, max_pixels=10**8, out=str(out),
+                        format="jpeg", quality=95, threads=1, device="cpu")
+    rows = _file_rows([tree], out)
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    result = ColorizeBatch(settings)(batch)
+    by_key = {k: (o, e, skipped) for k, o, e, skipped in zip(result["key"], result["output"], result["error"],
+                                                             result["skipped"])}
+    assert set(by_key) == {*_photos(), CORRUPT} and not any(s for *_, s in by_key.values())
+    assert by_key[CORRUPT][0] is None and by_key[CORRUPT][1].startswith(f"{tree / CORRUPT}: ")
+    assert by_key["b/astronaut-alpha.png"][0] == str(out / "b" / "astronaut-alpha.png")  # alpha: PNG, kept
+    assert by_key["a/cat.png"][0] == str(out / "a" / "cat.jpg")
+    got = np.asarray(Image.open(by_key["b/astronaut-alpha.png"][0]))
+    np.testing.assert_array_equal(got, _reference(model_dir, tree / "b/astronaut-alpha.png"))
 
 
 def test_without_ray_one_line_naming_the_extra(tree, tmp_path, capsys, monkeypatch):
