@@ -32,14 +32,6 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    Colorizer(width=0.125, input_size=64).save_pretrained(d)
-    return d
-
-
 def _photos() -> dict[str, bytes]:
     """Small photos of every kind, encoded: gray JPEG with EXIF, colour PNG, RGBA PNG."""
     def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
