@@ -24,6 +24,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny colorizer (an eighth of the width, 64 px input) saved with ``save_pretrained``: the
+    model the command-line tests (the CLI's, the archive's) load by its folder."""
+    from colorizer import Colorizer
+
+    d = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    Colorizer(width=0.125, input_size=64).save_pretrained(d)
+    return d
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache_in_a_temporary_folder(tmp_path_factory):
     """What the app caches (the default Turing test) goes to a temporary folder, never

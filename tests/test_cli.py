@@ -13,14 +13,6 @@ from colorizer.cli import main, plan_outputs
 from colorizer.errors import first_line
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    Colorizer(width=0.125, input_size=64).save_pretrained(d)
-    return d
-
-
 @pytest.fixture
 def photos(tmp_path):
     src = tmp_path / "in"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-HEAVY = ("datasets", "nltk", "matplotlib", "gradio", "sqlalchemy", "accelerate", "evaluation", "train", "demo")
+HEAVY = ("datasets", "nltk", "matplotlib", "gradio", "sqlalchemy", "accelerate", "evaluation", "train", "demo", "ray")
 
 CHECK = """
 import sys
@@ -28,7 +28,7 @@ def _loaded(body: str) -> list[str]:
     "body",
     [
         "import colorizer",
-        "import colorizer.metrics, colorizer.cli, colorizer.model, colorizer.images, colorizer.bins",
+        "import colorizer.metrics, colorizer.cli, colorizer.model, colorizer.images, colorizer.bins, colorizer.archive",
         "from colorizer.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0",
     ],
     ids=["import", "all-modules", "cli-help"],
