@@ -52,6 +52,7 @@ __all__ = [
     "smooth_prior",
     "rebalance_weights",
     "check_temperature",
+    "PAPER_TEMPERATURE",
     "annealed_probabilities",
     "annealed_mean",
     "entropy",
@@ -62,6 +63,11 @@ UV_SCALE = AB_RANGE / 0.615  # bin units per unit of U and V: V's extent (BT.601
 CHROMA_SPACES = ("lab", "yuv")  # the planes that have bins: ab of CIE Lab, uv of YUV
 _BINS_FILE = "gamut_bins.json"
 _CHUNK = 1 << 18  # pixels per distance block: 2^18 x Q=261 floats ~ 270 MB
+
+
+# Zhang et al.'s annealed-mean temperature: the default of a new model (a trained one keeps its own in
+# config.json, ``Colorizer.temperature``, which every caller reads)
+PAPER_TEMPERATURE = 0.38
 
 
 def _check_space(space: str) -> str:
@@ -313,7 +319,7 @@ def annealed_probabilities(logits: torch.Tensor, temperature: float, dim: int = 
     return torch.softmax(shifted / max(temperature, _TINY_T), dim=dim)
 
 
-def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
+def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float = PAPER_TEMPERATURE) -> torch.Tensor:
     """Decode a distribution over bins into ab by the annealed mean (sec. 2.2).
 
     ab = sum_q softmax(logits / T)_q c_q: T = 1 is the mean, T -> 0 the mode, and

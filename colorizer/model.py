@@ -30,7 +30,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 from torch import nn
 
-from colorizer.bins import (UV_SCALE, annealed_mean, annealed_probabilities, bin_space, check_temperature, gamut_bins,
+from colorizer.bins import (PAPER_TEMPERATURE, UV_SCALE, annealed_mean, annealed_probabilities, bin_space, check_temperature, gamut_bins,
                             rebalance_weights, rgb_to_chroma)
 from colorizer.color import lab_to_rgb, rgb_to_lab, rgb_to_yuv, yuv_to_rgb
 from colorizer.hub import (DEFAULT_MODEL, MODEL_CARD_TEMPLATE, PAPER_URL, REPO_URL, _weights_path, available_models,
@@ -58,6 +58,7 @@ __all__ = [
 NETWORKS = {"eccv16": ECCV16, "global_local": GlobalLocal, "cheng15": Cheng15, "hypercolumn": Hypercolumn}
 COLOR_SPACES = {"lab": 2, "yuv": 2, "rgb": 3}  # what a regression model predicts -> its output channels
 OBJECTIVES = ("classification", "regression", "channel_classification")
+TRUNKS = ("eccv16", "global_local", "dinov2-small")  # a hypercolumn network's: a trained network's, or the encoder
 
 
 def setting_conflict(network: str, objective: str, color_space: str, cli: bool = False) -> str | None:
@@ -99,21 +100,67 @@ SETTING_RANGES = {
 }
 
 
-def check_settings(settings: dict) -> None:
-    """The numeric settings of ``settings`` (the constructor's arguments, ``config.json``'s
-    values) against ``SETTING_RANGES``, before the network is built, so that ``width: 1000``
-    or ``input_size: 200000`` is refused in one line naming the setting rather than by an
-    allocation of gigabytes (None stays allowed where the constructor allows it)."""
-    for name, (whole, low, high, open_low) in SETTING_RANGES.items():
-        value = settings.get(name)
+def check_settings(settings: dict, cli: bool = False) -> None:
+    """Every check of a model's settings, in one place: ``Colorizer``'s constructor calls it
+    before anything is built, and training calls it on its flags before any data is read
+    (``train.config.TrainConfig.validate``). ``settings`` are the constructor's arguments
+    (``config.json``'s values; missing ones are not checked); ``cli`` names them as
+    training's flags (``--input-size``) rather than as settings (``input_size``).
+
+    Raises:
+        ValueError: one line naming the setting and what it takes (numbers out of
+            ``SETTING_RANGES``, unknown choices, settings that cannot go together).
+    """
+    def name(key: str) -> str:
+        return f"--{key.replace('_', '-')}" if cli else key
+
+    get = settings.get
+    for key, (whole, low, high, open_low) in SETTING_RANGES.items():  # bounds first: width 1000 never allocates
+        value = get(key)
         if value is None:
             continue
         kind = "a whole number" if whole else "a number"
         bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
         if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
-            raise ValueError(f"{name} must be {kind} in {bounds}, got {type(value).__name__} {value!r}"[:300])
+            raise ValueError(f"{name(key)} must be {kind} in {bounds}, got {type(value).__name__} {value!r}"[:300])
         if not (low < value <= high if open_low else low <= value <= high):  # NaN fails both
-            raise ValueError(f"{name} must be {kind} in {bounds}, got {value!r}")
+            raise ValueError(f"{name(key)} must be {kind} in {bounds}, got {value!r}")
+    choices = {"color_space": tuple(COLOR_SPACES), "objective": OBJECTIVES, "network": tuple(sorted(NETWORKS)),
+               "regression_loss": ("l2", "smooth_l1")}
+    if get("network") == "hypercolumn":
+        choices["trunk"] = TRUNKS
+    for key, allowed in choices.items():
+        if key in settings and get(key) not in allowed:
+            raise ValueError(f"{name(key)} must be one of {', '.join(allowed)}, got {get(key)!r}")
+    network, objective = get("network", "eccv16"), get("objective", "classification")
+    color_space = get("color_space", "lab")
+    if conflict := setting_conflict(network, objective, color_space, cli=cli):
+        raise ValueError(conflict)
+    if get("input_size") is not None and get("input_size") % 8:
+        raise ValueError(f"{name('input_size')} must be a multiple of 8, got {get('input_size')}")
+    if get("temperature") is not None:
+        try:
+            check_temperature(get("temperature"))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{name('temperature')}: {e}") from None
+    if get("rebalance") and objective == "regression" and color_space != "lab":
+        raise ValueError(f"{name('rebalance')}: the rebalancing weights are over ab bins; a {name('color_space')} "
+                         f"{color_space} regression has none")
+    labels = get("labels")
+    if labels and network != "global_local":
+        raise ValueError(f"{name('labels')} need the global branch of network 'global_local', got network {network!r}")
+    if labels and len(set(labels)) != len(labels):
+        raise ValueError(f"{name('labels')} must be distinct names")
+    if get("semantic_width") and network != "cheng15":
+        raise ValueError(f"{name('semantic_width')} is Cheng et al.'s semantic feature (network cheng15), "
+                         f"got network {network!r}")
+    if network == "hypercolumn" and get("trunk") == "dinov2-small":  # the encoder's own check (colorizer.dinov2)
+        from colorizer.dinov2 import DEFAULT_BLOCKS, check_trunk
+
+        try:
+            check_trunk(get("trunk"), get("trunk_blocks") or DEFAULT_BLOCKS, get("trunk_size", 224))
+        except ValueError as e:
+            raise ValueError(f"{name('trunk_blocks')}/{name('trunk_size')}: {e}" if cli else str(e)) from None
 
 
 WEIGHT_LIMIT = 1e6  # the largest |value| a tensor of a usable model holds (the shipped models': 2.3e3)
@@ -258,7 +305,7 @@ class Colorizer(
         lam: float = 0.5,
         prior_sigma: float = 5.0,
         rebalance: bool | None = None,
-        temperature: float = 0.38,
+        temperature: float = PAPER_TEMPERATURE,
         input_size: int = 256,
         regression_loss: str = "l2",
         network: str = "eccv16",
@@ -274,19 +321,13 @@ class Colorizer(
         trunk_blocks: list[int] | None = None,
     ):
         super().__init__()
+        if rebalance and objective == "regression" and color_space != "lab":
+            # the weights are over ab bins, which a yuv or rgb regression has not: said, not silently dropped
+            # (models saved before training refused it hold rebalance: true and still load)
+            warnings.warn(f"rebalance: a {color_space} regression has no ab bins to rebalance over; its loss is "
+                          "plain L2 (rebalance set to False)", stacklevel=2)
+            rebalance = False
         check_settings(locals())
-        if color_space not in COLOR_SPACES:
-            raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}, got {color_space!r}")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-        if network not in NETWORKS:
-            raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
-        if conflict := setting_conflict(network, objective, color_space):
-            raise ValueError(conflict)
-        if regression_loss not in ("l2", "smooth_l1"):
-            raise ValueError(f"regression_loss must be 'l2' or 'smooth_l1', got {regression_loss!r}")
-        if input_size % 8:
-            raise ValueError(f"input_size must be a multiple of 8, got {input_size}")
         temperature = check_temperature(temperature)
         self.objective = objective
         self.k, self.sigma = k, sigma
@@ -294,12 +335,6 @@ class Colorizer(
         self.input_size = input_size
         self.regression_kind = regression_loss
         self.rebalance = objective in ("classification", "channel_classification") if rebalance is None else rebalance
-        if self.rebalance and objective == "regression" and color_space != "lab":
-            # the weights are over ab bins, which a yuv or rgb regression has not: said, not silently dropped
-            # (models saved before training refused it hold rebalance: true and still load)
-            warnings.warn(f"rebalance: a {color_space} regression has no ab bins to rebalance over; its loss is "
-                          "plain L2 (rebalance set to False)", stacklevel=2)
-            self.rebalance = False
         self.l_cent, self.l_norm, self.ab_norm = l_cent, l_norm, ab_norm
 
         # (Q, 2) bin centres: ab, or the scaled uv of a YUV classification (Champati et al.)
@@ -317,10 +352,6 @@ class Colorizer(
         self.register_buffer("class_weights", rebalance_weights(p, centres, lam, prior_sigma).float())
         self.network = network
         self.labels = list(labels) if labels else None
-        if self.labels and network != "global_local":
-            raise ValueError(f"labels need the global branch of network 'global_local', got network {network!r}")
-        if self.labels and len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be distinct names")
         self.color_space = color_space
         if objective == "channel_classification":  # a and b each in channel_bins classes (Ciugurean)
             edges = torch.linspace(-ab_range, ab_range, channel_bins + 1)
@@ -329,11 +360,7 @@ class Colorizer(
         else:
             out = q if objective == "classification" else COLOR_SPACES[color_space]
         self.ab_range = ab_range
-        if semantic_width and network != "cheng15":
-            raise ValueError(f"semantic_width is Cheng et al.'s semantic feature (network cheng15), got network {network!r}")
         options = {"trunk": trunk} if network == "hypercolumn" else {}
-        if network == "hypercolumn" and trunk not in ("eccv16", "global_local", "dinov2-small"):
-            raise ValueError(f"trunk must be 'eccv16', 'global_local' or 'dinov2-small', got {trunk!r}")
         network_class = NETWORKS[network]
         if network == "hypercolumn" and trunk == "dinov2-small":  # the trunk checks its own settings
             network_class = DinoHypercolumn

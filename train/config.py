@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from colorizer.bins import PAPER_TEMPERATURE
+
 __all__ = ["TrainConfig", "model_settings", "MODEL_ONLY", "parse_args", "load_config_file", "parse_repeat", "parse_groups"]
 
 
@@ -150,7 +152,7 @@ class TrainConfig:
     rebalance: bool | None = _opt(
         None, "weight the loss by the rebalancing weights (default: yes for the classification objectives, no for "
               "regression, the baseline papers' plain L2; the model decides, colorizer.model.Colorizer)")
-    temperature: float = _opt(0.38, "default annealed-mean temperature saved in the model")
+    temperature: float = _opt(PAPER_TEMPERATURE, "default annealed-mean temperature saved in the model")
     input_size: int = _opt(256, "the trained model sees photos at about input_size^2 pixels at inference")
     regression_loss: str = _opt("l2", "regression loss: l2 or smooth_l1", choices=["l2", "smooth_l1"])
     prior: str | None = _opt(
@@ -246,15 +248,11 @@ class TrainConfig:
             parse_repeat(self.repeat)
         if self.val_groups:
             parse_groups(self.val_groups)
-        from colorizer.model import setting_conflict
+        from colorizer.model import check_settings
 
-        if conflict := setting_conflict(self.network, self.objective, self.color_space, cli=True):
-            raise ValueError(conflict)
+        check_settings(model_settings(self), cli=True)  # the model's own checks, named as flags
         if self.train_trunk and self.network != "hypercolumn":
             raise ValueError("--train-trunk trains the trunk of --network hypercolumn")
-        if self.rebalance and self.objective == "regression" and self.color_space != "lab":
-            raise ValueError(f"--rebalance: the rebalancing weights are over ab bins; a --color-space "
-                             f"{self.color_space} regression has none")
         pretrained = self.pretrained_trunk
         if self.features and not pretrained:
             raise ValueError("--features holds the pretrained trunk's features: use it with --network hypercolumn "
@@ -262,16 +260,6 @@ class TrainConfig:
         if pretrained and self.train_trunk:
             raise ValueError("--train-trunk: the pretrained dinov2-small trunk stays frozen (its weights are the "
                              "package's file, never saved with a model); train the decoder alone")
-        if pretrained:  # the model's own check, before any data is read
-            from colorizer.dinov2 import check_trunk
-            from train.features import parse_blocks
-
-            try:
-                check_trunk(self.trunk, parse_blocks(self.trunk_blocks), self.trunk_size)
-            except ValueError as e:
-                raise ValueError(f"--trunk-blocks/--trunk-size: {e}") from None
-        if self.semantic_width < 0 or self.semantic_width and self.network != "cheng15":
-            raise ValueError(f"--semantic-width is Cheng et al.'s semantic feature: a width > 0 with --network cheng15")
         if self.labels:
             if self.network != "global_local":
                 raise ValueError(f"--labels needs --network global_local (a global branch to learn them), got {self.network}")
