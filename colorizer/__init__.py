@@ -6,7 +6,7 @@ Five lines::
     color = colorizer.colorize("old-photo.jpg")                     # PIL image, full size
     color.save("old-photo-color.png")
     model = colorizer.Colorizer.from_pretrained()                   # the shipped default
-    pred = model.analyze("old-photo.jpg"); pred.colorize(0.2); pred.uncertainty()
+    pred = model.analyze("old-photo.jpg"); pred.render(0.2); pred.uncertainty()
 """
 
 from __future__ import annotations

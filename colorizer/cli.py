@@ -523,7 +523,7 @@ class RenderOptions:
 def _render(model, image, options: RenderOptions, reference) -> tuple[Image.Image, Image.Image | None]:
     """One decoded photo's colorization and, with ``uncertainty``, its entropy map."""
     pred = model.analyze(image, max_pixels=options.max_pixels, reference=reference)
-    return pred.colorize(options.temperature), (_heatmap(pred.uncertainty()) if options.uncertainty else None)
+    return pred.render(options.temperature), (_heatmap(pred.uncertainty()) if options.uncertainty else None)
 
 
 def _failure(src: Path, error: BaseException, writing: bool = False) -> str:

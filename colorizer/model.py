@@ -205,6 +205,17 @@ def check_weight_values(path: Path, model: nn.Module) -> None:
                              "of a usable model: a diverged or damaged model, which would colour every photo gray")
 
 
+# tensors saved under another name by earlier versions -> today's name (read from older weight files)
+RENAMED_TENSORS = {"channel_centres": "channel_centers"}
+
+
+def _renamed_tensors(module, state_dict, prefix, *args) -> None:
+    """A load-state-dict pre-hook: an older file's tensor names (``RENAMED_TENSORS``) as today's."""
+    for old, new in RENAMED_TENSORS.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
 def _per_channel_mean(output: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-channel classes ``(B, 2 n, h, w)`` (a's n logits, then b's) -> ``(B, 2, h, w)``
     ab: each channel's annealed mean over its class centres (T = 0: its most likely class)."""
@@ -355,7 +366,7 @@ class Colorizer(
         self.color_space = color_space
         if objective == "channel_classification":  # a and b each in channel_bins classes (Ciugurean)
             edges = torch.linspace(-ab_range, ab_range, channel_bins + 1)
-            self.register_buffer("channel_centres", (edges[:-1] + edges[1:]) / 2)
+            self.register_buffer("channel_centers", (edges[:-1] + edges[1:]) / 2)
             out = 2 * channel_bins
         else:
             out = q if objective == "classification" else COLOR_SPACES[color_space]
@@ -372,6 +383,7 @@ class Colorizer(
         if self.labels:
             options["num_labels"] = len(self.labels)
         self.net = network_class(out, width, **options)
+        self.register_load_state_dict_pre_hook(_renamed_tensors)
 
     @property
     def settings(self) -> dict:
@@ -520,7 +532,7 @@ class Colorizer(
         (``lightness``, ``(B, 1, h, w)`` L at the output's resolution, then needed)."""
         t = self.temperature if temperature is None else check_temperature(temperature)
         if self.objective == "channel_classification":
-            return _per_channel_mean(output, self.channel_centres, t)
+            return _per_channel_mean(output, self.channel_centers, t)
         if self.needs_lightness and lightness is None:
             raise ValueError(f"decode: a {self.network} {self.color_space} model needs the lightness at the "
                              "output's resolution")
@@ -661,7 +673,7 @@ class Colorizer(
             the uncertainty map if asked for.
         """
         pred = self.analyze(image, max_pixels=max_pixels, reference=reference)
-        out = pred.colorize(temperature)
+        out = pred.render(temperature)
         return (out, pred.uncertainty()) if return_uncertainty else out
 
     def colorize_batch(self, images: Sequence[ImageInput], temperature: float | None = None, batch_size: int = 8,

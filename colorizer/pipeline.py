@@ -116,9 +116,17 @@ class Prediction:
             self.network_l = self.model.lightness_for(network_input(self.model, self.lightness), self.output)
         return self.model.decode(self.output, temperature, self.network_l)
 
-    def colorize(self, temperature: float | None = None) -> Image.Image:
-        """The full-resolution colour photo (RGB, or RGBA when the input had alpha)."""
+    def render(self, temperature: float | None = None) -> Image.Image:
+        """The full-resolution colour photo at ``temperature`` (None: the model's own), RGB,
+        or RGBA when the input had alpha. ``Colorizer.colorize`` is ``analyze`` then this."""
         return render(self.lightness, self.ab(temperature))
+
+    def colorize(self, temperature: float | None = None) -> Image.Image:
+        """Deprecated name of ``render`` (``Colorizer.colorize`` takes a photo; this takes a
+        temperature): kept so that code written for it still runs."""
+        warnings.warn("Prediction.colorize(temperature) is now Prediction.render(temperature)", DeprecationWarning,
+                      stacklevel=2)
+        return self.render(temperature)
 
     def uncertainty(self) -> np.ndarray:
         """``(H, W)`` float32 in [0, 1]: entropy of the predicted distribution over bins
@@ -222,9 +230,9 @@ def colorize_batch(
                     read.append(e)
             good = [r for r in read if not isinstance(r, ImageError)]
             done = iter(analyze_batch(model, good, batch_size, max_pixels, reference=g) if good else [])
-            out += [r if isinstance(r, ImageError) else next(done).colorize(temperature) for r in read]
+            out += [r if isinstance(r, ImageError) else next(done).render(temperature) for r in read]
         else:
-            out += [p.colorize(temperature) for p in analyze_batch(model, chunk, batch_size, max_pixels, reference=g)]
+            out += [p.render(temperature) for p in analyze_batch(model, chunk, batch_size, max_pixels, reference=g)]
     return out
 
 

@@ -392,7 +392,7 @@ def _outputs(photo: Photo, lightness: torch.Tensor, models: dict[str, Colorizer]
     for name, m in models.items():
         pred = m.analyze(Image.fromarray(photo.rgb))  # the network runs once
         for t in model_temps[name]:
-            outputs[_row_label(name, m, t)] = np.asarray(pred.colorize(t))
+            outputs[_row_label(name, m, t)] = np.asarray(pred.render(t))
         label = _row_label(name, m, _sheet_temperature(m, model_temps[name]))
         columns[label] = outputs[label]
     outputs[rows[-1].name] = photo.rgb

@@ -105,7 +105,7 @@ def semantic_check(
         for im in tqdm(real, desc=f"colorizing ({name})", unit="photo", disable=not progress):
             pred = m.analyze(im)  # the network runs once; each temperature is a decode
             for t in temps:
-                outs[t].append(pred.colorize(t))
+                outs[t].append(pred.render(t))
         for t in temps:
             versions[f"{name} (regression)" if t is None else f"{name} T={t:g}"] = outs[t]
     versions["real"] = real

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_per_channel_classes_decode_by_each_channels_annealed_mean():
     m = Colorizer(width=0.125, input_size=64, network="hypercolumn", objective="channel_classification")
-    centres = m.channel_centres
+    centres = m.channel_centers
     assert len(centres) == 64 and centres[0] == pytest.approx(-110 + 220 / 128) and centres[-1] == pytest.approx(110 - 220 / 128)
     logits = torch.full((1, 128, 2, 2), -30.0)
     logits[0, 10], logits[0, 64 + 50] = 30.0, 30.0  # a certain: class 10, b: class 50
@@ -32,7 +32,7 @@ def test_per_channel_classes_decode_by_each_channels_annealed_mean():
     right[0, 10], right[0, 64 + 50] = 30.0, 30.0
     assert float(m.loss(right, truth)) < 1e-6 < float(m.loss(logits, truth))
     pred = m.analyze(skimage.data.coffee())
-    assert pred.uncertainty().shape == (400, 600) and pred.colorize(0.2).size == (600, 400)
+    assert pred.uncertainty().shape == (400, 600) and pred.render(0.2).size == (600, 400)
 
 
 @pytest.mark.parametrize("objective", ["regression", "channel_classification"])

@@ -172,8 +172,10 @@ def test_temperature_and_prediction_reuse():
     model = tiny()
     img = data.astronaut()
     pred = model.analyze(img)
-    assert np.array_equal(np.asarray(pred.colorize(0.1)), np.asarray(model.colorize(img, temperature=0.1)))
-    assert not np.array_equal(np.asarray(pred.colorize(0.05)), np.asarray(pred.colorize(1.0)))
+    assert np.array_equal(np.asarray(pred.render(0.1)), np.asarray(model.colorize(img, temperature=0.1)))
+    assert not np.array_equal(np.asarray(pred.render(0.05)), np.asarray(pred.render(1.0)))
+    with pytest.warns(DeprecationWarning, match="Prediction.render"):  # the old name still renders
+        assert np.array_equal(np.asarray(pred.colorize(0.1)), np.asarray(pred.render(0.1)))
     u = pred.uncertainty()
     assert u.shape == (512, 512) and 0.0 <= u.min() <= u.max() <= 1.0
     out, u2 = model.colorize(img, return_uncertainty=True)
@@ -463,10 +465,10 @@ def test_tiny_temperatures_colour_as_the_mode(kind):
     model = tiny(**kind)
     photo = data.coffee()[::4, ::4]
     pred = model.analyze(photo)
-    mode = np.asarray(pred.colorize(0.0))
+    mode = np.asarray(pred.render(0.0))
     for t in (1e-40, float(np.finfo(np.float32).smallest_subnormal), 1e-310, 5e-324):
         assert torch.isfinite(pred.ab(t)).all(), t
-        assert np.array_equal(np.asarray(pred.colorize(t)), mode), t
+        assert np.array_equal(np.asarray(pred.render(t)), mode), t
     assert np.array_equal(np.asarray(model.colorize(photo, temperature=5e-324)), mode)
     assert np.array_equal(np.asarray(model.colorize_batch([photo], temperature=1e-40)[0]), mode)
 
@@ -499,3 +501,17 @@ def test_each_public_argument_is_checked_at_the_boundary(call, error, message, t
         call(tiny(), data.camera()[::8, ::8])
     assert "\n" not in str(e.value) and not isinstance(e.value, ImageError)
     assert len(tiny().colorize_batch([data.camera()[::8, ::8]] * 3, batch_size=np.int64(2), max_pixels=10**6)) == 3
+
+
+def test_weights_saved_under_an_earlier_tensor_name_still_load(tmp_path):
+    """``channel_centres`` (earlier files, the shipped ones among them) loads as ``channel_centers``."""
+    model = tiny(objective="channel_classification", channel_bins=8)
+    model.save_pretrained(tmp_path)
+    weights = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    assert "channel_centers" in weights
+    weights["channel_centres"] = weights.pop("channel_centers")
+    safetensors.torch.save_file(weights, tmp_path / "model.safetensors")
+    loaded = Colorizer.from_pretrained(str(tmp_path))
+    assert torch.equal(loaded.channel_centers, model.channel_centers)
+    img = data.coffee()[::4, ::4]
+    assert np.array_equal(np.asarray(loaded.colorize(img)), np.asarray(model.colorize(img)))

@@ -127,7 +127,7 @@ def test_strips_and_alpha(model, path):
     assert whole.mode == "RGBA" and np.array_equal(np.asarray(whole)[..., 3], rgba[..., 3])
     thin = render(pred.lightness, pred.ab(), strip_pixels=1000)  # 1 row a strip
     assert np.array_equal(np.asarray(thin), np.asarray(whole))
-    assert np.array_equal(np.asarray(pred.colorize()), np.asarray(whole))
+    assert np.array_equal(np.asarray(pred.render()), np.asarray(whole))
 
 
 def test_compiled_and_torch_paths_agree(model, monkeypatch):
@@ -152,14 +152,14 @@ def test_compiled_bands_make_one_image(model, monkeypatch):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = np.asarray(pred.colorize())
+        one = np.asarray(pred.render())
         torch.set_num_threads(4)
-        four = np.asarray(pred.colorize())
+        four = np.asarray(pred.render())
     finally:
         torch.set_num_threads(threads)
     assert one.shape == (301, 451, 3) and np.array_equal(one, four)
     monkeypatch.setattr(colorizer.render, "KERNEL", False)
-    assert np.abs(np.asarray(pred.colorize()).astype(int) - one).max() <= 1
+    assert np.abs(np.asarray(pred.render()).astype(int) - one).max() <= 1
 
 
 def test_compiled_renders_at_once_share_the_band_threads(model):
@@ -168,12 +168,12 @@ def test_compiled_renders_at_once_share_the_band_threads(model):
     from concurrent.futures import ThreadPoolExecutor
 
     preds = [model.analyze(photo()) for photo in (data.coffee, data.chelsea, data.rocket)]
-    alone = [np.asarray(p.colorize()) for p in preds]
+    alone = [np.asarray(p.render()) for p in preds]
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
         with ThreadPoolExecutor(3) as requests:
-            together = list(requests.map(lambda p: np.asarray(p.colorize()), preds * 2))
+            together = list(requests.map(lambda p: np.asarray(p.render()), preds * 2))
     finally:
         torch.set_num_threads(threads)
     for i, image in enumerate(together):
@@ -226,9 +226,9 @@ def test_without_numba_the_torch_path_renders(model, monkeypatch):
     monkeypatch.setattr(colorizer.render, "_made", {})  # no kernel loaded yet
     pred = model.analyze(data.coffee())
     with pytest.warns(UserWarning, match="numba is not usable.*torch path"):
-        out = np.asarray(pred.colorize()).astype(int)
+        out = np.asarray(pred.render()).astype(int)
     monkeypatch.setattr(colorizer.render, "KERNEL", False)
-    assert np.array_equal(out, np.asarray(pred.colorize()))
+    assert np.array_equal(out, np.asarray(pred.render()))
 
 
 def test_render_refuses_wrong_shapes():
