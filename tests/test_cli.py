@@ -94,6 +94,15 @@ def test_temperature_changes_the_result(tmp_path, photos, model_dir):
     assert not np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("tiny", ["1e-40", "5e-324"])
+def test_a_tiny_temperature_colours_as_the_mode(tmp_path, photos, model_dir, tiny):
+    """-t below float32's smallest normal number is the limit T -> 0 (the mode), never gray."""
+    for t in ("0", tiny):
+        assert main([str(photos / "cat.png"), "-o", str(tmp_path / t), "-m", str(model_dir), "-q", "-t", t]) == 0
+    mode = np.asarray(Image.open(tmp_path / "0" / "cat.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / tiny / "cat.png")), mode)
+
+
 def test_a_rerun_into_the_photos_folder_skips_done_work_and_its_own_outputs(tmp_path, photos, model_dir, capsys):
     """-o at the photos' folder, run twice: the second run neither fails on the existing
     outputs nor colorizes them (they carry colorizer's mark), and exits 0."""
