@@ -242,7 +242,7 @@ def _api(survey: SurveySetup, state: gr.State, concurrency_limit: int) -> None:
     two images and what a participant is told (JSON), errors as one line."""
     with gr.Column(visible=False):
         session_id = gr.Textbox(None, label="session_id (to resume; empty: a new session)")
-        side = gr.Radio(["left", "right"], label="side")
+        side = gr.Textbox(label="answer: left or right")  # checked by vote, in one line
         images = [gr.Image(type="filepath", format="png", label=f"{s} photo") for s in ("left", "right")]
         info = gr.JSON(label="session")
         triggers = [gr.Button(f"API {name}", visible=False) for name in ("survey_start", "vote")]
