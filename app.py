@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         survey = setup_survey(args, model)
         app = build_app(model, survey, args.max_pixels, args.concurrency, args.queue_size)
-    except Exception as e:  # bad photos, survey folder or database (unreachable, driver missing)
+    except Exception as e:  # a bad or unreachable database (the photos are prepared in the background)
         fail("app.py", e)
     app.launch(**launch_kwargs(args))
 

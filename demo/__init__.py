@@ -9,23 +9,30 @@ Hugging Face Space can be configured from its settings (variables and secrets).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from dataclasses import dataclass
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # gradio and torch load only when the app is built: `demo.survey.stats` stays light
     import gradio as gr
 
     from colorizer import Colorizer
+    from demo.colorize_tab import AnalysisCache
     from demo.survey.session import SurveyRunner
+    from demo.survey.storage import VoteStore
 
+log = logging.getLogger(__name__)
 __all__ = ["parser", "build_app", "SurveySetup", "setup_survey", "EXAMPLES", "SURVEY_PHOTOS", "cache_folder",
            "launch_kwargs"]
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpg"))
 SURVEY_PHOTOS = Path(__file__).parent / "survey_photos"  # the Turing test's own photos (credits in its README)
 TITLE = "Colorizer: automatic colorization"
+# Gradio keeps each session's component state (a copy of the page's settings, the survey's place):
+# the most recent this many (a participant whose place was dropped resumes from their browser's id)
+STATE_SESSIONS = 2000
 
 
 def cache_folder() -> Path:
@@ -79,7 +86,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--db", default=_env("COLORIZER_DB_URL"),
                    help="vote database URL, e.g. postgresql+psycopg://user:pass@host/db; "
                         "default: sqlite in the survey folder [COLORIZER_DB_URL]")
-    s.add_argument("--trials", type=int, default=int(_env("COLORIZER_TRIALS", 40)), help="test trials per participant")
+    s.add_argument("--trials", type=int, default=_env("COLORIZER_TRIALS") and int(_env("COLORIZER_TRIALS")),
+                   help="test trials per participant; default: as many as the photos allow after the practice "
+                        "photos, at most 40 [COLORIZER_TRIALS]")
     s.add_argument("--practice", type=int, default=int(_env("COLORIZER_PRACTICE", 5)), help="practice trials")
     s.add_argument("--attention", type=int, default=int(_env("COLORIZER_ATTENTION", 2)), help="attention checks")
     s.add_argument("--question", choices=["real", "fake"], default=_env("COLORIZER_QUESTION", "real"),
@@ -91,26 +100,71 @@ def parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-@dataclass
 class SurveySetup:
-    """A ready Turing test: its runner (survey + vote store + session settings)."""
+    """A Turing test being prepared in a background thread, then ready: its vote store at
+    once, its runner (survey + store + session settings) once ``ready``.
 
-    runner: SurveyRunner
-    results_key: str | None = None
+    Args:
+        folder: the survey folder.
+        store: the vote store (open: an unreachable database fails at start).
+        make_runner: prepares the survey and returns its runner (run in the thread).
+        results_key: the Results tab's key, or None.
+    """
+
+    def __init__(self, folder: Path, store: VoteStore, make_runner: Callable[[], SurveyRunner],
+                 results_key: str | None = None):  # fmt: skip
+        self.folder, self.store, self.results_key = Path(folder), store, results_key
+        self.error: str | None = None
+        self._runner: SurveyRunner | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._prepare, args=(make_runner,), name="survey-preparation", daemon=True).start()
+
+    def _prepare(self, make_runner) -> None:
+        from colorizer.errors import error_line
+
+        try:
+            self._runner = make_runner()
+        except Exception as e:  # bad photos, a model that cannot load, a full disk: one line, the app goes on
+            self.error = error_line("app.py", e, "Turing test")
+            log.error("%s", self.error)
+        finally:
+            self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        """Whether preparation has ended (``runner`` set, or ``error``)."""
+        return self._done.is_set()
+
+    @property
+    def runner(self) -> SurveyRunner | None:
+        """The runner once prepared; None while preparing or after a failure."""
+        return self._runner
+
+    def wait(self, timeout: float | None = None) -> SurveyRunner:
+        """The runner, once prepared.
+
+        Raises:
+            ValueError: preparation failed (its one line); TimeoutError: not done in ``timeout`` s.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the Turing test is still being prepared after {timeout} s")
+        if self._runner is None:
+            raise ValueError(self.error)
+        return self._runner
 
 
 def setup_survey(args: argparse.Namespace, model: Colorizer) -> SurveySetup | None:
-    """The survey the options ask for (preparing it first if ``--survey-photos``), or None
-    with ``--no-survey``. With neither ``--survey`` nor ``--survey-photos``, the shipped photos
-    (``SURVEY_PHOTOS``) are prepared with ``--model`` into ``cache_folder() / "survey"``:
-    once, then only when the model's weights change (``prepare_survey`` keys its images by
-    the weights' digest), and the votes go to SQLite there.
+    """The survey the options ask for, or None with ``--no-survey``. The vote store opens
+    at once; the photos are prepared (``--survey-photos``) and the survey loaded in a
+    background thread, so the app answers while they are (``SurveySetup.ready``). With
+    neither ``--survey`` nor ``--survey-photos``, the shipped photos (``SURVEY_PHOTOS``) are
+    prepared with ``--model`` into ``cache_folder() / "survey"``: once, then only when the
+    model's weights change (``prepare_survey`` keys its images by the weights' digest), and
+    the votes go to SQLite there.
 
     Raises:
-        ValueError: a bad survey folder, photo folder or database URL, or an unreachable
-            database (one-line message).
-        OSError, RuntimeError: a model that cannot be loaded (e.g. weights that do not
-            match its config), an unwritable folder.
+        ValueError: a bad database URL, or an unreachable database (one-line message).
+        OSError: an unwritable folder.
     """
     from demo.survey.prepare import load_survey, prepare_survey
     from demo.survey.session import SurveyConfig, SurveyRunner
@@ -124,12 +178,15 @@ def setup_survey(args: argparse.Namespace, model: Colorizer) -> SurveySetup | No
     folder = Path(args.survey or cache_folder() / "survey")
     folder.mkdir(parents=True, exist_ok=True)
     store = VoteStore(args.db or sqlite_url(folder / "votes.sqlite"))  # first: an unreachable database fails fast
-    if photos is not None:
-        temps = args.survey_temperatures or [model.temperature]
-        prepare_survey(photos, folder, args.survey_models or [args.model], temps)
-    survey = load_survey(folder)
     config = SurveyConfig(args.trials, args.practice, args.attention, args.question, args.display_seconds)
-    return SurveySetup(SurveyRunner(survey, store, config), args.results_key)
+
+    def make_runner() -> SurveyRunner:
+        if photos is not None:
+            temps = args.survey_temperatures or [model.temperature]
+            prepare_survey(photos, folder, args.survey_models or [args.model], temps, progress=False)
+        return SurveyRunner(load_survey(folder), store, config)
+
+    return SurveySetup(folder, store, make_runner, args.results_key)
 
 
 def build_app(
@@ -139,6 +196,7 @@ def build_app(
     concurrency: int = 2,
     queue_size: int | None = 64,
     examples: list[str] | None = None,
+    cache: AnalysisCache | None = None,
 ) -> gr.Blocks:
     """The whole demo as ``gr.Blocks``, its queue set up; call ``.launch(**launch_kwargs(...))``.
 
@@ -147,6 +205,8 @@ def build_app(
         survey: a Turing test to add (with its Results tab), or None.
         max_pixels: uploads with more pixels get a one-line error.
         concurrency: colorizations at once (bounds memory); queue_size: waiting requests at most.
+        cache: where the Colorize tab keeps the sessions' analyses (default: ``AnalysisCache()``,
+            bounded by count and bytes).
     """
     import gradio as gr
 
@@ -159,16 +219,17 @@ def build_app(
         )
         with gr.Tabs():
             with gr.Tab("Colorize", id="colorize"):
-                build_colorize_tab(model, EXAMPLES if examples is None else examples, max_pixels, concurrency)
+                analyses = build_colorize_tab(model, EXAMPLES if examples is None else examples, max_pixels,
+                                              concurrency, cache)  # fmt: skip
             if survey is not None:
                 from demo.results_tab import build_results_tab
                 from demo.survey.ui import build_survey_tab
 
                 with gr.Tab("Turing test", id="survey"):
-                    build_survey_tab(survey.runner)
+                    build_survey_tab(survey)
                 with gr.Tab("Results", id="results"):
-                    runner = survey.runner
-                    build_results_tab(runner.store, survey.results_key, runner.n_practice + runner.n_test)
+                    build_results_tab(survey)
+        app.unload(analyses.forget)  # a closed page's analysis goes at once
     app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return app
 
@@ -182,7 +243,8 @@ CSS = ("@media (max-width: 720px) { #colorize-row { flex-direction: column; } #r
 
 def launch_kwargs(args: argparse.Namespace) -> dict:
     """Arguments for ``Blocks.launch`` from the options."""
-    kwargs = dict(server_port=args.port, max_file_size=args.max_file_size, ssr_mode=False, show_error=False, css=CSS)
+    kwargs = dict(server_port=args.port, max_file_size=args.max_file_size, ssr_mode=False, show_error=False, css=CSS,
+                  state_session_capacity=STATE_SESSIONS)  # fmt: skip
     if args.host:
         kwargs["server_name"] = args.host
     return kwargs

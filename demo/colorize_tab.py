@@ -1,10 +1,13 @@
 """The "Colorize" tab: upload a photo, slide the temperature, download the result.
 
-The network runs once per upload (``model.analyze``). The user's ``gr.State``
-keeps only what is small: the network output (``(1, Q, H/4, W/4)`` at the
-network's input size), a preview-sized L for the before/after slider (longer
-side ``PREVIEW_SIDE``) and the upload's file path; moving the temperature only
-re-renders the annealed mean over the preview. The full-resolution PNG is made
+The network runs once per upload (``model.analyze``). What it leaves is small:
+the network output (``(1, Q, H/4, W/4)`` at the network's input size), a
+preview-sized L for the before/after slider (longer side ``PREVIEW_SIDE``) and
+the upload's file path, kept per browser session in an ``AnalysisCache``
+bounded by count and bytes (the oldest goes first; a session's is dropped when
+its page closes); moving the temperature only re-renders the annealed mean over
+the preview. A session whose analysis is gone (evicted, its page idle, the
+server restarted) gets it made again from the photo its page still holds. The full-resolution PNG is made
 only when asked for ("Make the full-resolution PNG", with progress), at the
 temperature on screen; moving the slider hides a file made for another
 temperature, so the download is always what the screen shows. The
@@ -14,13 +17,17 @@ does not hold hundreds of megabytes for as long as the session lives.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
 import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +52,16 @@ __all__ = [
     "save_full_png",
     "build_colorize_tab",
     "PhotoUpload",
+    "TemperatureSlider",
+    "AnalysisCache",
     "PREVIEW_SIDE",
-    "STATE_TTL_S",
 ]
 
 log = logging.getLogger(__name__)
 
 PREVIEW_SIDE = 768  # longer side of the images shown in the page, in pixels
 T_MIN, T_MAX = 0.05, 1.0
-STATE_TTL_S = 600  # a user's analysis is dropped 10 minutes after their last upload or change
+CACHE_ITEMS, CACHE_BYTES = 32, 400 * 2**20  # analyses kept for the sessions at most (about 10 MB each at 768 px)
 _DOWNLOAD_TTL_S = 3600  # full-resolution PNGs are deleted after an hour
 
 
@@ -69,6 +77,7 @@ class Analysis:
         preview: the network output over a downscaled L (fast to re-render).
         gray: the preview's grayscale (what the model sees: L only), RGB.
         uncertainty: heat map of the per-pixel entropy, RGB, preview size.
+        reference: the reference photo whose scene it was coloured after, or None.
     """
 
     name: str
@@ -78,6 +87,72 @@ class Analysis:
     preview: Prediction
     gray: Image.Image
     uncertainty: Image.Image
+    reference: Path | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the network output, the preview L and the two preview images."""
+        p = self.preview
+        tensors = [p.output, p.network_l, p.lightness._l]
+        images = sum(len(img.getbands()) * img.width * img.height for img in (self.gray, self.uncertainty))
+        return images + sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+    def made_from(self, path: str | Path | None, reference: str | Path | None) -> bool:
+        """Whether this is the analysis of ``path`` (with ``reference``)."""
+        return path is not None and Path(path) == self.path and (
+            (reference or None) is None if self.reference is None else Path(reference or "") == self.reference)
+
+
+class AnalysisCache:
+    """The sessions' analyses, bounded by count and bytes: adding one past either bound
+    drops the least recently used. Thread-safe (every user's events share it).
+
+    Args:
+        max_items: analyses kept at most; max_bytes: their ``Analysis.nbytes`` in all, at
+            most (the newest is kept even when it alone is larger).
+    """
+
+    def __init__(self, max_items: int = CACHE_ITEMS, max_bytes: int = CACHE_BYTES):
+        if max_items < 1 or max_bytes < 1:
+            raise ValueError(f"max_items and max_bytes must be >= 1, got {max_items}, {max_bytes}")
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self._items: OrderedDict[str, Analysis] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(a.nbytes for a in self._items.values())
+
+    def get(self, key: str) -> Analysis | None:
+        """The analysis of session ``key`` (now the most recently used), or None."""
+        with self._lock:
+            a = self._items.get(key)
+            if a is not None:
+                self._items.move_to_end(key)
+            return a
+
+    def put(self, key: str, analysis: Analysis) -> None:
+        """Keep ``analysis`` for session ``key`` (replacing its last), dropping the oldest over the bounds."""
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = analysis
+            total = sum(a.nbytes for a in self._items.values())
+            while len(self._items) > 1 and (len(self._items) > self.max_items or total > self.max_bytes):
+                _, dropped = self._items.popitem(last=False)
+                total -= dropped.nbytes
+
+    def pop(self, key: str) -> None:
+        """Forget session ``key``."""
+        with self._lock:
+            self._items.pop(key, None)
+
+    def forget(self, request: gr.Request) -> None:
+        """Forget the session of ``request`` (for ``Blocks.unload``: its page was closed)."""
+        self.pop(request.session_hash)
 
 
 def _preview(pred: Prediction, side: int) -> Prediction:
@@ -99,14 +174,55 @@ class PhotoUpload(gr.Image):
     Gradio's own preprocessing opens every upload with PIL, whose decompression-bomb
     check would fail with a traceback before ``read_image`` could refuse a too-large
     photo in one line; ``read_image`` applies ``max_pixels`` itself.
+
+    A ``data:`` URI (what an API call may send instead of a file) is written to the
+    cache as it is, unopened too; one that is not base64 is one line.
     """
 
     is_template = True  # the frontend renders it as a plain gr.Image
 
     def preprocess(self, payload):
-        if payload is not None and payload.path is not None and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        return super().preprocess(payload)
+        if payload is None:
+            return None
+        url = payload.url or ""
+        if url.startswith("data:"):
+            return _data_uri_file(url, payload.orig_name or "photo", self.GRADIO_CACHE)
+        if payload.path is None:
+            raise gr.Error("photo: no file was sent", print_exception=False)
+        return str(payload.path)
+
+
+def _data_uri_file(url: str, name: str, cache_dir: str) -> str:
+    """The bytes of a ``data:[<type>];base64,<data>`` URI in a file of ``cache_dir`` (unopened:
+    ``read_image`` judges them)."""
+    from gradio.processing_utils import save_bytes_to_cache
+
+    header, sep, body = url.partition(",")
+    try:
+        if not sep or not header.endswith(";base64"):
+            raise ValueError("not base64")
+        data = base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        raise gr.Error(f"{html.escape(name)}: not a base64 data: URI (data:image/png;base64,...)",
+                       print_exception=False) from None
+    return save_bytes_to_cache(data, Path(name).name or "photo", cache_dir)
+
+
+class TemperatureSlider(gr.Slider):
+    """``gr.Slider`` whose value, from the page or the API, passes the model's rule
+    (``check_temperature``) before the slider's own range: anything else is one line."""
+
+    is_template = True  # the frontend renders it as a plain gr.Slider
+
+    def preprocess(self, payload):
+        try:
+            t = check_temperature(payload)
+        except ValueError as e:
+            raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
+        if not self.minimum <= t <= self.maximum:
+            raise gr.Error(f"temperature must be in [{self.minimum:g}, {self.maximum:g}] here, got {t:g}",
+                           print_exception=False)
+        return super().preprocess(t)
 
 
 def heat_map(values: np.ndarray, cmap: str = "magma") -> Image.Image:
@@ -147,7 +263,8 @@ def analyze(model: Colorizer, path: str | Path, max_pixels: int | None, preview_
     full = model.analyze(path, max_pixels=max_pixels, reference=features)
     preview = _preview(full, preview_side)
     gray = Image.fromarray(gray_rgb(preview.lightness.l))
-    return Analysis(Path(path).stem, Path(path), full.size, max_pixels, preview, gray, heat_map(preview.uncertainty()))
+    return Analysis(Path(path).stem, Path(path), full.size, max_pixels, preview, gray, heat_map(preview.uncertainty()),
+                    None if reference is None else Path(reference))
 
 
 def reference_features(model: Colorizer, reference: str | Path, max_pixels: int | None):
@@ -215,11 +332,10 @@ def save_full_png(analysis: Analysis, temperature: float, root: Path) -> Path:
 class _Components:
     """The Colorize tab's components, as ``_layout`` places them."""
 
-    analysis: gr.State
     rendered: gr.State
-    upload: gr.Image
-    temperature: gr.Slider
-    reference: gr.Image
+    upload: PhotoUpload
+    temperature: TemperatureSlider
+    reference: PhotoUpload
     show_uncertainty: gr.Checkbox
     render: gr.Button
     download: gr.DownloadButton
@@ -238,14 +354,13 @@ def _layout(model: Colorizer, examples: list[str] | None) -> _Components:
            "safe, muted ones (the mean); the network runs once per photo, so the slider is instant."
            if model.uses_temperature else "")
     )
-    analysis = gr.State(None, time_to_live=STATE_TTL_S)
-    rendered = gr.State(None, time_to_live=STATE_TTL_S)  # the temperature of the file behind the download button
+    rendered = gr.State(None)  # the temperature of the file behind the download button
     with gr.Row(elem_id="colorize-row"):
         with gr.Column(scale=1, min_width=280, elem_id="controls-column"):
             upload = PhotoUpload(
                 type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="upload"
             )
-            temperature = gr.Slider(
+            temperature = TemperatureSlider(
                 T_MIN, T_MAX, value=t_default, step=0.01, label="Temperature",
                 info="annealed mean: 1 = mean of the colour distribution, towards 0 = its mode",
                 elem_id="temperature", visible=model.uses_temperature,  # a regression gives one colour: no slider
@@ -263,16 +378,18 @@ def _layout(model: Colorizer, examples: list[str] | None) -> _Components:
             render = gr.Button("Make the full-resolution PNG", visible=False, elem_id="render")
             download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
             if examples:
-                gr.Examples(examples=[[e] for e in examples], inputs=[upload], label="Examples")
+                gr.Examples(examples=[[e] for e in examples], inputs=[upload], label="Examples",
+                            api_visibility="private")  # fmt: skip
         with gr.Column(scale=2, min_width=280, elem_id="result-column"):
-            slider = gr.ImageSlider(
-                label="Grayscale input | colorized", type="pil", format="png", elem_id="result", interactive=False
-            )
+            slider = gr.ImageSlider(  # its own download would save the preview: the button above gives the full file
+                label="Grayscale input | colorized", type="pil", format="png", elem_id="result", interactive=False,
+                buttons=["fullscreen"],
+            )  # fmt: skip
             uncertainty = gr.Image(
                 label="Uncertainty (bright: unsure)", type="pil", visible=False, interactive=False, elem_id="uncertainty"
             )
 
-    return _Components(analysis, rendered, upload, temperature, reference, show_uncertainty, render, download, slider,
+    return _Components(rendered, upload, temperature, reference, show_uncertainty, render, download, slider,
                        uncertainty)
 
 
@@ -281,26 +398,30 @@ def build_colorize_tab(
     examples: list[str] | None = None,
     max_pixels: int | None = 50_000_000,
     concurrency_limit: int = 2,
-) -> None:
-    """Lay out the Colorize tab inside the current ``gr.Blocks``/``gr.Tab`` context.
+    cache: AnalysisCache | None = None,
+) -> AnalysisCache:
+    """Lay out the Colorize tab inside the current ``gr.Blocks``/``gr.Tab`` context, with its
+    API endpoints ``/colorize``, ``/render`` and ``/uncertainty`` (every UI event is private).
 
     Args:
         model: the loaded model (shared by all users, read-only).
         examples: example image paths.
         max_pixels: uploads with more pixels get a one-line error.
         concurrency_limit: network runs and renders at once (bounds memory).
+        cache: where the sessions' analyses are kept (default: a new ``AnalysisCache()``).
+    Returns:
+        the cache, so that the app can drop a session's analysis when its page closes.
     """
     downloads = Path(tempfile.gettempdir()) / "colorizer-demo-downloads"
+    cache = AnalysisCache() if cache is None else cache
     c = _layout(model, examples)
-    analysis, rendered, upload, temperature, reference = c.analysis, c.rendered, c.upload, c.temperature, c.reference
+    rendered, upload, temperature, reference = c.rendered, c.upload, c.temperature, c.reference
     show_uncertainty, render, download, slider, uncertainty = (c.show_uncertainty, c.render, c.download, c.slider,
                                                                c.uncertainty)
     hidden = gr.update(visible=False, value=None)
 
-    def on_upload(path, ref, t, progress=gr.Progress()):
-        if not path:
-            return None, None, None, hidden, gr.update(visible=False)
-        progress(0.1, desc="Reading the photo and running the network")
+    def run_network(path, ref, request: gr.Request) -> Analysis:
+        """Analyse the photo for this session (kept in the cache); errors as one line."""
         try:
             a = analyze(model, path, max_pixels, reference=ref or None)
         except ImageError as e:  # one message (the upload is then cleared: no broken thumbnail)
@@ -309,10 +430,27 @@ def build_colorize_tab(
         except (MemoryError, RuntimeError) as e:
             log.exception("colorizing %s failed", path)
             raise gr.Error(f"Could not colorize this photo: {_user_message(e, path)}", print_exception=False) from None
-        progress(0.8, desc="Rendering")
-        return a, render_preview(a, t), a.uncertainty, hidden, gr.update(visible=True)
+        cache.put(request.session_hash, a)
+        return a
 
-    def on_reference(path, ref, t, progress=gr.Progress()):
+    def session_analysis(path, ref, request: gr.Request) -> Analysis | None:
+        """This session's analysis of the photo on its page: the cached one, else made again
+        (it was evicted, or the server restarted while the page stayed open); None without a photo."""
+        a = cache.get(request.session_hash)
+        if a is not None and (path is None or a.made_from(path, ref)):
+            return a
+        return None if not path else run_network(path, ref, request)
+
+    def on_upload(path, ref, t, request: gr.Request, progress=gr.Progress()):
+        if not path:
+            cache.pop(request.session_hash)
+            return None, None, hidden, gr.update(visible=False)
+        progress(0.1, desc="Reading the photo and running the network")
+        a = run_network(path, ref, request)
+        progress(0.8, desc="Rendering")
+        return render_preview(a, t), a.uncertainty, hidden, gr.update(visible=True)
+
+    def on_reference(path, ref, t, request: gr.Request, progress=gr.Progress()):
         """A new (or cleared) reference: the photo coloured again; without a photo yet, the
         reference is only read, so a bad one is refused (and cleared) at once."""
         if ref and not path:
@@ -321,45 +459,84 @@ def build_colorize_tab(
             except ImageError as e:
                 raise gr.Error(_user_message(e, ref), print_exception=False) from None
             return gr.skip()
-        return on_upload(path, ref, t, progress)
+        return on_upload(path, ref, t, request, progress)
 
-    def on_temperature(a, t):
-        if a is None:
-            return gr.skip()
-        return render_preview(a, t)
+    def on_temperature(path, ref, t, request: gr.Request):
+        a = session_analysis(path, ref, request)
+        return gr.skip() if a is None else render_preview(a, t)
 
-    def on_full_png(a, t, progress=gr.Progress()):
-        """The full-resolution PNG at the temperature on screen, made only when asked for."""
-        if a is None:
-            return hidden, None
-        t = _check_temperature(t)
+    def full_png(a: Analysis, t: float, progress) -> Path:
         progress(0.3, desc=f"Rendering {a.size[0]}x{a.size[1]} pixels at T = {t:g}")
         try:
-            path = save_full_png(a, t, downloads)
+            return save_full_png(a, t, downloads)
         except ImageError as e:
             raise gr.Error(html.escape(str(e)), print_exception=False) from None
-        return gr.update(visible=True, value=str(path), label=f"Download full-resolution PNG (T = {t:g})"), t
+
+    def on_full_png(path, ref, t, request: gr.Request, progress=gr.Progress()):
+        """The full-resolution PNG at the temperature on screen, made only when asked for."""
+        a = session_analysis(path, ref, request)
+        if a is None:
+            return hidden, None
+        png = full_png(a, t, progress)
+        return gr.update(visible=True, value=str(png), label=f"Download full-resolution PNG (T = {t:g})"), t
 
     def still_on_screen(t, done):
         """Hide a file rendered for a temperature the slider has left meanwhile."""
         return gr.skip() if done is not None and abs(t - done) < 1e-9 else hidden
 
-    common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer")
-    outputs = [analysis, slider, uncertainty, download, render]
-    upload.change(on_upload, [upload, reference, temperature], outputs, **common).failure(
-        lambda: (None, None, None, hidden, gr.update(visible=False), None), None,
-        [*outputs, upload], queue=False, show_progress="hidden",
+    common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer", api_visibility="private")
+    private = dict(queue=False, show_progress="hidden", api_visibility="private")
+    sources = [upload, reference, temperature]
+    outputs = [slider, uncertainty, download, render]
+    # scroll_to_output: on a phone the result is above the examples a user scrolled down to
+    upload.change(on_upload, sources, outputs, scroll_to_output=True, **common).failure(
+        lambda: (None, None, hidden, gr.update(visible=False), None), None, [*outputs, upload], **private,
     )  # a photo that could not be colorized leaves nothing behind, not even its broken thumbnail
     # a new (or cleared) reference colours the same photo again; an unreadable one is cleared, the photo stays
-    reference.change(on_reference, [upload, reference, temperature], outputs, **common).failure(
-        lambda: None, None, [reference], queue=False, show_progress="hidden",
-    )
+    reference.change(on_reference, sources, outputs, **common).failure(lambda: None, None, [reference], **private)
     # a file made for another temperature must never be downloadable: hide it at once, re-render the preview
-    temperature.change(lambda: hidden, None, [download], queue=False, show_progress="hidden")
-    temperature.change(
-        on_temperature, [analysis, temperature], [slider], trigger_mode="always_last", show_progress="minimal", **common
+    temperature.change(lambda: hidden, None, [download], **private)
+    temperature.change(on_temperature, sources, [slider], trigger_mode="always_last", show_progress="minimal", **common)
+    render.click(on_full_png, sources, [download, rendered], **common).then(
+        still_on_screen, [temperature, rendered], [download], **private
     )
-    render.click(on_full_png, [analysis, temperature], [download, rendered], **common).then(
-        still_on_screen, [temperature, rendered], [download], queue=False, show_progress="hidden"
-    )
-    show_uncertainty.change(lambda s: gr.update(visible=s), [show_uncertainty], [uncertainty], queue=False)
+    show_uncertainty.change(lambda s: gr.update(visible=s), [show_uncertainty], [uncertainty], **private)
+    _api(model, cache, c, run_network, full_png, concurrency_limit)
+    return cache
+
+
+def _api(model: Colorizer, cache: AnalysisCache, c: _Components, run_network, full_png, concurrency_limit: int) -> None:
+    """The endpoints a program calls (``gradio_client``): ``/colorize`` a photo at a temperature
+    into a full-resolution PNG, ``/render`` it at another temperature, its ``/uncertainty`` map.
+    Their inputs are the tab's own components (the same checks); their outputs, hidden ones."""
+    with gr.Column(visible=False):
+        png = gr.File(label="colorized PNG (full resolution)", file_types=[".png"])
+        heat = gr.Image(label="uncertainty map (preview size)", type="pil", format="png")
+        triggers = [gr.Button(f"API {name}", visible=False) for name in ("colorize", "render", "uncertainty")]
+    none_yet = "No photo in this session yet (or it was dropped from the cache): call /colorize first."
+
+    def colorize(photo, temperature, reference=None, request: gr.Request = None, progress=gr.Progress()):
+        """A photo colorized at a temperature in [0, 1]: the full-resolution PNG."""
+        if not photo:
+            raise gr.Error("photo: no file was sent", print_exception=False)
+        return str(full_png(run_network(photo, reference, request), temperature, progress))
+
+    def render(temperature, request: gr.Request, progress=gr.Progress()):
+        """The last photo of this session (``/colorize``) at another temperature: the full-resolution PNG."""
+        a = cache.get(request.session_hash)
+        if a is None:
+            raise gr.Error(none_yet, print_exception=False)
+        return str(full_png(a, temperature, progress))
+
+    def uncertainty(request: gr.Request):
+        """The last photo's uncertainty: the per-pixel entropy as a heat map (bright: unsure), preview size."""
+        a = cache.get(request.session_hash)
+        if a is None:
+            raise gr.Error(none_yet, print_exception=False)
+        return a.uncertainty
+
+    common = dict(concurrency_limit=concurrency_limit, concurrency_id="colorizer", show_progress="hidden")
+    photo = [c.upload, c.temperature] + ([c.reference] if model.has_global_branch else [])
+    triggers[0].click(colorize, photo, [png], api_name="colorize", **common)
+    triggers[1].click(render, [c.temperature], [png], api_name="render", **common)
+    triggers[2].click(uncertainty, None, [heat], api_name="uncertainty", **common)

@@ -8,16 +8,23 @@ until the key is entered, so participants of a public survey cannot read it.
 from __future__ import annotations
 
 import hmac
+import logging
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 from matplotlib.figure import Figure
 
 from demo.survey.session import RETAKE_PREFIX
 from demo.survey.stats import Rate, attention_pass_rate, failed_attention, fool_rates
-from demo.survey.storage import VoteStore, votes_to_csv
+from demo.survey.storage import UNREACHABLE, StoreUnavailable, votes_to_csv
+
+if TYPE_CHECKING:
+    from demo import SurveySetup
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_results_tab", "results", "sessions_line", "bar_chart", "TABLE_HEADERS"]
 
@@ -95,9 +102,12 @@ def results(votes: list[dict], exclude_failed: bool = False, per_session: int | 
     }
 
 
-def build_results_tab(store: VoteStore, results_key: str | None = None, per_session: int | None = None) -> None:
-    """Lay out the Results tab inside the current Blocks/Tab context (``per_session``: the
-    votes of a complete session, to count unfinished ones)."""
+def build_results_tab(survey: SurveySetup) -> None:
+    """Lay out the Results tab of ``survey`` (its store, results key and, once prepared, the
+    votes of a complete session, to count unfinished ones) inside the current Blocks/Tab context.
+    A database that cannot be read is one line where the results would be; Refresh works again
+    once it is back."""
+    store, results_key = survey.store, survey.results_key
     exports = Path(tempfile.gettempdir()) / "colorizer-demo-exports"
     with gr.Row():
         key = gr.Textbox(label="Results key", type="password", visible=bool(results_key), scale=2)
@@ -116,8 +126,14 @@ def build_results_tab(store: VoteStore, results_key: str | None = None, per_sess
         if results_key and not hmac.compare_digest((given_key or "").encode(), results_key.encode()):
             # one message where the results would be, and nothing else changes
             return ("**Wrong or missing results key.**", *[gr.skip()] * 5, gr.update(visible=False, value=None))
-        votes = store.votes()
-        r = results(votes, exclude_failed, per_session)
+        try:
+            votes = store.votes()
+        except StoreUnavailable as e:
+            log.warning("results not shown: %s", e)
+            return (f"**{UNREACHABLE}** Refresh again in a moment; no vote is lost.", *[gr.skip()] * 5,
+                    gr.skip())  # fmt: skip
+        runner = survey.runner
+        r = results(votes, exclude_failed, None if runner is None else runner.n_practice + runner.n_test)
         folder = exports / uuid.uuid4().hex
         folder.mkdir(parents=True, exist_ok=True)
         csv_path = folder / "turing-test-votes.csv"
@@ -133,4 +149,5 @@ def build_results_tab(store: VoteStore, results_key: str | None = None, per_sess
         [key, exclude],
         [summary, chart, by_model, by_temperature, by_condition, by_photo, csv_button],
         concurrency_limit=2,
+        api_visibility="private",
     )

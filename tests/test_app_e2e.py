@@ -120,6 +120,9 @@ def test_colorize_turing_test_and_results(served_app, page):
     result.nth(1).wait_for()
     first_src = result.nth(1).evaluate("e => e.src")
     assert result.count() == 2 and "/gradio_api/file=" in first_src
+    # one download, the full-resolution one: the slider keeps its fullscreen button, not its own download
+    buttons = page.locator("#result button").evaluate_all("bs => bs.map(b => b.getAttribute('aria-label') || b.title)")
+    assert buttons and not any("ownload" in (b or "") for b in buttons), buttons  # Gradio labels it "Download"
     number = page.locator("#temperature input[type=number]")
     number.fill("0.9")
     number.press("Enter")
@@ -198,6 +201,15 @@ def test_phone_layout_puts_the_result_first_and_the_pair_side_by_side(served_app
         result, controls = phone.locator("#result").bounding_box(), phone.locator("#upload").bounding_box()
         assert result["y"] < controls["y"] and result["y"] < 844
         phone.screenshot(path=str(tmp_path / "phone-colorize.png"))
+        # the examples path: scroll down to them, tap one, and the page brings its result into view
+        phone.goto(url)
+        example = phone.locator("button.gallery-item").first
+        example.scroll_into_view_if_needed()
+        assert phone.locator("#result").bounding_box()["y"] < 0  # the result is above the screen now
+        example.tap()
+        phone.locator("#result img").nth(1).wait_for()
+        phone.wait_for_function("() => { const r = document.querySelector('#result').getBoundingClientRect();"
+                                " return r.top >= -1 && r.top < innerHeight / 2; }")  # fmt: skip
         phone.get_by_role("tab", name="Turing test").click()
         phone.click("#survey-start")
         phone.locator("#survey-left").wait_for(state="attached")
@@ -228,9 +240,13 @@ def test_out_of_the_box_turing_test_survives_a_server_restart(tmp_path, page):
            "--trials", "3", "--practice", "1", "--attention", "1", "--display-seconds", "0"]  # fmt: skip
     proc = _serve(cmd, env, tmp_path / "app.log", url)
     try:
-        page.goto(url)
+        page.goto(url)  # at once: the photos are prepared in the background, the tab opens the test when ready
+        photo = tmp_path / "upload.png"
+        Image.fromarray(data.coffee()).resize((240, 160)).save(photo)
+        page.locator("#upload input[type=file]").set_input_files(str(photo))
+        page.locator("#result img").nth(1).wait_for()
         page.get_by_role("tab", name="Turing test").click()
-        page.get_by_text("You will see 5 pairs: first 1 practice pair").wait_for()
+        page.get_by_text("You will see 5 pairs: first 1 practice pair").wait_for(timeout=300_000)
         page.click("#survey-start")
         page.locator('#survey-left[data-trial="0"]').wait_for(state="attached")
         _answer(page, "#survey-left-button")
@@ -240,10 +256,20 @@ def test_out_of_the_box_turing_test_survives_a_server_restart(tmp_path, page):
         page.locator('#survey-left[data-trial="2"]').wait_for(state="attached")
         _stop(proc)  # the server goes away mid-test ...
         proc = _serve(cmd, env, tmp_path / "app.log", url)  # ... and comes back (the survey is cached)
-        page.reload()
+        # no reload: the next click finds the session gone, picks it up from the browser's id and says so
+        _answer(page, "#survey-left-button")
+        page.get_by_text("The server was restarted").wait_for(timeout=60_000)
+        assert "Test pair 2 of 4" in page.locator("#survey-status").inner_text()  # the same pair again
+        # the Colorize tab of the same page: the temperature re-renders (its photo analysed again)
+        page.get_by_role("tab", name="Colorize").click()
+        old_src = page.locator("#result img").nth(1).evaluate("e => e.src")
+        number = page.locator("#temperature input[type=number]")
+        number.fill("0.9")
+        number.press("Enter")
+        page.wait_for_function("old => document.querySelectorAll('#result img')[1].src != old", arg=old_src)
+        page.locator("#render").click()
+        page.get_by_text("Download full-resolution PNG (T = 0.9)").wait_for()
         page.get_by_role("tab", name="Turing test").click()
-        page.click("#survey-start")
-        page.wait_for_function("() => (document.querySelector('#survey-status')?.innerText || '').includes('Test pair 2 of 4')")
         for i in (2, 3, 4):
             page.locator(f'#survey-left[data-trial="{i}"]').wait_for(state="attached")
             _answer(page, "#survey-left-button")
@@ -290,8 +316,22 @@ def test_a_vote_while_the_database_is_down_waits_for_it(tmp_path, page, postgres
             _answer(page, "#survey-left-button")
             page.get_by_text("Your answer was not saved").wait_for()
             assert "Test pair 1 of 2" in page.locator("#survey-status").inner_text()  # the pair stays
+            # the same participant in a second tab (the browser's session id): Start says what is wrong
+            other = page.context.new_page()
+            other.goto(url)
+            other.get_by_role("tab", name="Turing test").click()
+            other.click("#survey-start")
+            other.get_by_text("Please click Start again in a moment").wait_for()
+            other.close()
+            # the Results tab says what is wrong in one line, and works again once the database is back
+            page.get_by_role("tab", name="Results").click()
+            page.click("#results-refresh")
+            page.get_by_text("The survey's vote database cannot be reached right now.").wait_for()
         finally:
             postgres_server.start()
+        page.click("#results-refresh")
+        page.wait_for_function("() => document.querySelector('#results-summary').innerText.includes('Participants')")
+        page.get_by_role("tab", name="Turing test").click()
         time.sleep(0.2)
         _answer(page, "#survey-left-button")
         page.locator('#survey-left[data-trial="1"]').wait_for(state="attached")
@@ -301,4 +341,5 @@ def test_a_vote_while_the_database_is_down_waits_for_it(tmp_path, page, postgres
         _stop(proc)
     assert store.count() == before + 2
     log = (tmp_path / "app.log").read_text()
-    assert "vote not stored" in log and "Traceback" not in log
+    assert "vote not stored" in log and "results not shown" in log and "session not resumed" in log
+    assert "Traceback" not in log

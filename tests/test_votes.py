@@ -225,3 +225,24 @@ def test_kill_9_in_a_burst_loses_no_acknowledged_vote(store):
     stored = {v["pair_id"] for v in store.votes() if v["session_id"] == "killed"}
     assert {f"p{i}" for i in range(acked + 1)} <= stored
     assert store.record(**_vote(session_id="after"))
+
+
+def test_reads_of_a_database_that_went_away_are_one_line(postgres_server):
+    """PostgreSQL stops: every read (and the vote) is StoreUnavailable with one line, not a
+    driver's traceback; once it is back the same calls work, nothing lost."""
+    from demo.survey.storage import StoreUnavailable
+
+    s = VoteStore(postgres_server.url)
+    assert s.record(**_vote(session_id="outage", pair_id="outage|1"))
+    postgres_server.stop()
+    try:
+        for read in (s.count, s.votes, lambda: s.session_votes("outage"), lambda: s.voted_pairs("outage")):
+            with pytest.raises(StoreUnavailable) as e:
+                read()
+            assert str(e.value).startswith("the vote database cannot ") and "\n" not in str(e.value)
+        with pytest.raises(StoreUnavailable, match="^the vote database cannot store votes now"):
+            s.record(**_vote(session_id="outage", pair_id="outage|2"))
+    finally:
+        postgres_server.start()
+    assert [v["pair_id"] for v in s.session_votes("outage")] == ["outage|1"]
+    s.dispose()

@@ -11,14 +11,16 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from demo.survey.prepare import Survey
 from demo.survey.sampling import Trial, sample_session
 from demo.survey.storage import QUESTIONS, SIDES, VoteStore, is_fooled
 
-__all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer", "AnswerTooSoon", "RETAKE_PREFIX", "MIN_ANSWER_GAP_S"]
+__all__ = ["SurveyConfig", "SurveyRunner", "SessionState", "Answer", "AnswerTooSoon", "RETAKE_PREFIX", "MIN_ANSWER_GAP_S",
+           "MAX_TRIALS"]
 
+MAX_TRIALS = 40  # test trials at most when the photos decide (Zhang et al. 2016: 40)
 RETAKE_PREFIX = "retake-"  # session ids of participants who asked to start over (the results count them apart)
 MIN_ANSWER_GAP_S = 0.1  # a session's answers closer together than this are refused (scripted clicks)
 
@@ -35,14 +37,16 @@ class SurveyConfig:
     """How a session runs.
 
     Attributes:
-        n_trials: test trials per participant (Zhang et al. 2016: 40).
+        n_trials: test trials per participant (Zhang et al. 2016: 40); None: as many as the
+            photos allow once ``n_practice`` photos are kept apart to practise on, at most
+            ``MAX_TRIALS`` (``sized_to``).
         n_practice: practice trials with feedback first (Zhang et al.: 10).
         n_attention: attention checks mixed into the test trials.
         question: "real" (click the real photo) or "fake" (click the one with fake colours).
         display_seconds: how long the pair stays visible (Zhang et al.: 1 s); 0 = until answered.
     """
 
-    n_trials: int = 40
+    n_trials: int | None = None
     n_practice: int = 5
     n_attention: int = 2
     question: str = "real"
@@ -53,10 +57,18 @@ class SurveyConfig:
             raise ValueError(f"question must be one of {QUESTIONS}, got {self.question!r}")
         if self.display_seconds < 0:
             raise ValueError(f"display_seconds must be >= 0, got {self.display_seconds}")
-        if min(self.n_trials, self.n_practice, self.n_attention) < 0 or self.n_trials == 0:
+        if min(self.n_practice, self.n_attention) < 0 or (self.n_trials is not None and self.n_trials < 1):
             raise ValueError(
                 f"need n_trials >= 1 and practice/attention >= 0, got {self.n_trials}, {self.n_practice}, {self.n_attention}"
             )
+
+    def sized_to(self, n_photos: int) -> SurveyConfig:
+        """This config with ``n_trials`` set, if it is None, to what ``n_photos`` allow: the
+        practice photos kept apart (practice never shows a test photo), the rest tested,
+        at most ``MAX_TRIALS``."""
+        if self.n_trials is not None:
+            return self
+        return replace(self, n_trials=max(1, min(MAX_TRIALS, n_photos - self.n_practice)))
 
 
 @dataclass
@@ -118,6 +130,7 @@ class SurveyRunner:
     def __init__(self, survey: Survey, store: VoteStore, config: SurveyConfig = SurveyConfig()):
         if not survey.pairs:
             raise ValueError(f"{survey.folder}: the survey has no colorized pairs")
+        config = config.sized_to(len(survey.photos))
         self.survey, self.store, self.config = survey, store, config
         self._locks: dict[str, threading.Lock] = {}  # one per session: its clicks are answered one at a time
         self._locks_guard = threading.Lock()

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-__all__ = ["Vote", "VoteStore", "StoreUnavailable", "KINDS", "SIDES", "QUESTIONS", "CSV_COLUMNS", "is_fooled", "sqlite_url"]
+__all__ = ["Vote", "VoteStore", "StoreUnavailable", "UNREACHABLE", "KINDS", "SIDES", "QUESTIONS", "CSV_COLUMNS", "is_fooled", "sqlite_url"]
 
 KINDS = ("trial", "practice", "attention")
 SIDES = ("left", "right")
@@ -53,6 +53,7 @@ CSV_COLUMNS = [
 ]
 
 
+UNREACHABLE = "The survey's vote database cannot be reached right now."  # what the app's pages say then
 UNIQUE_VOTE = "one_vote_per_pair"  # the constraint that keeps one vote per participant per pair
 _PG_UNIQUE_VIOLATION = "23505"  # PostgreSQL SQLSTATE unique_violation
 _SQLITE_UNIQUE_VOTE = "UNIQUE constraint failed: votes.session_id, votes.pair_id"
@@ -120,8 +121,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 class StoreUnavailable(RuntimeError):
-    """The database did not take a vote (down, locked, unreachable); the same vote can be
-    recorded again once it is back."""
+    """The database did not take a vote or could not be read (down, locked, unreachable);
+    the same call works again once it is back."""
 
 
 class VoteStore:
@@ -216,38 +217,45 @@ class VoteStore:
                 return False
             raise
         except SQLAlchemyError as e:  # the database is down, locked or unreachable: the vote is not stored
-            first = str(getattr(e, "orig", None) or e).strip().splitlines()
-            raise StoreUnavailable(f"the vote database cannot store votes now ({first[0] if first else type(e).__name__})") from None
+            raise _unavailable(e, "store votes") from None
         return True
 
+    def _read(self, query, what: str, one: bool = False):
+        """Run a read query: its scalars (or one scalar); StoreUnavailable when the database is not there."""
+        try:
+            with Session(self.engine) as session:
+                if one:
+                    return session.scalar(query)
+                return list(session.scalars(query))
+        except SQLAlchemyError as e:
+            raise _unavailable(e, what) from None
+
     def count(self, kind: str | None = None) -> int:
-        """Number of stored votes (of one kind, or all)."""
+        """Number of stored votes (of one kind, or all).
+
+        Raises:
+            StoreUnavailable: the database cannot be read now (one line); so do the reads below.
+        """
         query = select(func.count(Vote.id))
         if kind is not None:
             query = query.where(Vote.kind == kind)
-        with Session(self.engine) as session:
-            return int(session.scalar(query) or 0)
+        return int(self._read(query, "count votes", one=True) or 0)
 
     def session_votes(self, session_id: str) -> list[dict]:
         """One session's votes, oldest first."""
         query = select(Vote).where(Vote.session_id == session_id).order_by(Vote.id)
-        with Session(self.engine) as session:
-            return [{c.name: getattr(v, c.name) for c in Vote.__table__.columns} for v in session.scalars(query)]
+        return [_as_dict(v) for v in self._read(query, "read votes")]
 
     def votes(self, kind: str | None = None) -> list[dict]:
         """All votes as dicts (the ``Vote`` columns), oldest first."""
         query = select(Vote).order_by(Vote.id)
         if kind is not None:
             query = query.where(Vote.kind == kind)
-        with Session(self.engine) as session:
-            return [
-                {c.name: getattr(v, c.name) for c in Vote.__table__.columns} for v in session.scalars(query)
-            ]
+        return [_as_dict(v) for v in self._read(query, "read votes")]
 
     def voted_pairs(self, session_id: str) -> set[str]:
         """Pair ids this participant has already answered."""
-        with Session(self.engine) as session:
-            return set(session.scalars(select(Vote.pair_id).where(Vote.session_id == session_id)))
+        return set(self._read(select(Vote.pair_id).where(Vote.session_id == session_id), "read votes"))
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """All votes as CSV (``CSV_COLUMNS``); participants appear as numbers 1, 2, ...
@@ -261,6 +269,16 @@ class VoteStore:
     def dispose(self) -> None:
         """Close the connection pool."""
         self.engine.dispose()
+
+
+def _as_dict(v: Vote) -> dict:
+    return {c.name: getattr(v, c.name) for c in Vote.__table__.columns}
+
+
+def _unavailable(e: SQLAlchemyError, what: str) -> StoreUnavailable:
+    """The one-line error of a database that is down, locked or unreachable."""
+    first = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return StoreUnavailable(f"the vote database cannot {what} now ({first[0] if first else type(e).__name__})")
 
 
 def _first_line(e: BaseException, secret: str | None = None) -> str:
