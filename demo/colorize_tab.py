@@ -296,7 +296,7 @@ def full_prediction(analysis: Analysis) -> Prediction:
 
 def render_preview(analysis: Analysis, temperature: float) -> tuple[Image.Image, Image.Image]:
     """(grayscale, colorized) previews at ``temperature`` for the before/after slider."""
-    return analysis.gray, analysis.preview.colorize(_check_temperature(temperature)).convert("RGB")
+    return analysis.gray, analysis.preview.render(_check_temperature(temperature)).convert("RGB")
 
 
 def _check_temperature(t: float) -> float:
@@ -324,7 +324,7 @@ def save_full_png(analysis: Analysis, temperature: float, root: Path) -> Path:
     folder.mkdir()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", analysis.name).strip("-.") or "photo"
     path = folder / f"{name}-color-T{temperature:g}.png"
-    full_prediction(analysis).colorize(temperature).save(path, compress_level=3)
+    full_prediction(analysis).render(temperature).save(path, compress_level=3)
     return path
 
 

@@ -118,8 +118,8 @@ def test_analysis_keeps_nothing_at_full_resolution(tiny_model, big_photo, tmp_pa
     assert len(sizes) == 4 and sum(sizes) < 640 * 480
     full = full_prediction(a)
     assert full.size == (640, 480)
-    expected = tiny_model.analyze(big_photo, max_pixels=None).colorize(0.5)
-    assert np.array_equal(np.asarray(full.colorize(0.5)), np.asarray(expected))
+    expected = tiny_model.analyze(big_photo, max_pixels=None).render(0.5)
+    assert np.array_equal(np.asarray(full.render(0.5)), np.asarray(expected))
     upload.unlink()  # the server's upload cache was cleared
     with pytest.raises(ImageError, match="expired; upload it again"):
         save_full_png(a, 0.5, tmp_path / "downloads")
@@ -296,7 +296,7 @@ def test_server_refuses_large_upload_then_keeps_working(running_app, big_photo, 
     assert hotter.endswith("coffee-color-T0.9.png") and Image.open(hotter).size == (300, 200)
     assert not np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(hotter)))
     # the file is exactly the render at that temperature
-    expected = np.asarray(full_prediction(analyze(tiny_model, small, None)).colorize(0.9).convert("RGB"))
+    expected = np.asarray(full_prediction(analyze(tiny_model, small, None)).render(0.9).convert("RGB"))
     assert np.abs(np.asarray(Image.open(hotter).convert("RGB")).astype(int) - expected).max() <= 1
     heat = Image.open(client.predict(api_name="/uncertainty"))
     assert heat.width == 300 and heat.height > 200  # the map and its colour scale
@@ -436,7 +436,7 @@ def test_a_reference_photo_colours_the_upload_after_its_scene(tmp_path):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         png = client.predict(handle_file(str(photo)), 1.0, handle_file(str(ref)), api_name="/colorize")
         assert np.array_equal(np.asarray(Image.open(png).convert("RGB")),
-                              np.asarray(full_prediction(transferred).colorize(1.0).convert("RGB")))
+                              np.asarray(full_prediction(transferred).render(1.0).convert("RGB")))
         with pytest.raises(AppError) as e:
             client.predict(handle_file(str(photo)), 1.0, handle_file(str(tmp_path / "empty.jpg")), api_name="/colorize")
         assert str(e.value).startswith("reference photo: ") and "empty.jpg" in str(e.value) and "/" not in str(e.value)

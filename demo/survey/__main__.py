@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--photos", type=Path, required=True, help="folder of real colour photos")
     prep.add_argument("--out", type=Path, required=True, help="survey folder to write")
     prep.add_argument("--model", nargs="+", default=["default"], help="models: NAME, PATH or LABEL=SOURCE")
-    prep.add_argument("--temperature", nargs="+", type=float, default=[0.38], help="temperatures in [0, 1]")
+    prep.add_argument("--temperature", nargs="+", type=float, default=[None],
+                      help="temperatures in [0, 1] (default: each model's own)")
     prep.add_argument("--size", type=int, default=256, help="longer side of the images shown, pixels")
     prep.add_argument("--checks", nargs="*", default=list(CHECKS), choices=list(CHECKS),
                       help="attention checks to make")

@@ -136,7 +136,7 @@ def prepare_survey(
     photos: str | Path,
     out: str | Path,
     models: Sequence[str | ModelSpec] = (DEFAULT_MODEL,),
-    temperatures: Sequence[float] = (0.38,),
+    temperatures: Sequence[float | None] = (None,),
     size: int = 256,
     checks: Sequence[str] = CHECKS,
     force: bool = False,
@@ -148,7 +148,8 @@ def prepare_survey(
         photos: folder of real colour photos (searched recursively; grayscale ones skipped).
         out: survey folder to write (created).
         models: model names/folders/Hub ids, or "LABEL=SOURCE".
-        temperatures: annealed-mean temperatures in [0, 1] (regression models ignore them).
+        temperatures: annealed-mean temperatures in [0, 1]; None: each model's own
+            (``Colorizer.temperature``). Regression models ignore them.
         size: longer side of the images shown, in pixels (the published study used 256).
         checks: attention checks to make ("hue", "swap"); () for none.
     Returns:
@@ -160,7 +161,8 @@ def prepare_survey(
     if not temperatures:
         raise ValueError("give at least one temperature")
     for t in temperatures:
-        check_temperature(t)
+        if t is not None:
+            check_temperature(t)
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     for c in checks:
@@ -228,13 +230,15 @@ def prepare_survey(
                 model = _load(spec)
             if not model.uses_temperature:
                 temps = [None]
+            else:  # None: the model's own temperature, recorded as the number it is
+                temps = list(dict.fromkeys(model.temperature if t is None else t for t in temps))
             rels = [f"fake/{spec.label}/{_t_dir(t)}/{name}.png" for t in temps]
             todo = [(t, rel) for t, rel in zip(temps, rels) if redo or not (out / rel).exists()]
             if todo:
                 pred = model.analyze(out / entry["real"])
                 for t, rel in todo:
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                    pred.colorize(t).save(out / rel)
+                    pred.render(t).save(out / rel)
             entry["fakes"] += [
                 {"model": spec.label, "temperature": t, "weights": digests[spec.label], "path": rel}
                 for t, rel in zip(temps, rels)
