@@ -327,9 +327,19 @@ def _first_frame(img: Image.Image, max_pixels: int | None, name: str, from_file:
 
 
 def _with_transparency(img: Image.Image) -> Image.Image:
-    """A gray or RGB image with a transparent colour (a PNG's tRNS chunk, a PIL image's
-    ``info["transparency"]``) as LA or RGBA, so its transparency is kept as alpha."""
-    if img.mode not in ("L", "RGB") or img.info.get("transparency") is None:
+    """A gray (8- or 16-bit) or RGB image with a transparent colour (a PNG's tRNS chunk, a PIL
+    image's ``info["transparency"]``) as LA or RGBA, so its transparency is kept as alpha."""
+    colour = img.info.get("transparency")
+    if colour is None:
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I") and isinstance(colour, int):
+        # 16-bit gray has no form with alpha here: 8-bit gray and alpha (the output is 8-bit anyway)
+        a = np.asarray(img, dtype=np.int64)
+        if a.min() < 0 or a.max() > 65535:
+            return img
+        gray = Image.fromarray(np.round(a / 257.0).astype(np.uint8))
+        return Image.merge("LA", (gray, Image.fromarray(np.where(a == colour, 0, 255).astype(np.uint8))))
+    if img.mode not in ("L", "RGB"):
         return img
     try:
         return img.convert("LA" if img.mode == "L" else "RGBA")

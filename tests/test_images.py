@@ -327,6 +327,22 @@ def test_a_transparent_colour_is_kept_as_alpha(tmp_path, model, mode, colour):
     assert read_image(pixels).mode == mode  # no transparency: no alpha made up
 
 
+def test_a_16_bit_gray_png_keeps_its_transparent_colour_as_alpha(tmp_path, model):
+    """A 16-bit gray PNG with a tRNS chunk: alpha kept (as LA, its gray to 8 bits)."""
+    a = (data.camera()[::8, ::8].astype(np.uint16) * 257).clip(2570, 65535)
+    a[:20, :20] = 1234  # the transparent level, nowhere else
+    Image.fromarray(a).save(tmp_path / "trns16.png", transparency=1234)
+    img = read_image(tmp_path / "trns16.png")
+    assert img.mode == "LA"
+    alpha = np.asarray(img)[..., 1]
+    assert (alpha[:20, :20] == 0).all() and (alpha[20:] == 255).all()
+    assert np.array_equal(np.asarray(img)[20:, :, 0], np.round(a[20:] / 257).astype(np.uint8))
+    out = model.colorize(tmp_path / "trns16.png")
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+    Image.fromarray(a).save(tmp_path / "plain16.png")
+    assert read_image(tmp_path / "plain16.png").mode == "F"  # no transparency: still 16-bit gray, no alpha
+
+
 def test_file_objects_and_memoryviews_are_read(model):
     """io.BytesIO, an open file and memoryview (what web frameworks and requests hand over)
     read like bytes; a text-mode file or a closed one is one line."""
