@@ -59,6 +59,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# scroll the result into view when it is off the screen: Gradio's scroll_to_output is undone on a phone
+# when the new images grow the result and the browser keeps the examples a user tapped in place, so it
+# is done again as the result's images load
+SHOW_RESULT_JS = """() => {
+  const show = () => {
+    const el = document.getElementById("result");
+    if (!el) return;
+    const r = el.getBoundingClientRect();
+    if (r.top < 0 || r.top > window.innerHeight * 0.5) el.scrollIntoView({block: "start"});
+  };
+  show();
+  document.querySelectorAll("#result img").forEach((img) => img.addEventListener("load", show, {once: true}));
+  for (const ms of [250, 750, 1500]) setTimeout(show, ms);
+}"""
 PREVIEW_SIDE = 768  # longer side of the images shown in the page, in pixels
 T_MIN, T_MAX = 0.05, 1.0
 CACHE_ITEMS, CACHE_BYTES = 32, 400 * 2**20  # analyses kept for the sessions at most (about 10 MB each at 768 px)
@@ -488,10 +502,12 @@ def build_colorize_tab(
     private = dict(queue=False, show_progress="hidden", api_visibility="private")
     sources = [upload, reference, temperature]
     outputs = [slider, uncertainty, download, render]
-    # scroll_to_output: on a phone the result is above the examples a user scrolled down to
-    upload.change(on_upload, sources, outputs, scroll_to_output=True, **common).failure(
+    colorized = upload.change(on_upload, sources, outputs, scroll_to_output=True, **common)
+    colorized.failure(
         lambda: (None, None, hidden, gr.update(visible=False), None), None, [*outputs, upload], **private,
     )  # a photo that could not be colorized leaves nothing behind, not even its broken thumbnail
+    # on a phone the result is above the examples a user scrolled down to: bring it into view
+    colorized.success(None, None, None, js=SHOW_RESULT_JS, **private)
     # a new (or cleared) reference colours the same photo again; an unreadable one is cleared, the photo stays
     reference.change(on_reference, sources, outputs, **common).failure(lambda: None, None, [reference], **private)
     # a file made for another temperature must never be downloadable: hide it at once, re-render the preview

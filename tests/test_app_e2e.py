@@ -100,7 +100,8 @@ def page():
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        # a context of its own, so that a test can open a second tab of the same browser (its storage)
+        pg = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         pg.set_default_timeout(20_000)
         yield pg
         browser.close()
@@ -190,7 +191,8 @@ def test_phone_layout_puts_the_result_first_and_the_pair_side_by_side(served_app
     """A 390x844 phone viewport: after an upload the result is above the controls (visible
     without scrolling), and the survey's two photos stay side by side, as their names say."""
     url, _, _ = served_app
-    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                         has_touch=True)
     phone.set_default_timeout(20_000)
     try:
         phone.goto(url)
