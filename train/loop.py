@@ -236,7 +236,7 @@ def sample_grid(model: Colorizer, val: torch.Tensor, device: torch.device, path:
     preds = model.analyze_batch(photos)  # restores the model's train/eval mode
     columns = [
         [gray_rgb(p.lightness.l) for p in preds],
-        [np.asarray(p.colorize()) for p in preds],
+        [np.asarray(p.render()) for p in preds],
         [np.asarray(x) for x in photos],
     ]
     grid = np.concatenate([np.concatenate(c, axis=0) for c in columns], axis=1)  # (n*S, 3*S, 3)
