@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import stat
@@ -380,8 +381,10 @@ def _assign(inputs: list[Path], out_dir: Path, suffix: str) -> list[tuple[Path, 
     def files(candidate: str) -> list[str]:
         return [f"{candidate}.png".lower(), f"{candidate}.uncertainty.png".lower()]
 
+    whose = functools.cache(lambda f: _whose(out_dir / present[f]))  # each file's header read once a run
+
     def owners(candidate: str) -> list[str | None]:
-        return [_whose(out_dir / present[f]) if f in present else None for f in files(candidate)]
+        return [whose(f) if f in present else None for f in files(candidate)]
 
     def free(candidate: str) -> bool:
         return taken.isdisjoint(files(candidate))
