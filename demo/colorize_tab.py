@@ -229,10 +229,7 @@ class TemperatureSlider(gr.Slider):
     is_template = True  # the frontend renders it as a plain gr.Slider
 
     def preprocess(self, payload):
-        try:
-            t = check_temperature(payload)
-        except ValueError as e:
-            raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
+        t = _check_temperature(payload)
         if not self.minimum <= t <= self.maximum:
             raise gr.Error(f"temperature must be in [{self.minimum:g}, {self.maximum:g}] here, got {t:g}",
                            print_exception=False)
@@ -314,12 +311,12 @@ def render_preview(analysis: Analysis, temperature: float) -> tuple[Image.Image,
 
 
 def _check_temperature(t: float) -> float:
-    """The model's rule (``check_temperature``) as a message in the page; the slider
-    itself only narrows the range to [T_MIN, T_MAX]."""
+    """The model's rule (``check_temperature``) as one line in the page (``TemperatureSlider``
+    applies it to every value from the page or the API; the slider narrows it to [T_MIN, T_MAX])."""
     try:
         return check_temperature(t)
     except ValueError as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
 
 
 def _prune(root: Path, ttl_s: float) -> None:
