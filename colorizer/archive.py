@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from colorizer.bins import check_temperature
 from colorizer.errors import first_line, report_error
 from colorizer.hub import DEFAULT_MODEL
-from colorizer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, list_images
+from colorizer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, OUTPUT_SOFTWARE, list_images, write_atomically
 
 __all__ = ["main", "build_parser", "require_ray", "read_manifest", "Settings", "MANIFEST"]
 
@@ -293,22 +293,9 @@ def encode(image, fmt: str, exif: bytes | None = None, quality: int = 95) -> tup
         image.save(buf, format="JPEG", quality=quality, **extra)
         return buf.getvalue(), ".jpg"
     info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "colorizer (colorized from the photo's lightness)")
+    info.add_text("Software", OUTPUT_SOFTWARE)
     image.save(buf, format="PNG", pnginfo=info, **extra)
     return buf.getvalue(), ".png"
-
-
-def write_atomically(dst: Path, write) -> None:
-    """``write(tmp)`` to a hidden temporary name beside ``dst``, then rename it to ``dst``: a
-    killed run never leaves half a file (only, at worst, a ``.NAME.tmp``, which the rerun that
-    does its photo again replaces)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ColorizeBatch:
@@ -361,6 +348,7 @@ class ColorizeBatch:
                 result["image"] = data
             else:
                 out = _output_path(Path(s.out), name, suffix)
+                out.parent.mkdir(parents=True, exist_ok=True)
                 write_atomically(out, lambda tmp: tmp.write_bytes(data))
                 result["output"] = str(out)
         except (OSError, RuntimeError, ValueError, MemoryError) as e:  # ImageError is a ValueError

@@ -40,7 +40,8 @@ from tqdm import tqdm
 from colorizer.bins import check_temperature
 from colorizer.errors import error_line, fail, first_line, report_error
 from colorizer.hub import DEFAULT_MODEL
-from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, list_images, read_image
+from colorizer.images import (DEFAULT_MAX_PIXELS, OUTPUT_MARK, OUTPUT_SOFTWARE, ImageError, list_images, read_image,
+                              write_atomically)
 
 __all__ = ["main", "export_main", "build_parser", "build_export_parser", "plan_outputs", "RenderOptions", "error_line",
            "first_line", "report_error", "fail"]
@@ -365,15 +366,15 @@ def _assign(inputs: list[Path], out_dir: Path, suffix: str) -> list[tuple[Path, 
         present = {name.lower(): name for name in os.listdir(out_dir)}
     except OSError:  # not made yet (or unreadable: writing there will say so)
         present = {}
-    numbered: dict[str, list[int]] = {}  # lower-case base name -> the n of its existing "base-n" outputs
+    numbered: dict[str, set[int]] = {}  # lower-case base name -> the n of its existing "base-n" outputs
     for name in present:
-        base = name[: -len(".uncertainty.png")] if name.endswith(".uncertainty.png") else name[: -len(".png")]
         if not name.endswith(".png"):
             continue
+        base = name[: -len(".uncertainty.png")] if name.endswith(".uncertainty.png") else name[: -len(".png")]
         head, _, n = base.rpartition("-")
-        numbered.setdefault(base, []).append(1)
+        numbered.setdefault(base, set()).add(1)
         if head and n.isdigit() and int(n) > 1:
-            numbered.setdefault(head, []).append(int(n))
+            numbered.setdefault(head, set()).add(int(n))
 
     def name(base: str, n: int) -> str:
         return base if n == 1 else f"{base}-{n}"
@@ -394,7 +395,7 @@ def _assign(inputs: list[Path], out_dir: Path, suffix: str) -> list[tuple[Path, 
     taken: set[str] = set()
     for i, (src, base) in enumerate(zip(inputs, bases)):  # its own earlier outputs, found by their record
         photo = _photo_id(src)
-        for n in sorted(set(numbered.get(base.lower(), []))):
+        for n in sorted(numbered.get(base.lower(), ())):
             candidate = name(base, n)
             mine = owners(candidate)
             if free(candidate) and photo in mine and set(mine) <= {photo, None}:
@@ -650,7 +651,6 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-OUTPUT_MARK = "colorizer"  # the PNG "Software" text of every output: a rerun never takes it for an input
 PHOTO_KEY = "colorizer-photo"  # the PNG text of every output naming its photo (``_photo_id``)
 _OTHER, _EARLIER = "other", ""  # _whose: not an output of colorizer; one that names no photo (older)
 
@@ -701,26 +701,15 @@ def _device(name: str):
     return device
 
 
-def _temporary(dst: Path) -> Path:
-    """The hidden name ``dst`` is written under before its rename: short (a 255-byte output
-    name has room for no suffix), and the same for the same ``dst``."""
-    return dst.with_name(f".colorizer-{hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:16]}.tmp")
-
-
 def _save_atomic(img: Image.Image, dst: Path, photo: str) -> None:
-    """Write to a temporary name, then rename: a crash never leaves half a file. The PNG is
-    marked as colorizer's output of ``photo`` (its ``_photo_id``)."""
+    """Write to a temporary name, then rename (``write_atomically``): a crash never leaves half
+    a file. The PNG is marked as colorizer's output of ``photo`` (its ``_photo_id``)."""
     from PIL import PngImagePlugin
 
-    tmp = _temporary(dst)
     info = PngImagePlugin.PngInfo()
-    info.add_text("Software", f"{OUTPUT_MARK} (colorized from the photo's lightness)")
+    info.add_text("Software", OUTPUT_SOFTWARE)
     info.add_text(PHOTO_KEY, photo)
-    try:
-        img.save(tmp, format="PNG", pnginfo=info)
-        tmp.replace(dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(dst, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
 
 
 if __name__ == "__main__":

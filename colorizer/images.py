@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import io
 import os
 import re
@@ -41,6 +42,10 @@ __all__ = [
     "is_grayscale",
     "resize_short_side",
     "list_images",
+    "OUTPUT_MARK",
+    "OUTPUT_SOFTWARE",
+    "temporary_name",
+    "write_atomically",
 ]
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
@@ -104,6 +109,28 @@ def list_images(
         if keep(p.name):
             out.append(p)
     return out
+
+
+OUTPUT_MARK = "colorizer"  # the PNG "Software" text of every output starts so: a rerun never takes one for a photo
+OUTPUT_SOFTWARE = f"{OUTPUT_MARK} (colorized from the photo's lightness)"
+
+
+def temporary_name(dst: Path) -> Path:
+    """The hidden name ``dst`` is written under before its rename: short (a 255-byte output
+    name has room for no suffix), and the same for the same ``dst``, so that the next write
+    of ``dst`` replaces the one a killed run left."""
+    return dst.with_name(f".colorizer-{hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:16]}.tmp")
+
+
+def write_atomically(dst: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to ``temporary_name(dst)``, then rename it to ``dst``: a crash or a kill
+    never leaves half a file (every output of the command line and of the archive command)."""
+    tmp = temporary_name(dst)
+    try:
+        write(tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class ImageError(ValueError):

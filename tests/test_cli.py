@@ -11,6 +11,7 @@ from skimage import data
 from colorizer import Colorizer, cli
 from colorizer.cli import main, plan_outputs
 from colorizer.errors import first_line
+from colorizer.images import temporary_name
 
 
 @pytest.fixture
@@ -167,7 +168,7 @@ def test_worker_processes_write_what_one_process_writes(tmp_path, photos, model_
     assert rc == 1
     capsys.readouterr()
     (tmp_path / "two").mkdir()
-    cli._temporary(tmp_path / "two" / "cat.uncertainty.png").mkdir()  # cat's map cannot be written
+    temporary_name(tmp_path / "two" / "cat.uncertainty.png").mkdir()  # cat's map cannot be written
     rc = main([str(photos), "-o", str(tmp_path / "two"), "-m", str(model_dir), "-q", "--uncertainty", "-j", "2"])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
@@ -197,7 +198,7 @@ def test_a_worker_that_cannot_start_answers_one_line_for_every_photo(tmp_path, m
 def test_an_unwritable_output_is_reported_and_the_rest_goes_on(tmp_path, photos, model_dir, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    cli._temporary(out / "coffee.png").mkdir()  # the temporary name of coffee's output is taken by a folder
+    temporary_name(out / "coffee.png").mkdir()  # the temporary name of coffee's output is taken by a folder
     rc = main([str(photos / "coffee.jpg"), str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "-q",
                "--overlap"])
     err = capsys.readouterr().err
@@ -294,7 +295,7 @@ def test_a_missing_entropy_map_is_made_on_a_rerun_and_the_colorization_kept(tmp_
     photo's colorization as it was."""
     out = tmp_path / "out"
     out.mkdir()
-    blocker = cli._temporary(out / "cat.uncertainty.png")
+    blocker = temporary_name(out / "cat.uncertainty.png")
     blocker.mkdir()  # the map cannot be written (as on a full disk)
     args = [str(photos / "cat.png"), "-o", str(out), "-m", str(model_dir), "-q", "--uncertainty"]
     assert main(args) == 1 and not (out / "cat.uncertainty.png").exists()
@@ -372,7 +373,7 @@ def test_a_255_byte_name_is_written_and_a_write_error_keeps_its_reason(tmp_path,
     out = tmp_path / "out"
     assert main([str(long), "-o", str(out), "-m", str(model_dir), "-q"]) == 0
     assert (out / ("x" * 251 + ".png")).is_file()
-    cli._temporary(out / ("x" * 251 + ".png")).mkdir()
+    temporary_name(out / ("x" * 251 + ".png")).mkdir()
     rc = main([str(long), "-o", str(out), "-m", str(model_dir), "-q", "--overwrite"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err[0].endswith("cannot write the output (Is a directory)"), err
