@@ -50,9 +50,11 @@ _WHITE_RGB = tuple((torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.flo
                     @ torch.tensor(WHITE_D65, dtype=torch.float64)).tolist())
 
 
-def check_trunk(name: str, blocks, trunk_size: int) -> None:
+def check_trunk(name: str, blocks, trunk_size: int, tune: int = 0) -> None:
     """The trunk's settings, checked before anything is built (training's flags and the
-    model's constructor alike): a known encoder, blocks within its depth, at least a patch.
+    model's constructor alike): a known encoder, blocks within its depth, at least a patch,
+    and ``tune`` last blocks that start right after a block the decoder reads (whose tokens
+    a feature cache holds, so that training can run the tuned blocks from them).
 
     Raises:
         ValueError: one line naming the setting.
@@ -64,6 +66,10 @@ def check_trunk(name: str, blocks, trunk_size: int) -> None:
         raise ValueError(f"trunk blocks must be in 1..{depth}, got {list(blocks)}")
     if trunk_size < PATCH:
         raise ValueError(f"trunk_size must be at least {PATCH}, got {trunk_size}")
+    if tune and (not 0 < tune < depth or depth - tune not in blocks):
+        starts = [depth - b for b in sorted(blocks, reverse=True) if b < depth]
+        raise ValueError(f"trunk_tune must be 0 or end the trunk after a block it reads ({', '.join(map(str, starts))} "
+                         f"with blocks {list(blocks)}), got {tune}")
 
 
 def trunk_file(name: str = "dinov2-small") -> Path:
@@ -122,16 +128,6 @@ def gray_input(lightness: torch.Tensor) -> torch.Tensor:
         return (gray - column(IMAGENET_MEAN)) / column(IMAGENET_STD)
 
 
-def _drop_encoder(module, state_dict, prefix, local_metadata):
-    for key in [k for k in state_dict if k.startswith(prefix + "encoder.")]:
-        del state_dict[key]
-
-
-def _encoder_not_missing(module, incompatible_keys):
-    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys
-                                         if not (k.startswith("encoder.") or "trunk.encoder." in k)]
-
-
 class DinoTrunk(nn.Module):
     """The encoder as the colorizer reads it: L in, token maps of several depths out.
 
@@ -140,20 +136,50 @@ class DinoTrunk(nn.Module):
     returns ``(maps, cls)``: for each of ``blocks`` (1-based; the last block's tokens after
     the final layer norm) a ``(B, 384, h, w)`` map of its patch tokens, ``h = H'/14``, and the
     final-norm class token ``(B, 384)``, a reading of the whole photo.
+
+    The encoder's weights are the package's file, never a model's: saved models leave them
+    out, and loading does not ask for them; except ``tune`` last blocks and the final norm,
+    which a model may train (``tuned()``) and then saves and loads as its own.
     """
 
     def __init__(self, name: str = "dinov2-small", blocks: tuple[int, ...] = DEFAULT_BLOCKS, trunk_size: int = 224,
-                 weights: bool = True):
+                 weights: bool = True, tune: int = 0):
         super().__init__()
-        check_trunk(name, blocks, trunk_size)  # before the 22 M weights are read
+        check_trunk(name, blocks, trunk_size, tune)  # before the 22 M weights are read
         self.encoder = build_dinov2(name, weights)
         self.blocks = tuple(blocks)
         self.trunk_size = trunk_size
+        self.tune = tune
+        self.depth = self.encoder.config.num_hidden_layers
         self.dim = self.encoder.config.hidden_size
-        # the encoder's weights are the package's file, never a model's: saved models and
-        # checkpoints leave them out, and loading does not ask for them
-        self._register_state_dict_hook(_drop_encoder)
-        self.register_load_state_dict_post_hook(_encoder_not_missing)
+        own = [f"encoder.encoder.layer.{i}." for i in range(self.depth - tune, self.depth)] + ["encoder.layernorm."]
+        self._own = tuple(own) if tune else ()
+        self._register_state_dict_hook(self._drop_encoder)
+        self.register_load_state_dict_post_hook(self._encoder_not_missing)
+
+    def _package_weight(self, key: str) -> bool:
+        """Whether ``key`` (relative to this module) is one of the package file's weights."""
+        return key.startswith("encoder.") and not key.startswith(self._own)
+
+    @staticmethod
+    def _drop_encoder(module, state_dict, prefix, local_metadata):
+        for key in [k for k in state_dict if k.startswith(prefix) and module._package_weight(k[len(prefix):])]:
+            del state_dict[key]
+
+    @staticmethod
+    def _encoder_not_missing(module, incompatible_keys):
+        def relative(key: str) -> str:  # a model's key made relative to its trunk ("net.trunk.encoder..." -> "encoder...")
+            at = key.find("trunk.encoder.")
+            return key if key.startswith("encoder.") or at < 0 else key[at + len("trunk."):]
+
+        missing = incompatible_keys.missing_keys
+        missing[:] = [k for k in missing if not module._package_weight(relative(k))]
+
+    def tuned(self) -> list[nn.Parameter]:
+        """The parameters of the ``tune`` last blocks and the final norm (none when 0)."""
+        if not self.tune:
+            return []
+        return [*self.encoder.encoder.layer[self.depth - self.tune:].parameters(), *self.encoder.layernorm.parameters()]
 
     def resize(self, lightness: torch.Tensor) -> torch.Tensor:
         """L ``(B, 1, H, W)`` -> L at the encoder's size ``trunk_grid(H, W, trunk_size)``
@@ -170,15 +196,41 @@ class DinoTrunk(nn.Module):
     def encode(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The encoder on its normalised input ``(B, 3, h, w)`` -> ``(maps, cls)`` as ``forward``."""
         out = self.encoder(pixel_values=pixels, output_hidden_states=True)
-        hidden = out.hidden_states  # embeddings, then each block's output
         b, _, h, w = pixels.shape
-        gh, gw = h // PATCH, w // PATCH
-        last = len(hidden) - 1
+        return self._read(out.hidden_states, out.last_hidden_state, (h // PATCH, w // PATCH))
+
+    def _read(self, hidden, last: torch.Tensor, grid: tuple[int, int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(maps, cls)`` from the encoder's hidden states (embeddings, then each block's output)
+        and its final-norm tokens."""
         maps = []
         for block in self.blocks:
-            tokens = out.last_hidden_state if block == last else hidden[block]  # the last: after the final norm
-            maps.append(tokens[:, 1:].transpose(1, 2).reshape(b, self.dim, gh, gw))
-        return maps, out.last_hidden_state[:, 0]
+            tokens = last if block == self.depth else hidden[block]  # the last: after the final norm
+            maps.append(tokens[:, 1:].transpose(1, 2).reshape(len(tokens), self.dim, *grid))
+        return maps, last[:, 0]
+
+    def tokens(self, pixels: torch.Tensor, block: int) -> torch.Tensor:
+        """All tokens ``(B, 1 + h w, 384)`` (class token first) of ``block``'s output, before the
+        final norm: what the tuned blocks start from (``train.features`` caches its class token)."""
+        x = self.encoder.embeddings(pixels)
+        for layer in self.encoder.encoder.layer[:block]:
+            x = layer(x)
+        return x
+
+    def retune(self, maps: list[torch.Tensor], start: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The frozen trunk's ``maps`` with those of the tuned blocks recomputed: ``start`` is the
+        output of block ``depth - tune`` (``tokens``), which the ``tune`` last blocks and the
+        final norm take on, as in ``encode``. Returns ``(maps, cls)``."""
+        first = self.depth - self.tune
+        grid = maps[self.blocks.index(first)].shape[-2:]
+        hidden, x = {}, start
+        for i, layer in enumerate(self.encoder.encoder.layer[first:], start=first + 1):
+            x = layer(x)
+            hidden[i] = x
+        last = self.encoder.layernorm(x)
+        hidden[self.depth] = last  # the last block is read after the final norm
+        new = [m if b <= first else hidden[b][:, 1:].transpose(1, 2).reshape(len(x), self.dim, *grid)
+               for b, m in zip(self.blocks, maps)]
+        return new, last[:, 0]
 
     def forward(self, lightness: torch.Tensor, resized: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``resized``: ``lightness`` is at the encoder's size already (``resize``'s output)."""

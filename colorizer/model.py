@@ -87,6 +87,7 @@ SETTING_RANGES = {
     "semantic_width": (False, 0.0, 2.0, False),  # 0: none, as None
     "input_size": (True, 16, 2048, False),
     "trunk_size": (True, 14, 1024, False),  # 14: one patch (colorizer.dinov2.check_trunk's own bound)
+    "trunk_tune": (True, 0, 11, False),  # the blocks it may be is check_trunk's to say
     "grid": (False, 2.0, 110.0, False),
     "ab_range": (False, 10.0, 150.0, False),
     "channel_bins": (True, 2, 1024, False),
@@ -158,9 +159,14 @@ def check_settings(settings: dict, cli: bool = False) -> None:
         from colorizer.dinov2 import DEFAULT_BLOCKS, check_trunk
 
         try:
-            check_trunk(get("trunk"), get("trunk_blocks") or DEFAULT_BLOCKS, get("trunk_size", 224))
+            check_trunk(get("trunk"), get("trunk_blocks") or DEFAULT_BLOCKS, get("trunk_size", 224),
+                        get("trunk_tune") or 0)
         except ValueError as e:
-            raise ValueError(f"{name('trunk_blocks')}/{name('trunk_size')}: {e}" if cli else str(e)) from None
+            raise ValueError(f"{name('trunk_blocks')}/{name('trunk_size')}/{name('trunk_tune')}: {e}" if cli
+                             else str(e)) from None
+    elif get("trunk_tune"):
+        raise ValueError(f"{name('trunk_tune')} trains blocks of the pretrained trunk (network hypercolumn, trunk "
+                         f"dinov2-small), got network {network!r}")
 
 
 WEIGHT_LIMIT = 1e6  # the largest |value| a tensor of a usable model holds (the shipped models': 2.3e3)
@@ -293,6 +299,10 @@ class Colorizer(
         trunk_size: "dinov2-small": the encoder sees the photo at about trunk_size^2
             pixels (sides multiples of 14), apart from ``input_size``, the decoder's.
         trunk_blocks: "dinov2-small": the encoder blocks (1-12) whose tokens the decoder reads.
+        trunk_tune: "dinov2-small": the encoder's last blocks (with its final norm) that were
+            trained with the decoder, whose weights are then the model's own (0: the whole
+            encoder frozen, the package's file); they must start after a read block
+            (4 with the default blocks: 9-12).
         semantic_width: for "cheng15", the width of a trained ECCV16 network kept frozen inside
             it, whose mid-level features are Cheng et al.'s semantic (high-level) feature; its
             weights come from ``python -m train --init-from`` (None: no semantic feature).
@@ -330,6 +340,7 @@ class Colorizer(
         semantic_width: float | None = None,
         trunk_size: int = 224,
         trunk_blocks: list[int] | None = None,
+        trunk_tune: int = 0,
     ):
         super().__init__()
         if rebalance and objective == "regression" and color_space != "lab":
@@ -375,7 +386,7 @@ class Colorizer(
         network_class = NETWORKS[network]
         if network == "hypercolumn" and trunk == "dinov2-small":  # the trunk checks its own settings
             network_class = DinoHypercolumn
-            options.update(trunk_size=trunk_size, l_cent=l_cent, l_norm=l_norm)
+            options.update(trunk_size=trunk_size, l_cent=l_cent, l_norm=l_norm, tune=trunk_tune)
             if trunk_blocks is not None:
                 options["blocks"] = tuple(trunk_blocks)
         if semantic_width:
@@ -433,7 +444,8 @@ class Colorizer(
         ``reference_features``, global_local networks only) replace the photos' own;
         ``return_labels`` also returns the label head's ``(B, len(labels))`` logits;
         ``trunk_features`` (the DINOv2 trunk's ``(maps, cls)`` of these photos, e.g. cached for
-        training) stand in for running the trunk; ``trunk_lightness`` is the L the trunk reads,
+        training, or ``(maps, cls, start)`` for a model with ``trunk_tune`` blocks, ``start``
+        the tokens they take on: ``DinoTrunk.retune``) stand in for running the trunk; ``trunk_lightness`` is the L the trunk reads,
         at its size already (``trunk_input``)."""
         if lightness.dim() != 4 or lightness.shape[1] != 1:
             raise ValueError(f"Colorizer.forward: expected L of shape (B, 1, H, W), got {tuple(lightness.shape)}")

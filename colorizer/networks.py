@@ -322,7 +322,9 @@ class DinoHypercolumn(WithFrozenTrunk):
     L path can see the photo finer than the encoder does.
 
     ``forward(x, trunk_features=(maps, cls))`` takes the encoder's output computed
-    beforehand (cached features of training crops) instead of running it.
+    beforehand (cached features of training crops) instead of running it; with ``tune``
+    last blocks trained (``DinoTrunk.tuned``), ``(maps, cls, start)`` runs those blocks on
+    ``start``, the cached tokens of the block before them.
 
     Args:
         out_channels: channels of the head.
@@ -335,12 +337,14 @@ class DinoHypercolumn(WithFrozenTrunk):
 
     def __init__(self, out_channels: int, width: float = 1.0, trunk: str = "dinov2-small", trunk_size: int = 224,
                  blocks: tuple[int, ...] | None = None, l_cent: float = 50.0, l_norm: float = 100.0,
-                 weights: bool = True):
+                 weights: bool = True, tune: int = 0):
         super().__init__()
         from colorizer.dinov2 import DEFAULT_BLOCKS, DinoTrunk
 
         blocks = DEFAULT_BLOCKS if blocks is None else tuple(blocks)
-        self.trunk = DinoTrunk(trunk, blocks, trunk_size, weights=weights).requires_grad_(False)
+        self.trunk = DinoTrunk(trunk, blocks, trunk_size, weights=weights, tune=tune).requires_grad_(False)
+        for p in self.trunk.tuned():  # the last blocks trained with the decoder (trunk_tune)
+            p.requires_grad_(True)
         self.trunk_network = trunk
         self.l_cent, self.l_norm = l_cent, l_norm
         dim, c = self.trunk.dim, scaled(128, width)
@@ -363,11 +367,17 @@ class DinoHypercolumn(WithFrozenTrunk):
         the photo's L (in [0, 100]) at the encoder's size already (``self.trunk.resize``), so
         that an exported graph needs no size arithmetic."""
         if trunk_features is None:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            # gradients reach only the tuned blocks (the rest of the trunk requires none)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (not self.frozen or self.trunk.tune > 0)):
                 if trunk_lightness is not None:
                     trunk_features = self.trunk(trunk_lightness, resized=True)
                 else:
                     trunk_features = self.trunk(x.float() * self.l_norm + self.l_cent)
+        elif len(trunk_features) == 3:  # cached features and the tokens where the tuned blocks start
+            if not self.trunk.tune:
+                raise ValueError("trunk_features: (maps, cls, start) is for a model with trunk_tune blocks")
+            maps, _, start = trunk_features
+            trunk_features = self.trunk.retune([m.float() for m in maps], start.float())
         maps, cls = trunk_features
         if len(maps) != len(self.token_proj):
             raise ValueError(f"trunk_features: expected {len(self.token_proj)} token maps, got {len(maps)}")

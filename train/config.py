@@ -125,6 +125,11 @@ class TrainConfig:
         "--trunk dinov2-small: train the decoder on the frozen encoder's features cached in this folder by "
         "python -m train.features (its crops, not --data-dir's); validation still reads --data-dir")
     feature_crops: int = _opt(12000, "python -m train.features: crops to cache")
+    trunk_tune: int = _opt(
+        0, "--trunk dinov2-small: train the encoder's last blocks and final norm with the decoder (4: blocks 9-12, "
+        "after read block 8); their weights are then the model's own. With --features the cache must also hold the "
+        "class token where they start (python -m train.features with the same --trunk-tune adds it)")
+    trunk_lr: float = _opt(0.1, "--trunk-tune: the tuned blocks' learning rate as a fraction of --lr's")
     train_trunk: bool = _opt(
         False, "--network hypercolumn: train the trunk too, end to end (a fine-tuning step from an --init-from "
         "hypercolumn model whose decoder has learned on the frozen trunk; use a small --lr)")
@@ -258,8 +263,10 @@ class TrainConfig:
             raise ValueError("--features holds the pretrained trunk's features: use it with --network hypercolumn "
                              "--trunk dinov2-small")
         if pretrained and self.train_trunk:
-            raise ValueError("--train-trunk: the pretrained dinov2-small trunk stays frozen (its weights are the "
-                             "package's file, never saved with a model); train the decoder alone")
+            raise ValueError("--train-trunk: the pretrained dinov2-small trunk is the package's file; train its last "
+                             "blocks with --trunk-tune N instead")
+        if self.trunk_lr <= 0:
+            raise ValueError(f"--trunk-lr must be positive, got {self.trunk_lr}")
         if self.labels:
             if self.network != "global_local":
                 raise ValueError(f"--labels needs --network global_local (a global branch to learn them), got {self.network}")

@@ -11,7 +11,11 @@ The folder holds shards ``shard_NNNNN/``, each with ``rgb.npy`` (``(n, S, S, 3)`
 crop, from which L and the target ab are made), ``block_K.npy`` per read block (``(n, 384,
 h, w)`` float16 token maps) and ``cls.npy`` (``(n, 384)`` float16), and ``meta.json`` (the
 trunk, its size and blocks, the crop, shards written, and the data stream's position after
-the last one). An interrupted run resumes where it stopped; more ``--feature-crops`` extend
+the last one). For training the encoder's last blocks (``--trunk-tune``), a shard also holds
+``class_block_K.npy`` (``(n, 384)`` float16), the class token of block K's output, where
+the tuned blocks start (their input is that token and block K's patch tokens); the same
+command with ``--trunk-tune`` adds it to the shards already written (from their crops,
+checked against their cached patch tokens). An interrupted run resumes where it stopped; more ``--feature-crops`` extend
 a finished cache. Shards are written whole (to a temporary name, then renamed), so a reader
 sees only complete ones.
 """
@@ -49,6 +53,15 @@ def parse_blocks(spec: str) -> tuple[int, ...]:
     return blocks
 
 
+def tune_start(cfg: TrainConfig) -> int | None:
+    """The block after which ``--trunk-tune``'s blocks start (None: none tuned)."""
+    if not cfg.trunk_tune:
+        return None
+    from colorizer.dinov2 import TRUNKS
+
+    return TRUNKS[cfg.trunk]["num_hidden_layers"] - cfg.trunk_tune
+
+
 def cache_meta(cfg: TrainConfig) -> dict:
     """What a cache's features depend on: a cache is only read or extended with these settings."""
     return {"trunk": cfg.trunk, "trunk_size": cfg.trunk_size, "blocks": list(parse_blocks(cfg.trunk_blocks)),
@@ -60,10 +73,12 @@ class FeatureCache:
 
     ``len(cache)`` crops; ``cache.batch(index)`` gives ``(rgb, maps, cls)`` for an array of
     crop indices: ``(B, S, S, 3)`` uint8, a list of ``(B, 384, h, w)`` float32 maps (one per
-    block) and ``(B, 384)`` float32.
+    block) and ``(B, 384)`` float32. With ``start_block`` K, only the shards that hold K's
+    class tokens are read (they come first), and each batch has a fourth item: the tokens
+    ``(B, 1 + h w, 384)`` of block K's output, class token first (``DinoTrunk.retune``'s).
     """
 
-    def __init__(self, folder: str | Path, expect: dict | None = None):
+    def __init__(self, folder: str | Path, expect: dict | None = None, start_block: int | None = None):
         self.folder = Path(folder)
         meta_path = self.folder / "meta.json"
         if not meta_path.is_file():
@@ -78,6 +93,20 @@ class FeatureCache:
         if not shards:
             raise ValueError(f"{self.folder}: the cache has no complete shard yet")
         blocks = self.meta["blocks"]
+        self.start = None
+        if start_block is not None:
+            if start_block not in blocks:
+                raise ValueError(f"{self.folder}: the tuned blocks start after block {start_block}, whose tokens the "
+                                 f"cache does not hold (blocks {blocks})")
+            self.start = blocks.index(start_block)
+            kept = [s for s in shards if (s / f"class_block_{start_block}.npy").is_file()]
+            if not kept or kept != shards[:len(kept)]:
+                raise ValueError(f"{self.folder}: no class tokens of block {start_block} in its first shard; add them "
+                                 f"with python -m train.features --trunk-tune {self.meta.get('blocks')[-1] - start_block}"
+                                 if not kept else f"{self.folder}: the shards with class tokens of block "
+                                 f"{start_block} are not the first ones; run python -m train.features again")
+            shards = kept
+            self.start_cls = [np.load(s / f"class_block_{start_block}.npy", mmap_mode="r") for s in shards]
         self.rgb = [np.load(s / "rgb.npy", mmap_mode="r") for s in shards]
         self.maps = [[np.load(s / f"block_{b}.npy", mmap_mode="r") for b in blocks] for s in shards]
         self.cls = [np.load(s / "cls.npy", mmap_mode="r") for s in shards]
@@ -94,7 +123,11 @@ class FeatureCache:
         maps = [torch.from_numpy(np.stack([self.maps[s][k][i] for s, i in zip(shard, local)])).float()
                 for k in range(len(self.meta["blocks"]))]
         cls = torch.from_numpy(np.stack([self.cls[s][i] for s, i in zip(shard, local)])).float()
-        return torch.from_numpy(rgb), maps, cls
+        if self.start is None:
+            return torch.from_numpy(rgb), maps, cls
+        first = torch.from_numpy(np.stack([self.start_cls[s][i] for s, i in zip(shard, local)])).float()
+        patches = maps[self.start].flatten(2).transpose(1, 2)  # (B, h w, 384)
+        return torch.from_numpy(rgb), maps, cls, torch.cat([first[:, None], patches], dim=1)
 
 
 class CachedBatches:
@@ -149,7 +182,7 @@ class CachedBatches:
 
 
 def _write_shard(folder: Path, rgb: list[np.ndarray], maps: list[list[np.ndarray]], cls: list[np.ndarray],
-                 blocks: list[int]) -> None:
+                 blocks: list[int], start: tuple[int, list[np.ndarray]] | None = None) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -157,7 +190,48 @@ def _write_shard(folder: Path, rgb: list[np.ndarray], maps: list[list[np.ndarray
     for k, b in enumerate(blocks):
         np.save(tmp / f"block_{b}.npy", np.concatenate([m[k] for m in maps]))
     np.save(tmp / "cls.npy", np.concatenate(cls))
+    if start is not None:
+        np.save(tmp / f"class_block_{start[0]}.npy", np.concatenate(start[1]))
     tmp.rename(folder)
+
+
+def _class_tokens(trunk, l: torch.Tensor, block: int) -> tuple[np.ndarray, torch.Tensor]:
+    """The class tokens ``(B, 384)`` float16 of ``block``'s output for L ``(B, 1, S, S)``, and
+    its patch tokens as a ``(B, 384, h, w)`` map (to check against a shard's)."""
+    pixels = trunk.pixels(trunk.resize(l))
+    tokens = trunk.tokens(pixels, block)
+    grid = (pixels.shape[-2] // 14, pixels.shape[-1] // 14)
+    return tokens[:, 0].half().numpy(), tokens[:, 1:].transpose(1, 2).reshape(len(l), -1, *grid)
+
+
+@torch.no_grad()
+def add_class_tokens(folder: Path, trunk, block: int, shards: list[Path], batch_size: int = 32) -> None:
+    """Add ``class_block_K.npy`` to written shards that lack it, from their crops; each
+    shard's first crops are checked against its cached block-K patch tokens (the same crops
+    and encoder, or the file is not written)."""
+    from train.loop import to_lab
+
+    todo = [s for s in shards if not (s / f"class_block_{block}.npy").is_file()]
+    bar = tqdm(total=len(todo), desc=f"class tokens of block {block}", unit="shard", dynamic_ncols=True)
+    for shard in todo:
+        rgb = np.load(shard / "rgb.npy", mmap_mode="r")
+        cached = np.load(shard / f"block_{block}.npy", mmap_mode="r")
+        out = []
+        for i in range(0, len(rgb), batch_size):
+            l, _, _ = to_lab(torch.from_numpy(np.ascontiguousarray(rgb[i:i + batch_size])))
+            first, patches = _class_tokens(trunk, l, block)
+            if i == 0:
+                want = torch.from_numpy(np.ascontiguousarray(cached[:len(l)])).float()
+                err = (patches - want).abs().max().item()
+                if err > 0.02 * want.abs().max().item() + 1e-2:
+                    raise ValueError(f"{shard}: its cached block-{block} tokens differ from the encoder's by {err:.3g}; "
+                                     "the cache was made with another encoder or settings")
+            out.append(first)
+        tmp = shard / f"class_block_{block}.npy.tmp.npy"
+        np.save(tmp, np.concatenate(out))
+        os.replace(tmp, shard / f"class_block_{block}.npy")
+        bar.update(1)
+    bar.close()
 
 
 @torch.no_grad()
@@ -187,17 +261,23 @@ def build_cache(cfg: TrainConfig) -> Path:
     for extra in sorted(folder.glob("shard_*"))[meta["shards"]:]:  # written but not recorded: redone
         shutil.rmtree(extra)
     torch.manual_seed(cfg.seed)
-    trunk = DinoTrunk(cfg.trunk, parse_blocks(cfg.trunk_blocks), cfg.trunk_size).eval()
+    trunk = DinoTrunk(cfg.trunk, parse_blocks(cfg.trunk_blocks), cfg.trunk_size, tune=cfg.trunk_tune).eval()
+    start = tune_start(cfg)
+    if start is not None:  # the shards written before, up to the crops asked for, get the tuned blocks' start
+        shards = sorted(folder.glob("shard_*"))
+        sizes = np.cumsum([len(np.load(s / "rgb.npy", mmap_mode="r")) for s in shards])
+        add_class_tokens(folder, trunk, start, shards[:int(np.searchsorted(sizes, cfg.feature_crops)) + 1])
     rows = open_rows(cfg, "train")
     batches = TrainBatches(rows, cfg, state=meta["data_state"])
     bar = tqdm(total=cfg.feature_crops, initial=meta["crops"], desc="encode", unit="crop", dynamic_ncols=True)
-    rgb, maps, cls = [], [], []
+    rgb, maps, cls, firsts = [], [], [], []
     t0 = time.perf_counter()
 
     def flush() -> None:
         """The crops encoded since the last shard as a new shard, and where the stream is."""
         nonlocal t0
-        _write_shard(folder / f"shard_{meta['shards']:05d}", rgb, maps, cls, want["blocks"])
+        _write_shard(folder / f"shard_{meta['shards']:05d}", rgb, maps, cls, want["blocks"],
+                     None if start is None else (start, firsts))
         meta["shards"] += 1
         meta["crops"] += sum(len(r) for r in rgb)
         meta["data_state"] = batches.state_dict()
@@ -207,12 +287,14 @@ def build_cache(cfg: TrainConfig) -> Path:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
         os.replace(tmp, meta_path)  # whole or not at all, like the shards
         t0 = time.perf_counter()
-        rgb.clear(), maps.clear(), cls.clear()
+        rgb.clear(), maps.clear(), cls.clear(), firsts.clear()
 
     while meta["crops"] + sum(len(r) for r in rgb) < cfg.feature_crops:
         batch = next(batches)  # (B, S, S, 3) uint8
         l, _, _ = to_lab(batch)
         m, c = trunk(l)
+        if start is not None:
+            firsts.append(_class_tokens(trunk, l, start)[0])  # runs blocks 1..K again: a small share of the time
         rgb.append(batch.numpy())
         maps.append([x.half().numpy() for x in m])
         cls.append(c.half().numpy())

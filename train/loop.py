@@ -63,7 +63,7 @@ from colorizer.model import Colorizer, gray_rgb
 from train.checkpoint import latest_checkpoint, load_checkpoint, load_data_position, prune_checkpoints, save_checkpoint
 from train.config import TrainConfig, model_settings, parse_args, parse_groups
 from train.data import TrainBatches, label_rule, load_val_images, open_rows
-from train.features import CachedBatches, FeatureCache, cache_meta
+from train.features import CachedBatches, FeatureCache, cache_meta, tune_start
 from train.prior import prior_from_config, read_prior, write_prior
 
 __all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "val_groups", "evaluate", "sample_grid",
@@ -527,11 +527,17 @@ def _new_model(cfg: TrainConfig, out: Path, accelerator, labels, fresh: bool) ->
 
 
 def _optimizer(model: Colorizer, cfg: TrainConfig, cuda: bool) -> torch.optim.Optimizer:
-    """AdamW, weight decay on the weights of two or more dimensions only."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW, weight decay on the weights of two or more dimensions only; the pretrained
+    trunk's tuned blocks (``--trunk-tune``) at ``--trunk-lr`` times the learning rate (each
+    group's ``lr_scale``)."""
+    tuned = {id(p) for p in (model.net.trunk.tuned() if model.has_pretrained_trunk else [])}
+    groups = []
+    for scale, params in ((1.0, [p for p in model.parameters() if id(p) not in tuned]),
+                          (cfg.trunk_lr, [p for p in model.parameters() if id(p) in tuned])):
+        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": scale},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}]
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [g for g in groups if g["params"]],
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         fused=cuda or None,
@@ -611,7 +617,8 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.compile:
         prepared = torch.compile(prepared)
     if cfg.features:  # the frozen trunk's features of crops cached beforehand (python -m train.features)
-        batches = CachedBatches(FeatureCache(cfg.features, expect=cache_meta(cfg)), cfg, accelerator.process_index,
+        cache = FeatureCache(cfg.features, expect=cache_meta(cfg), start_block=tune_start(cfg))
+        batches = CachedBatches(cache, cfg, accelerator.process_index,
                                 accelerator.num_processes, state=state["data_state"])
     else:
         batches = TrainBatches(rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda,
@@ -625,11 +632,12 @@ def setup(cfg: TrainConfig) -> Run:
 def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
     """One optimiser step on a ``(B, S, S, 3)`` uint8 batch at learning rate ``lr``; returns the loss."""
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     extra = {}
     if isinstance(batch, tuple):  # crops with their cached trunk features (train.features.CachedBatches)
-        batch, maps, cls = batch
-        extra["trunk_features"] = ([m.to(run.device, non_blocking=True) for m in maps], cls.to(run.device))
+        batch, maps, *tokens = batch  # cls, and with --trunk-tune the tokens where the tuned blocks start
+        extra["trunk_features"] = ([m.to(run.device, non_blocking=True) for m in maps],
+                                   *(t.to(run.device) for t in tokens))
     rgb = batch.to(run.device, non_blocking=True)  # (B, S, S, 3) uint8
     l, ab, mask = to_lab(rgb)  # (B, 1, S, S), (B, 2, S, S), (B,)
     labels = run.batches.last_labels if run.raw.labels else None  # (B,) the batch's photo labels, -1: none
