@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import safetensors.torch
+import skimage.color
 import skimage.data
 import torch
 
@@ -117,6 +118,35 @@ def test_trunk_input_is_the_gray_photo_normalised(trunk):
 def test_trunk_rejects_bad_settings():
     with pytest.raises(ValueError, match="blocks must be in 1..12"):
         DinoTrunk(blocks=(0, 13))
+    with pytest.raises(ValueError, match=r"trunk_tune .* \(4, 8 with blocks \[4, 8, 12\]\), got 3"):
+        DinoTrunk(tune=3)  # blocks 10-12 would start from block 9's tokens, which no cache holds
+
+
+def test_tuned_blocks_rerun_from_their_start_tokens_as_the_whole_encoder(trunk):
+    """``tokens`` up to block 8 and ``retune`` from there give ``encode``'s maps and class token."""
+    tuned = DinoTrunk(trunk_size=112, tune=4).eval()
+    lightness = torch.from_numpy(skimage.color.rgb2lab(skimage.data.coffee()[::4, ::4])[None, None, ..., 0]).float()
+    with torch.no_grad():
+        pixels = tuned.pixels(tuned.resize(lightness))
+        maps, cls = tuned.encode(pixels)
+        start = tuned.tokens(pixels, 8)
+        assert torch.equal(start[:, 1:].transpose(1, 2).reshape(maps[1].shape), maps[1])
+        again, cls_again = tuned.retune([maps[0], maps[1], torch.zeros_like(maps[2])], start)
+    assert torch.equal(again[0], maps[0]) and torch.equal(again[1], maps[1])
+    assert torch.allclose(again[2], maps[2], atol=1e-5) and torch.allclose(cls_again, cls, atol=1e-5)
+
+
+def test_a_trunk_saves_only_the_blocks_it_tunes(trunk):
+    assert trunk.state_dict() == {} and trunk.tuned() == []  # frozen: all the package's file
+    tuned = DinoTrunk(trunk_size=112, tune=4)
+    state = tuned.state_dict()
+    assert {k.split(".")[3] for k in state if k.startswith("encoder.encoder.layer.")} == {"8", "9", "10", "11"}
+    assert "encoder.layernorm.weight" in state and not any(k.startswith("encoder.embeddings") for k in state)
+    assert sum(p.numel() for p in tuned.tuned()) == sum(v.numel() for v in state.values())
+    fresh = DinoTrunk(trunk_size=112, tune=4, weights=False)
+    missing = fresh.load_state_dict({}, strict=False).missing_keys
+    assert sorted(missing) == sorted(state)  # the tuned blocks are asked for, the package's weights are not
+    assert fresh.load_state_dict(state, strict=True).missing_keys == []
     with pytest.raises(ValueError, match="trunk must be one of"):
         build_dinov2("dinov2-huge")
 

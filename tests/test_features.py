@@ -12,6 +12,7 @@ from colorizer.model import Colorizer
 from tests.training_helpers import folder, tiny  # noqa: F401 - the fixture
 from train.config import TrainConfig
 from train.features import CachedBatches, FeatureCache, build_cache, cache_meta, main as features_main
+from colorizer.dinov2 import build_dinov2
 from train.loop import to_lab, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,6 +85,61 @@ def test_training_from_the_cache_saves_a_loadable_model_of_the_decoder(cache, tm
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 1 + 6  # header, a row a step
     saved = (tmp_path / "run" / "model" / "model.safetensors").stat().st_size
     assert saved < 4_000_000  # the decoder alone; the encoder's 44 MB are the package's file
+
+
+def test_tuned_blocks_train_from_class_tokens_the_cache_adds(cache, tmp_path):
+    """--trunk-tune 4: the cache gets block 8's class tokens (from its crops), batches carry
+    block 8's whole tokens, and training moves blocks 9-12 alone, which the model then saves."""
+    import dataclasses
+
+    tune = dataclasses.replace(cache, trunk_tune=4, out=str(tmp_path / "run"), max_steps=4, lr=3e-3)
+    with pytest.raises(ValueError, match="no class tokens of block 8.*--trunk-tune 4"):
+        FeatureCache(cache.features, start_block=8)
+    build_cache(tune)
+    store = FeatureCache(cache.features, expect=cache_meta(tune), start_block=8)
+    rgb, maps, cls, start = store.batch(np.array([1, 5]))
+    assert start.shape == (2, 1 + 16, 384)
+    assert torch.equal(start[:, 1:].transpose(1, 2).reshape(2, 384, 4, 4), maps[1])
+    model = Colorizer(objective="channel_classification", network="hypercolumn", trunk="dinov2-small",
+                      trunk_size=56, width=0.25, trunk_tune=4)
+    trunk = model.net.trunk
+    with torch.no_grad():
+        l = to_lab(rgb)[0]
+        again = trunk.tokens(trunk.pixels(trunk.resize(l)), 8)
+        assert (start[:, 0] - again[:, 0]).abs().max() <= 2e-3 * again[:, 0].abs().max()
+        retuned, cls_again = trunk.retune(maps, start)
+    assert (cls_again - cls).abs().max() <= 1e-2 * cls.abs().max()  # block 12 from cached block 8: float16's error
+    train(tune)
+    saved = Colorizer.from_pretrained(tmp_path / "run" / "model")
+    package = build_dinov2()
+    assert saved.settings["trunk_tune"] == 4
+    layers, ours = package.encoder.layer, saved.net.trunk.encoder.encoder.layer
+    assert torch.equal(ours[7].mlp.fc1.weight, layers[7].mlp.fc1.weight)  # frozen: the package's
+    assert not torch.equal(ours[11].mlp.fc1.weight, layers[11].mlp.fc1.weight)  # tuned, saved and loaded
+    assert (tmp_path / "run" / "model" / "model.safetensors").stat().st_size > 4 * 4 * 1_700_000
+
+
+def test_a_tuned_run_starts_from_a_frozen_model_but_not_the_reverse(tmp_path):
+    from train.loop import init_weights
+
+    settings = dict(objective="channel_classification", network="hypercolumn", trunk="dinov2-small", trunk_size=56,
+                    width=0.25)
+    frozen, tuned = Colorizer(**settings), Colorizer(**settings, trunk_tune=4)
+    with torch.no_grad():
+        frozen.net.head.bias.add_(1.0)
+        tuned.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias.add_(1.0)
+    frozen.save_pretrained(tmp_path / "frozen")
+    tuned.save_pretrained(tmp_path / "tuned")
+    model = Colorizer(**settings, trunk_tune=4)
+    init_weights(model, str(tmp_path / "frozen"))  # its decoder; blocks 9-12 begin as the package's
+    assert torch.equal(model.net.head.bias, frozen.net.head.bias)
+    assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
+                       frozen.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
+    init_weights(model, str(tmp_path / "tuned"))
+    assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
+                       tuned.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
+    with pytest.raises(ValueError, match="its trunk_tune is 4, this run's 0"):
+        init_weights(Colorizer(**settings), str(tmp_path / "tuned"))
 
 
 def test_features_command_turns_errors_into_one_line(tmp_path, capsys):

@@ -218,10 +218,10 @@ def add_class_tokens(folder: Path, trunk, block: int, shards: list[Path], batch_
         cached = np.load(shard / f"block_{block}.npy", mmap_mode="r")
         out = []
         for i in range(0, len(rgb), batch_size):
-            l, _, _ = to_lab(torch.from_numpy(np.ascontiguousarray(rgb[i:i + batch_size])))
+            l, _, _ = to_lab(torch.from_numpy(np.array(rgb[i:i + batch_size])))
             first, patches = _class_tokens(trunk, l, block)
             if i == 0:
-                want = torch.from_numpy(np.ascontiguousarray(cached[:len(l)])).float()
+                want = torch.from_numpy(np.array(cached[:len(l)])).float()
                 err = (patches - want).abs().max().item()
                 if err > 0.02 * want.abs().max().item() + 1e-2:
                     raise ValueError(f"{shard}: its cached block-{block} tokens differ from the encoder's by {err:.3g}; "

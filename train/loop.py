@@ -323,8 +323,13 @@ def init_weights(model: Colorizer, source: str) -> None:
     same_labels = start.labels is not None and start.labels == model.labels
     weights = {k: v for k, v in start.state_dict().items()
                if k not in own and (same_labels or not k.startswith("net.label_head."))}
+    tuned = start.settings.get("trunk_tune", 0), model.settings.get("trunk_tune", 0)
+    if tuned[0] > tuned[1]:  # its trained blocks would be the package's again once this model is saved
+        raise ValueError(f"--init-from {source!r}: its trunk_tune is {tuned[0]}, this run's {tuned[1]}; "
+                         "train at least its tuned blocks")
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    left = sorted(k for k in missing if k not in own and not k.startswith(fresh))
+    # blocks this run tunes that the start kept frozen begin as the package's, which they hold
+    left = sorted(k for k in missing if k not in own and not k.startswith(fresh + ("net.trunk.encoder.",)))
     if unexpected or left:
         raise ValueError(f"--init-from {source!r}: weights do not fit this network ({(left + sorted(unexpected))[:4]})")
 
