@@ -119,7 +119,14 @@ def test_rebalancing_a_regression_outside_lab_is_refused_in_training_and_said_by
     assert model.rebalance is False
 
 
-def test_the_pretrained_trunk_is_not_trained():
-    with pytest.raises(ValueError, match="stays frozen"):
-        TrainConfig(dataset="imagefolder", data_dir=".", network="hypercolumn", trunk="dinov2-small",
-                    train_trunk=True).validate()
+def test_the_pretrained_trunk_trains_only_its_last_blocks():
+    base = dict(dataset="imagefolder", data_dir=".", network="hypercolumn", trunk="dinov2-small")
+    with pytest.raises(ValueError, match="train its last blocks with --trunk-tune N"):
+        TrainConfig(**base, train_trunk=True).validate()
+    TrainConfig(**base, trunk_tune=4).validate()
+    with pytest.raises(ValueError, match="--trunk-tune.*got 2"):
+        TrainConfig(**base, trunk_tune=2).validate()
+    with pytest.raises(ValueError, match="--trunk-tune trains blocks of the pretrained trunk"):
+        TrainConfig(dataset="imagefolder", data_dir=".", network="hypercolumn", trunk_tune=4).validate()
+    with pytest.raises(ValueError, match="--trunk-lr must be positive"):
+        TrainConfig(**base, trunk_tune=4, trunk_lr=0).validate()

@@ -220,3 +220,18 @@ def test_trunk_gray_input_is_lab_to_rgb_of_l(trunk):
     expected = lab_to_rgb(torch.cat([lightness, torch.zeros(1, 2, 14, 112)], dim=1))
     got = trunk.pixels(lightness) * STD + MEAN
     assert (got - expected).abs().max() < 1e-5
+
+
+def test_a_tuned_models_onnx_export_is_named_by_its_tuned_blocks_too():
+    """The cached ONNX export is keyed by the weights: two tuned models with the same
+    settings and other blocks 9-12 get two exports."""
+    from colorizer.onnx_runtime import weights_key
+
+    settings = dict(objective="channel_classification", network="hypercolumn", trunk="dinov2-small", trunk_size=56,
+                    width=0.25, trunk_tune=4)
+    torch.manual_seed(0)
+    first = Colorizer(**settings)
+    key = weights_key(first)
+    with torch.no_grad():
+        first.net.trunk.encoder.encoder.layer[9].attention.v_proj.weight.mul_(1.01)
+    assert weights_key(first) != key

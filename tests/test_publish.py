@@ -233,3 +233,26 @@ def test_publish_shows_group_figures_and_the_comparison(run, evaluation, tmp_pat
     assert "![non-food samples](contact_sheet_non-food.png)" in card and "](sweep_food.png)" in card
     assert "## Architectures and losses compared at equal compute" in card and "| base: base | 380 |" in card
     assert main(["--run", str(run), "--to", str(out), "--comparison", str(tmp_path / "none")]) == 2
+
+
+def test_publish_stores_tuned_encoder_blocks_in_float16_when_the_colours_hold(run, tmp_path):
+    """A model with trained encoder blocks (trunk_tune) ships them in float16, as the
+    package's encoder file is, after checking what that does to its colorizations."""
+    import safetensors
+
+    torch.manual_seed(0)
+    model = Colorizer(objective="channel_classification", network="hypercolumn", trunk="dinov2-small",
+                      trunk_size=56, width=0.25, input_size=64, trunk_tune=4)
+    model.save_pretrained(run / "model")
+    out = tmp_path / "shipped"
+    assert main(["--run", str(run), "--to", str(out)]) == 0
+    with safetensors.safe_open(str(out / "model.safetensors"), "pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    trunk = {k for k in dtypes if k.startswith("net.trunk.")}
+    assert len(trunk) == 74 and {dtypes[k] for k in trunk} == {"F16"}
+    assert {dtypes[k] for k in dtypes if k not in trunk} == {"F32", "I64"}  # the decoder's, its batch counts
+    shipped = Colorizer.from_pretrained(out)
+    weight = "net.trunk.encoder.encoder.layer.11.mlp.fc1.weight"
+    assert torch.equal(shipped.state_dict()[weight], model.state_dict()[weight].half().float())
+    card = (out / "README.md").read_text()
+    assert "are stored in float16" in card and ("at most 0 8-bit levels" in card or "at most 1 8-bit level " in card)
