@@ -199,6 +199,16 @@ class DinoTrunk(nn.Module):
         b, _, h, w = pixels.shape
         return self._read(out.hidden_states, out.last_hidden_state, (h // PATCH, w // PATCH))
 
+    def encode_from(self, lightness: torch.Tensor, block: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """``forward``'s ``(maps, cls)`` and, from the same pass, the class token ``(B, 384)`` of
+        ``block``'s output before the final norm (``tokens(..., block)[:, 0]``): what ``train.features``
+        caches for blocks ``block + 1`` onwards to start from."""
+        pixels = self.pixels(self.resize(lightness))
+        out = self.encoder(pixel_values=pixels, output_hidden_states=True)
+        grid = (pixels.shape[-2] // PATCH, pixels.shape[-1] // PATCH)
+        maps, cls = self._read(out.hidden_states, out.last_hidden_state, grid)
+        return maps, cls, out.hidden_states[block][:, 0]
+
     def _read(self, hidden, last: torch.Tensor, grid: tuple[int, int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``(maps, cls)`` from the encoder's hidden states (embeddings, then each block's output)
         and its final-norm tokens."""

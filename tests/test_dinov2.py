@@ -120,6 +120,8 @@ def test_trunk_rejects_bad_settings():
         DinoTrunk(blocks=(0, 13))
     with pytest.raises(ValueError, match=r"trunk_tune .* \(4, 8 with blocks \[4, 8, 12\]\), got 3"):
         DinoTrunk(tune=3)  # blocks 10-12 would start from block 9's tokens, which no cache holds
+    with pytest.raises(ValueError, match="trunk must be one of"):
+        build_dinov2("dinov2-huge")
 
 
 def test_tuned_blocks_rerun_from_their_start_tokens_as_the_whole_encoder(trunk):
@@ -147,8 +149,6 @@ def test_a_trunk_saves_only_the_blocks_it_tunes(trunk):
     missing = fresh.load_state_dict({}, strict=False).missing_keys
     assert sorted(missing) == sorted(state)  # the tuned blocks are asked for, the package's weights are not
     assert fresh.load_state_dict(state, strict=True).missing_keys == []
-    with pytest.raises(ValueError, match="trunk must be one of"):
-        build_dinov2("dinov2-huge")
 
 
 # ----------------------------------------------------------------------------- models

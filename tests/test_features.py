@@ -119,6 +119,35 @@ def test_tuned_blocks_train_from_class_tokens_the_cache_adds(cache, tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").stat().st_size > 4 * 4 * 1_700_000
 
 
+def test_new_shards_get_class_tokens_from_the_same_pass_and_shards_without_them_are_named(folder, tmp_path, caplog):
+    """A cache grown with --trunk-tune writes block 8's class tokens with each new shard (from the
+    encoder's one pass); one grown without them after that is left out, with a warning that says so."""
+    import dataclasses
+
+    frozen = dino(folder, tmp_path, feature_crops=4)
+    tune = dataclasses.replace(frozen, trunk_tune=4, feature_crops=8)
+    build_cache(frozen)
+    build_cache(tune)  # the first shard gets its class tokens added, the second is written with them
+    build_cache(dataclasses.replace(frozen, feature_crops=12))  # a third without them
+    assert len(FeatureCache(frozen.features)) == 12
+    with caplog.at_level("WARNING", logger="train.features"):
+        store = FeatureCache(frozen.features, start_block=8)
+    assert len(store) == 8 and "2 of its 3 shards hold class tokens of block 8" in caplog.text
+    model = Colorizer(objective="channel_classification", network="hypercolumn", trunk="dinov2-small",
+                      trunk_size=56, width=0.25, trunk_tune=4)
+    trunk = model.net.trunk
+    rgb, maps, cls, start = store.batch(np.arange(8))
+    with torch.no_grad():
+        l = to_lab(rgb)[0]
+        again = trunk.tokens(trunk.pixels(trunk.resize(l)), 8)
+        maps_again, cls_again, first = trunk.encode_from(l, 8)
+        plain_maps, plain_cls = trunk(l)
+    assert torch.equal(first, again[:, 0]) and torch.equal(cls_again, plain_cls)
+    assert all(torch.equal(a, b) for a, b in zip(maps_again, plain_maps))
+    assert (start[:, 0] - again[:, 0]).abs().max() <= 2e-3 * again[:, 0].abs().max()  # both shards' tokens
+    assert (cls - cls_again).abs().max() <= 2e-3 * cls_again.abs().max()
+
+
 def test_a_tuned_run_starts_from_a_frozen_model_but_not_the_reverse(tmp_path):
     from train.loop import init_weights
 

@@ -102,9 +102,13 @@ class FeatureCache:
             kept = [s for s in shards if (s / f"class_block_{start_block}.npy").is_file()]
             if not kept or kept != shards[:len(kept)]:
                 raise ValueError(f"{self.folder}: no class tokens of block {start_block} in its first shard; add them "
-                                 f"with python -m train.features --trunk-tune {self.meta.get('blocks')[-1] - start_block}"
+                                 f"with python -m train.features --trunk-tune {self._depth() - start_block}"
                                  if not kept else f"{self.folder}: the shards with class tokens of block "
                                  f"{start_block} are not the first ones; run python -m train.features again")
+            if len(kept) < len(shards):  # a cache extended without the tuned blocks' start
+                logger.warning("%s: %d of its %d shards hold class tokens of block %d: the other %d are not read "
+                               "(python -m train.features with --trunk-tune adds them)", self.folder, len(kept),
+                               len(shards), start_block, len(shards) - len(kept))
             shards = kept
             self.start_cls = [np.load(s / f"class_block_{start_block}.npy", mmap_mode="r") for s in shards]
         self.rgb = [np.load(s / "rgb.npy", mmap_mode="r") for s in shards]
@@ -115,6 +119,12 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    def _depth(self) -> int:
+        """How many blocks the cache's encoder has."""
+        from colorizer.dinov2 import TRUNKS
+
+        return TRUNKS[self.meta["trunk"]]["num_hidden_layers"]
 
     def batch(self, index: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         shard = np.searchsorted(self.starts, index, side="right") - 1
@@ -292,9 +302,11 @@ def build_cache(cfg: TrainConfig) -> Path:
     while meta["crops"] + sum(len(r) for r in rgb) < cfg.feature_crops:
         batch = next(batches)  # (B, S, S, 3) uint8
         l, _, _ = to_lab(batch)
-        m, c = trunk(l)
-        if start is not None:
-            firsts.append(_class_tokens(trunk, l, start)[0])  # runs blocks 1..K again: a small share of the time
+        if start is None:
+            m, c = trunk(l)
+        else:  # the same pass gives block K's class token
+            m, c, first = trunk.encode_from(l, start)
+            firsts.append(first.half().numpy())
         rgb.append(batch.numpy())
         maps.append([x.half().numpy() for x in m])
         cls.append(c.half().numpy())
