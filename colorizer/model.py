@@ -166,7 +166,7 @@ def check_settings(settings: dict, cli: bool = False) -> None:
                              else str(e)) from None
     elif get("trunk_tune"):
         raise ValueError(f"{name('trunk_tune')} trains blocks of the pretrained trunk (network hypercolumn, trunk "
-                         f"dinov2-small), got network {network!r}")
+                         f"dinov2-small), got network {network!r}, trunk {get('trunk')!r}")
 
 
 WEIGHT_LIMIT = 1e6  # the largest |value| a tensor of a usable model holds (the shipped models': 2.3e3)

@@ -130,3 +130,5 @@ def test_the_pretrained_trunk_trains_only_its_last_blocks():
         TrainConfig(dataset="imagefolder", data_dir=".", network="hypercolumn", trunk_tune=4).validate()
     with pytest.raises(ValueError, match="--trunk-lr must be positive"):
         TrainConfig(**base, trunk_tune=4, trunk_lr=0).validate()
+    with pytest.raises(ValueError, match="--trunk-lr must be positive"):
+        TrainConfig(**base, trunk_tune=4, trunk_lr=float("nan")).validate()

@@ -117,6 +117,16 @@ def test_tuned_blocks_train_from_class_tokens_the_cache_adds(cache, tmp_path):
     assert torch.equal(ours[7].mlp.fc1.weight, layers[7].mlp.fc1.weight)  # frozen: the package's
     assert not torch.equal(ours[11].mlp.fc1.weight, layers[11].mlp.fc1.weight)  # tuned, saved and loaded
     assert (tmp_path / "run" / "model" / "model.safetensors").stat().st_size > 4 * 4 * 1_700_000
+    # resumed with another --trunk-lr: the tuned blocks as trained, the groups at this run's scale
+    from train import loop
+
+    run = loop.setup(dataclasses.replace(tune, max_steps=6, resume=True, trunk_lr=0.5))
+    assert run.step == 4 and [g["lr_scale"] for g in run.optimizer.param_groups] == [1.0, 1.0, 0.5, 0.5]
+    trunk = run.raw.net.trunk
+    assert torch.equal(trunk.encoder.encoder.layer[11].mlp.fc1.weight, ours[11].mlp.fc1.weight)
+    trainable = {n for n, p in trunk.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in trunk.named_parameters() if n.startswith(
+        tuple(f"encoder.encoder.layer.{i}." for i in range(8, 12)) + ("encoder.layernorm.",))}
 
 
 def test_new_shards_get_class_tokens_from_the_same_pass_and_shards_without_them_are_named(folder, tmp_path, caplog):
@@ -169,6 +179,17 @@ def test_a_tuned_run_starts_from_a_frozen_model_but_not_the_reverse(tmp_path):
                        tuned.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
     with pytest.raises(ValueError, match="its trunk_tune is 4, this run's 0"):
         init_weights(Colorizer(**settings), str(tmp_path / "tuned"))
+    # another head (Zhang's joint bins): the decoder starts fresh, the trunk as above
+    joint = {**settings, "objective": "classification"}
+    model = Colorizer(**joint, trunk_tune=4)
+    init_weights(model, str(tmp_path / "frozen"))
+    assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
+                       frozen.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
+    init_weights(model, str(tmp_path / "tuned"))
+    assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
+                       tuned.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
+    with pytest.raises(ValueError, match="its trunk_tune is 4, this run's 0"):
+        init_weights(Colorizer(**joint), str(tmp_path / "tuned"))
 
 
 def test_features_command_turns_errors_into_one_line(tmp_path, capsys):

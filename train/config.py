@@ -265,7 +265,7 @@ class TrainConfig:
         if pretrained and self.train_trunk:
             raise ValueError("--train-trunk: the pretrained dinov2-small trunk is the package's file; train its last "
                              "blocks with --trunk-tune N instead")
-        if self.trunk_lr <= 0:
+        if not self.trunk_lr > 0:  # NaN too
             raise ValueError(f"--trunk-lr must be positive, got {self.trunk_lr}")
         if self.labels:
             if self.network != "global_local":

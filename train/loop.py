@@ -303,6 +303,10 @@ def init_weights(model: Colorizer, source: str) -> None:
     starts fresh unless both models have the same labels; the prior and rebalancing
     weights stay ``model``'s own (this run's data)."""
     start = Colorizer.from_pretrained(source)
+    tuned = start.settings.get("trunk_tune", 0), model.settings.get("trunk_tune", 0)
+    if tuned[0] > tuned[1]:  # its trained blocks would be the package's again once this model is saved
+        raise ValueError(f"--init-from {source!r}: its trunk_tune is {tuned[0]}, this run's {tuned[1]}; "
+                         "train at least its tuned blocks")
     semantic = model.network == "cheng15" and hasattr(model.net, "trunk") and start.network != "cheng15"
     if model.network == "hypercolumn" and not _same_head(start, model) or semantic:
         _init_trunk(model, start, source)  # a trunk to freeze: Ciugurean's, or Cheng et al.'s semantic feature
@@ -323,10 +327,6 @@ def init_weights(model: Colorizer, source: str) -> None:
     same_labels = start.labels is not None and start.labels == model.labels
     weights = {k: v for k, v in start.state_dict().items()
                if k not in own and (same_labels or not k.startswith("net.label_head."))}
-    tuned = start.settings.get("trunk_tune", 0), model.settings.get("trunk_tune", 0)
-    if tuned[0] > tuned[1]:  # its trained blocks would be the package's again once this model is saved
-        raise ValueError(f"--init-from {source!r}: its trunk_tune is {tuned[0]}, this run's {tuned[1]}; "
-                         "train at least its tuned blocks")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     # blocks this run tunes that the start kept frozen begin as the package's, which they hold
     left = sorted(k for k in missing if k not in own and not k.startswith(fresh + ("net.trunk.encoder.",)))
@@ -379,7 +379,9 @@ def _init_trunk(model: Colorizer, start: Colorizer, source: str) -> None:
     except RuntimeError as e:  # another width
         raise ValueError(f"--init-from {source!r}: its network does not fit this trunk (width?): "
                          f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
-    left = [k for k in missing if k.startswith("trunk.")]
+    # the pretrained encoder's blocks this run tunes and the start kept frozen begin as the package's
+    package = ("trunk.encoder.",) if model.has_pretrained_trunk else ()
+    left = [k for k in missing if k.startswith("trunk.") and not (package and k.startswith(package))]
     if unexpected or left:
         raise ValueError(f"--init-from {source!r}: weights do not fit the trunk ({(left + unexpected)[:4]})")
 
@@ -557,7 +559,11 @@ def _resumed(cfg: TrainConfig, ckpt: Path | None, raw: Colorizer, optimizer, ema
              "started_from": cfg.init_from}
     if not (cfg.resume and ckpt is not None):
         return state
-    saved = load_checkpoint(ckpt, raw, getattr(optimizer, "optimizer", optimizer), ema=ema)
+    inner = getattr(optimizer, "optimizer", optimizer)
+    scales = [g.get("lr_scale", 1.0) for g in inner.param_groups]
+    saved = load_checkpoint(ckpt, raw, inner, ema=ema)
+    for group, scale in zip(inner.param_groups, scales):  # this run's --trunk-lr, like its --lr
+        group["lr_scale"] = scale
     step, elapsed = saved["step"], saved.get("elapsed_s", 0.0)
     state.update(
         step=step, elapsed=elapsed,
