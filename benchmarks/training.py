@@ -117,7 +117,11 @@ def bench_pretrained_trunk(steps: int, device: torch.device, batch: int = 16) ->
         features = None
         if with_features:
             with torch.no_grad():
-                features = model.net.trunk(l)
+                trunk = model.net.trunk
+                features = trunk(l)
+                if trunk.tune:  # the cache's tokens where the tuned blocks start
+                    start = trunk.tokens(trunk.pixels(trunk.resize(l)), trunk.depth - trunk.tune)
+                    features = (*features, start)
 
         def step() -> None:
             with amp:
@@ -150,6 +154,8 @@ def bench_pretrained_trunk(steps: int, device: torch.device, batch: int = 16) ->
     figures = [("previous default's step (ECCV16-trunk hypercolumn, 96 px, end to end)", 96, base),
                ("DINOv2 decoder, 224 px crops, trunk run at every step", 224, rate(Colorizer(**dino), 224, False)),
                ("DINOv2 decoder, 224 px crops, cached trunk features", 224, rate(Colorizer(**dino), 224, True)),
+               ("DINOv2 decoder + encoder blocks 9-12 tuned, 224 px, from cached block 8", 224,
+                rate(Colorizer(**dino, trunk_tune=4), 224, True)),
                ("caching: the frozen trunk's features of a 224 px crop, once", 224,
                 encode_rate(Colorizer(**dino), 224))]
     print(f"pretrained trunk, batch {batch}, {'bf16' if bf16 else 'fp32'}, compute only "

@@ -158,7 +158,10 @@ def test_new_shards_get_class_tokens_from_the_same_pass_and_shards_without_them_
     assert (cls - cls_again).abs().max() <= 2e-3 * cls_again.abs().max()
 
 
-def test_a_tuned_run_starts_from_a_frozen_model_but_not_the_reverse(tmp_path):
+@pytest.mark.parametrize("objective", ["channel_classification", "classification"])
+def test_a_tuned_run_starts_from_a_frozen_model_but_not_the_reverse(tmp_path, objective):
+    """From a model of the same head (its decoder too) or of another (Zhang's joint bins: the
+    decoder starts fresh), the trunk's tuned blocks begin as the start's, or as the package's."""
     from train.loop import init_weights
 
     settings = dict(objective="channel_classification", network="hypercolumn", trunk="dinov2-small", trunk_size=56,
@@ -169,27 +172,18 @@ def test_a_tuned_run_starts_from_a_frozen_model_but_not_the_reverse(tmp_path):
         tuned.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias.add_(1.0)
     frozen.save_pretrained(tmp_path / "frozen")
     tuned.save_pretrained(tmp_path / "tuned")
-    model = Colorizer(**settings, trunk_tune=4)
-    init_weights(model, str(tmp_path / "frozen"))  # its decoder; blocks 9-12 begin as the package's
-    assert torch.equal(model.net.head.bias, frozen.net.head.bias)
+    run = {**settings, "objective": objective}
+    model = Colorizer(**run, trunk_tune=4)
+    init_weights(model, str(tmp_path / "frozen"))  # blocks 9-12 begin as the package's
+    if objective == settings["objective"]:
+        assert torch.equal(model.net.head.bias, frozen.net.head.bias)
     assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
                        frozen.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
     init_weights(model, str(tmp_path / "tuned"))
     assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
                        tuned.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
     with pytest.raises(ValueError, match="its trunk_tune is 4, this run's 0"):
-        init_weights(Colorizer(**settings), str(tmp_path / "tuned"))
-    # another head (Zhang's joint bins): the decoder starts fresh, the trunk as above
-    joint = {**settings, "objective": "classification"}
-    model = Colorizer(**joint, trunk_tune=4)
-    init_weights(model, str(tmp_path / "frozen"))
-    assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
-                       frozen.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
-    init_weights(model, str(tmp_path / "tuned"))
-    assert torch.equal(model.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias,
-                       tuned.net.trunk.encoder.encoder.layer[10].mlp.fc2.bias)
-    with pytest.raises(ValueError, match="its trunk_tune is 4, this run's 0"):
-        init_weights(Colorizer(**joint), str(tmp_path / "tuned"))
+        init_weights(Colorizer(**run), str(tmp_path / "tuned"))
 
 
 def test_features_command_turns_errors_into_one_line(tmp_path, capsys):
