@@ -11,8 +11,9 @@ Runs, in this order, and splices each output between its markers (``<!-- NAME --
 - SEMANTIC, in docs/evaluation.md: ``python -m evaluation.semantic`` on the food photos'
   group letters;
 - TRUNKS, in docs/methods.md: ``python -m evaluation`` of the default (the pretrained DINOv2
-  trunk) beside ``hypercolumn-eccv16`` (the ECCV16 trunk trained here, the default it replaced),
-  both shipped, so it always runs; its non-food sheet becomes docs/trunks.jpg;
+  trunk, its last blocks fine-tuned) beside ``dinov2-frozen`` (the same trunk frozen) and
+  ``hypercolumn-eccv16`` (the ECCV16 trunk trained here, the default they replaced), all
+  shipped, so it always runs; its non-food sheet becomes docs/trunks.jpg;
 - METHODS, in docs/methods.md: ``python -m evaluation`` of the other methods' models
   (``METHODS``: row label -> a shipped name or a run folder under ``--runs``; docs/methods.md
   says what each is and the command that trains it) on the same held-out photos, when their
@@ -70,7 +71,8 @@ METHODS = [
 
 # the pretrained trunk against the model it replaced, both shipped: always regenerable
 TRUNKS = [
-    ("default: DINOv2 ViT-S/14 trunk, frozen, and its decoder", "default"),
+    ("default: DINOv2 ViT-S/14 trunk, its last four blocks fine-tuned, and its decoder", "default"),
+    ("dinov2-frozen: the same trunk frozen, and its decoder", "dinov2-frozen"),
     ("hypercolumn-eccv16: the ECCV16 trunk trained here, 12.0 CPU-h", "hypercolumn-eccv16"),
 ]
 

@@ -123,6 +123,21 @@ def test_default_model_loads_with_no_argument_and_by_name():
     assert a.has_pretrained_trunk and a.net.trunk_network == "dinov2-small"
 
 
+def test_the_default_tunes_the_encoders_last_blocks_and_its_frozen_start_is_shipped():
+    """The default's blocks 9-12 are its own (stored in float16, loaded as float32); the model it
+    was fine-tuned from (``dinov2-frozen``) reads the package's encoder alone."""
+    from colorizer.dinov2 import build_dinov2
+
+    tuned, frozen = Colorizer.from_pretrained("default"), Colorizer.from_pretrained("dinov2-frozen")
+    assert tuned.settings["trunk_tune"] == 4 and not frozen.settings.get("trunk_tune")
+    package = build_dinov2().encoder.layer
+    ours, theirs = tuned.net.trunk.encoder.encoder.layer, frozen.net.trunk.encoder.encoder.layer
+    assert torch.equal(ours[7].mlp.fc1.weight, package[7].mlp.fc1.weight)
+    assert not torch.equal(ours[11].mlp.fc1.weight, package[11].mlp.fc1.weight)
+    assert ours[11].mlp.fc1.weight.dtype == torch.float32
+    assert torch.equal(theirs[11].mlp.fc1.weight, package[11].mlp.fc1.weight)
+
+
 def test_the_model_the_pretrained_trunk_replaced_loads_by_its_name():
     assert set(colorizer.available_models()) >= {"default", "hypercolumn-eccv16"}
     previous = Colorizer.from_pretrained("hypercolumn-eccv16")
