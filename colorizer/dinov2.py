@@ -24,7 +24,7 @@ from torch import nn
 from colorizer.color import _F_KNEE, _KAPPA, _T0, _XYZ_FROM_RGB, WHITE_D65, srgb_from_linear
 
 __all__ = ["TRUNKS", "DINOV2_SMALL", "PATCH", "DEFAULT_BLOCKS", "check_trunk", "trunk_file", "build_dinov2", "gray_input",
-           "DinoTrunk", "trunk_grid"]
+           "token_map", "DinoTrunk", "trunk_grid"]
 
 PATCH = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -128,6 +128,12 @@ def gray_input(lightness: torch.Tensor) -> torch.Tensor:
         return (gray - column(IMAGENET_MEAN)) / column(IMAGENET_STD)
 
 
+def token_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A block's tokens ``(B, 1 + h w, C)`` (class token first) -> its patch tokens as a map
+    ``(B, C, h, w)``, ``grid`` = ``(h, w)``."""
+    return tokens[:, 1:].transpose(1, 2).reshape(len(tokens), tokens.shape[-1], *grid)
+
+
 class DinoTrunk(nn.Module):
     """The encoder as the colorizer reads it: L in, token maps of several depths out.
 
@@ -195,27 +201,25 @@ class DinoTrunk(nn.Module):
 
     def encode(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The encoder on its normalised input ``(B, 3, h, w)`` -> ``(maps, cls)`` as ``forward``."""
-        out = self.encoder(pixel_values=pixels, output_hidden_states=True)
-        b, _, h, w = pixels.shape
-        return self._read(out.hidden_states, out.last_hidden_state, (h // PATCH, w // PATCH))
+        return self._read(*self._run(pixels))
 
     def encode_from(self, lightness: torch.Tensor, block: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """``forward``'s ``(maps, cls)`` and, from the same pass, the class token ``(B, 384)`` of
         ``block``'s output before the final norm (``tokens(..., block)[:, 0]``): what ``train.features``
         caches for blocks ``block + 1`` onwards to start from."""
-        pixels = self.pixels(self.resize(lightness))
+        hidden, last, grid = self._run(self.pixels(self.resize(lightness)))
+        return (*self._read(hidden, last, grid), hidden[block][:, 0])
+
+    def _run(self, pixels: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, tuple[int, int]]:
+        """The encoder's pass: its hidden states (embeddings, then each block's output), its
+        final-norm tokens, and the patch grid ``(h, w)`` of ``pixels``."""
         out = self.encoder(pixel_values=pixels, output_hidden_states=True)
-        grid = (pixels.shape[-2] // PATCH, pixels.shape[-1] // PATCH)
-        maps, cls = self._read(out.hidden_states, out.last_hidden_state, grid)
-        return maps, cls, out.hidden_states[block][:, 0]
+        return out.hidden_states, out.last_hidden_state, (pixels.shape[-2] // PATCH, pixels.shape[-1] // PATCH)
 
     def _read(self, hidden, last: torch.Tensor, grid: tuple[int, int]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``(maps, cls)`` from the encoder's hidden states (embeddings, then each block's output)
-        and its final-norm tokens."""
-        maps = []
-        for block in self.blocks:
-            tokens = last if block == self.depth else hidden[block]  # the last: after the final norm
-            maps.append(tokens[:, 1:].transpose(1, 2).reshape(len(tokens), self.dim, *grid))
+        """``(maps, cls)`` from the encoder's hidden states and its final-norm tokens (``_run``)."""
+        maps = [token_map(last if block == self.depth else hidden[block], grid)  # the last: after the final norm
+                for block in self.blocks]
         return maps, last[:, 0]
 
     def tokens(self, pixels: torch.Tensor, block: int) -> torch.Tensor:
@@ -238,8 +242,7 @@ class DinoTrunk(nn.Module):
             hidden[i] = x
         last = self.encoder.layernorm(x)
         hidden[self.depth] = last  # the last block is read after the final norm
-        new = [m if b <= first else hidden[b][:, 1:].transpose(1, 2).reshape(len(x), self.dim, *grid)
-               for b, m in zip(self.blocks, maps)]
+        new = [m if b <= first else token_map(hidden[b], grid) for b, m in zip(self.blocks, maps)]
         return new, last[:, 0]
 
     def forward(self, lightness: torch.Tensor, resized: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:

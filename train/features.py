@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from colorizer.errors import report_error
+from colorizer.images import write_atomically
 from train.config import TrainConfig, parse_args
 
 __all__ = ["FeatureCache", "CachedBatches", "cache_meta", "build_cache", "main"]
@@ -53,13 +55,16 @@ def parse_blocks(spec: str) -> tuple[int, ...]:
     return blocks
 
 
-def tune_start(cfg: TrainConfig) -> int | None:
-    """The block after which ``--trunk-tune``'s blocks start (None: none tuned)."""
-    if not cfg.trunk_tune:
-        return None
+def _depth(trunk: str) -> int:
+    """How many blocks the encoder ``trunk`` has."""
     from colorizer.dinov2 import TRUNKS
 
-    return TRUNKS[cfg.trunk]["num_hidden_layers"] - cfg.trunk_tune
+    return TRUNKS[trunk]["num_hidden_layers"]
+
+
+def tune_start(cfg: TrainConfig) -> int | None:
+    """The block after which ``--trunk-tune``'s blocks start (None: none tuned)."""
+    return _depth(cfg.trunk) - cfg.trunk_tune if cfg.trunk_tune else None
 
 
 def cache_meta(cfg: TrainConfig) -> dict:
@@ -100,11 +105,13 @@ class FeatureCache:
                                  f"cache does not hold (blocks {blocks})")
             self.start = blocks.index(start_block)
             kept = [s for s in shards if (s / f"class_block_{start_block}.npy").is_file()]
-            if not kept or kept != shards[:len(kept)]:
+            if not kept:
+                tune = _depth(self.meta["trunk"]) - start_block
                 raise ValueError(f"{self.folder}: no class tokens of block {start_block} in its first shard; add them "
-                                 f"with python -m train.features --trunk-tune {self._depth() - start_block}"
-                                 if not kept else f"{self.folder}: the shards with class tokens of block "
-                                 f"{start_block} are not the first ones; run python -m train.features again")
+                                 f"with python -m train.features --trunk-tune {tune}")
+            if kept != shards[:len(kept)]:
+                raise ValueError(f"{self.folder}: the shards with class tokens of block {start_block} are not the "
+                                 "first ones; run python -m train.features again")
             if len(kept) < len(shards):  # a cache extended without the tuned blocks' start
                 logger.warning("%s: %d of its %d shards hold class tokens of block %d: the other %d are not read "
                                "(python -m train.features with --trunk-tune adds them)", self.folder, len(kept),
@@ -119,12 +126,6 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
-
-    def _depth(self) -> int:
-        """How many blocks the cache's encoder has."""
-        from colorizer.dinov2 import TRUNKS
-
-        return TRUNKS[self.meta["trunk"]]["num_hidden_layers"]
 
     def batch(self, index: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         shard = np.searchsorted(self.starts, index, side="right") - 1
@@ -205,13 +206,20 @@ def _write_shard(folder: Path, rgb: list[np.ndarray], maps: list[list[np.ndarray
     tmp.rename(folder)
 
 
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    """``array`` as ``.npy`` at ``path`` as it is (``np.save`` of a name would add ``.npy``)."""
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
 def _class_tokens(trunk, l: torch.Tensor, block: int) -> tuple[np.ndarray, torch.Tensor]:
     """The class tokens ``(B, 384)`` float16 of ``block``'s output for L ``(B, 1, S, S)``, and
     its patch tokens as a ``(B, 384, h, w)`` map (to check against a shard's)."""
+    from colorizer.dinov2 import PATCH, token_map
+
     pixels = trunk.pixels(trunk.resize(l))
     tokens = trunk.tokens(pixels, block)
-    grid = (pixels.shape[-2] // 14, pixels.shape[-1] // 14)
-    return tokens[:, 0].half().numpy(), tokens[:, 1:].transpose(1, 2).reshape(len(l), -1, *grid)
+    return tokens[:, 0].half().numpy(), token_map(tokens, (pixels.shape[-2] // PATCH, pixels.shape[-1] // PATCH))
 
 
 @torch.no_grad()
@@ -237,9 +245,7 @@ def add_class_tokens(folder: Path, trunk, block: int, shards: list[Path], batch_
                     raise ValueError(f"{shard}: its cached block-{block} tokens differ from the encoder's by {err:.3g}; "
                                      "the cache was made with another encoder or settings")
             out.append(first)
-        tmp = shard / f"class_block_{block}.npy.tmp.npy"
-        np.save(tmp, np.concatenate(out))
-        os.replace(tmp, shard / f"class_block_{block}.npy")
+        write_atomically(shard / f"class_block_{block}.npy", partial(_save_npy, np.concatenate(out)))
         bar.update(1)
     bar.close()
 

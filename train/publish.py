@@ -278,12 +278,17 @@ def _store_half(path: Path, keys: list[str]) -> None:
     """Rewrite the safetensors file ``path`` with ``keys`` in float16 (the rest as they are)."""
     import safetensors.torch
 
+    from colorizer.images import write_atomically
+
     tensors = safetensors.torch.load_file(str(path))
     tensors.update({k: tensors[k].half() for k in keys})
-    tmp = path.with_name(path.name + ".tmp")
-    safetensors.torch.save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.chmod(tmp, os.stat(path).st_mode & 0o777)
-    os.replace(tmp, path)
+    mode = os.stat(path).st_mode & 0o777
+
+    def write(tmp: Path) -> None:
+        safetensors.torch.save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.chmod(tmp, mode)
+
+    write_atomically(path, write)
 
 
 def publish(run: Path, to: Path, evaluation: Path | None, ablation: Path | None, notes: Path | None,
