@@ -12,6 +12,8 @@ The table gives each run's last validation and, so that runs are compared at equ
 compute, every run's figures interpolated at the smallest final CPU time among them.
 Runs are labelled by the settings in which their ``config.json`` differs from the base
 run's (``evaluation.ablation.differences``), so labels cannot drift from what trained.
+A run that went on from another's model (``--continues RUN=START``, folder names) is drawn
+on from that run's curve, at the steps and CPU time of both.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ class Curve:
     def at(self, column: str, cpu_h: float) -> float:
         """The figure at ``cpu_h`` CPU-hours, linearly interpolated between validations."""
         return float(np.interp(cpu_h, self.cpu_h, self.columns[column]))
+
+    def after(self, start: "Curve") -> "Curve":
+        """This run's curve drawn on from ``start``'s, the run it was initialised from
+        (``--continues``): its steps and CPU time counted from where ``start`` ended, so that
+        a second training step is compared with the other runs at the compute of both."""
+        columns = {k: np.concatenate([start.columns[k], v]) for k, v in self.columns.items() if k in start.columns}
+        return Curve(self.name, f"{self.label} (after {start.name})",
+                     np.concatenate([start.steps, self.steps + start.steps[-1]]),
+                     np.concatenate([start.cpu_h, self.cpu_h + start.cpu_h[-1]]), columns, self.baseline)
 
 
 def read_curve(run: Path, base_config: dict | None = None) -> Curve:
@@ -190,11 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=Path, help="the run the others are labelled against (default: the first)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     p.add_argument("--table", type=Path, help="Markdown table to write (printed either way)")
+    p.add_argument("--continues", action="append", default=[], metavar="RUN=START",
+                   help="run folder RUN was initialised from START's model (folder names of two of the runs): "
+                        "draw it on from START's curve (repeatable)")
     args = p.parse_args(argv)
     try:
         runs = list(dict.fromkeys(r.resolve() for r in ([args.base] if args.base else []) + args.runs))
         base_config = json.loads((runs[0] / "config.json").read_text())
         curves = [read_curve(r, base_config) for r in runs]
+        by_name = {c.name: i for i, c in enumerate(curves)}
+        for spec in args.continues:
+            run, _, start = spec.partition("=")
+            if run not in by_name or start not in by_name or run == start:
+                raise ValueError(f"--continues {spec!r}: give RUN=START, two of the runs' folder names "
+                                 f"({', '.join(by_name)})")
+            curves[by_name[run]] = curves[by_name[run]].after(curves[by_name[start]])
         table = curves_table(curves)
         plot_curves(curves, args.out)
     except (OSError, KeyError, ValueError) as e:

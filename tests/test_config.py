@@ -132,3 +132,22 @@ def test_the_pretrained_trunk_trains_only_its_last_blocks():
         TrainConfig(**base, trunk_tune=4, trunk_lr=0).validate()
     with pytest.raises(ValueError, match="--trunk-lr must be positive"):
         TrainConfig(**base, trunk_tune=4, trunk_lr=float("nan")).validate()
+
+
+def test_every_shipped_recipe_is_valid_and_starts_from_something_that_exists():
+    """Each recipe of train/configs parses and validates as is (no command-line overrides), and
+    its init_from is a shipped model or the model another recipe writes (so a chain of recipes
+    retrains the default from the shipped frozen start)."""
+    from pathlib import Path
+
+    import colorizer
+
+    recipes = sorted((Path(__file__).parents[1] / "train" / "configs").glob("*.yaml"))
+    assert len(recipes) >= 5
+    configs = {path.name: parse_args(["--config-file", str(path)]) for path in recipes}
+    outputs = {str(Path(cfg.out) / "model") for cfg in configs.values()}
+    for name, cfg in configs.items():
+        cfg.validate()
+        if cfg.init_from:
+            assert cfg.init_from in colorizer.available_models() or cfg.init_from in outputs, (name, cfg.init_from)
+            assert cfg.init_from != str(Path(cfg.out) / "model"), name  # never its own output

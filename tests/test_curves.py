@@ -68,3 +68,21 @@ def test_revalidated_steps_keep_the_later_row_and_a_run_needs_its_baseline(tmp_p
     (tmp_path / "a" / "val_baseline.json").unlink()
     assert main([str(tmp_path / "a"), "--out", str(tmp_path / "c.png")]) == 2
     assert "no val_baseline.json" in capsys.readouterr().err
+
+
+def test_a_second_training_step_is_drawn_on_from_the_run_it_started_from(tmp_path, capsys):
+    """--continues RUN=START: RUN's steps and CPU time count from START's end, so at equal
+    compute it is compared with what both steps cost; a name that is not a run is refused."""
+    write_run(tmp_path / "base", [360, 720, 1080], [0.80, 0.84, 0.86])
+    write_run(tmp_path / "more", [360, 720], [0.87, 0.88], lam=0.5)
+    write_run(tmp_path / "long", [720, 1440, 2160], [0.80, 0.83, 0.85], lam=0.6)
+    out = tmp_path / "c.png"
+    assert main([str(tmp_path / "base"), str(tmp_path / "more"), str(tmp_path / "long"), "--out", str(out),
+                 "--continues", "more=base"]) == 0
+    text = capsys.readouterr().out
+    assert "| more: lam=0.5 (after base) | 500 | 0.500 |" in text and "| 0.880 |" in text
+    equal = text.split("At equal compute (0.300 CPU-hours each")[1]
+    # 0.3 CPU-h is base's end, where the continuation starts: its figures there are base's last
+    assert "| more: lam=0.5 (after base) | 300 | 0.300 |" in equal and "| long: lam=0.6 | 150 | 0.300 |" in equal
+    assert main([str(tmp_path / "base"), str(tmp_path / "more"), "--out", str(out), "--continues", "more=nope"]) == 2
+    assert "--continues 'more=nope'" in capsys.readouterr().err
