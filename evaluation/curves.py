@@ -51,6 +51,7 @@ class Curve:
     cpu_h: np.ndarray
     columns: dict[str, np.ndarray]
     baseline: dict
+    inherited: int = 0  # leading validations that are the start's (``after``): drawn by the start's line
 
     def at(self, column: str, cpu_h: float) -> float:
         """The figure at ``cpu_h`` CPU-hours, linearly interpolated between validations."""
@@ -63,7 +64,8 @@ class Curve:
         columns = {k: np.concatenate([start.columns[k], v]) for k, v in self.columns.items() if k in start.columns}
         return Curve(self.name, f"{self.label} (after {start.name})",
                      np.concatenate([start.steps, self.steps + start.steps[-1]]),
-                     np.concatenate([start.cpu_h, self.cpu_h + start.cpu_h[-1]]), columns, self.baseline)
+                     np.concatenate([start.cpu_h, self.cpu_h + start.cpu_h[-1]]), columns, self.baseline,
+                     len(start.steps))
 
 
 def read_curve(run: Path, base_config: dict | None = None) -> Curve:
@@ -172,8 +174,9 @@ def plot_curves(curves: list[Curve], path: Path) -> Path:
             ax = axes[r][k]
             col = f"{g}_{key}"
             for c in curves:
-                if col in c.columns:
-                    ax.plot(c.cpu_h, c.columns[col], marker="o", markersize=3, label=c.label)
+                if col in c.columns:  # a continuation from the start's last point, not over its line
+                    own = slice(max(0, c.inherited - 1), None)
+                    ax.plot(c.cpu_h[own], c.columns[col][own], marker="o", markersize=3, label=c.label)
             if col in gray:
                 ax.axhline(gray[col], color="gray", linestyle="--", linewidth=1, label="gray (ab = 0)")
             if key == "colorfulness" and g in truth:

@@ -86,3 +86,5 @@ def test_a_second_training_step_is_drawn_on_from_the_run_it_started_from(tmp_pat
     assert "| more: lam=0.5 (after base) | 300 | 0.300 |" in equal and "| long: lam=0.6 | 150 | 0.300 |" in equal
     assert main([str(tmp_path / "base"), str(tmp_path / "more"), "--out", str(out), "--continues", "more=nope"]) == 2
     assert "--continues 'more=nope'" in capsys.readouterr().err
+    after = read_curve(tmp_path / "more").after(read_curve(tmp_path / "base"))
+    assert list(after.steps) == [100, 200, 300, 400, 500] and after.inherited == 3  # its line starts at base's end
