@@ -337,10 +337,15 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, photos, model_dir, capsys, mo
         return render(*args)
 
     monkeypatch.setattr(cli, "_render", interrupted)
+    # Python's own handler, as in a terminal: a shell's background job (``pytest &``) starts with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     (photos / "empty.jpg").unlink()
     out = tmp_path / "out"
-    with _no_hang():
-        rc = main([str(photos), "-o", str(out), "-m", str(model_dir), "-q", mode])
+    try:
+        with _no_hang():
+            rc = main([str(photos), "-o", str(out), "-m", str(model_dir), "-q", mode])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 130 and len(err) == 1 and err[0].startswith("colorizer: error: interrupted"), err
     assert [p.name for p in out.iterdir()] == ["cat.png"] and Image.open(out / "cat.png").size == (451, 300)
