@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--continues", action="append", default=[], metavar="RUN=START",
                    help="run folder RUN was initialised from START's model (folder names of two of the runs): "
                         "draw it on from START's curve (repeatable)")
+    p.add_argument("--note", type=Path, help="Markdown file appended to the table (what the runs' files do not "
+                                             "say, e.g. the machines they ran on), so a redrawn table keeps it")
     args = p.parse_args(argv)
     try:
         runs = list(dict.fromkeys(r.resolve() for r in ([args.base] if args.base else []) + args.runs))
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"({', '.join(by_name)})")
             curves[by_name[run]] = curves[by_name[run]].after(curves[by_name[start]])
         table = curves_table(curves)
+        if args.note is not None:
+            table = table.rstrip("\n") + "\n\n" + args.note.read_text().strip() + "\n"
         plot_curves(curves, args.out)
     except (OSError, KeyError, ValueError) as e:
         return report_error("evaluation.curves", e)

@@ -88,3 +88,18 @@ def test_a_second_training_step_is_drawn_on_from_the_run_it_started_from(tmp_pat
     assert "--continues 'more=nope'" in capsys.readouterr().err
     after = read_curve(tmp_path / "more").after(read_curve(tmp_path / "base"))
     assert list(after.steps) == [100, 200, 300, 400, 500] and after.inherited == 3  # its line starts at base's end
+
+
+def test_a_note_is_appended_to_the_table_and_a_missing_note_is_one_line(tmp_path, capsys):
+    write_run(tmp_path / "base", [360, 720, 1080], [0.80, 0.84, 0.86])
+    note = tmp_path / "note.md"
+    note.write_text("base ran on a machine with AVX512-BF16.\n\n")
+    table = tmp_path / "curves.md"
+    args = [str(tmp_path / "base"), "--out", str(tmp_path / "c.png"), "--table", str(table)]
+    assert main(args + ["--note", str(note)]) == 0
+    text = table.read_text()
+    assert text.endswith("cast is the median over photos.\n\nbase ran on a machine with AVX512-BF16.\n")
+    assert "base ran on" in capsys.readouterr().out  # printed as written
+    assert main(args + ["--note", str(tmp_path / "none.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.md" in err[0]
