@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
+import colorizer
 from train.config import TrainConfig, build_parser, load_config_file, parse_args, parse_groups, parse_repeat
 
 
@@ -139,10 +141,6 @@ def test_every_shipped_recipe_is_valid_and_starts_from_something_that_exists(tmp
     data's held-out list, outside the project, stood in for by an empty file), and its init_from
     is a shipped model or the model another recipe writes (so a chain of recipes retrains the
     default from the shipped frozen start)."""
-    from pathlib import Path
-
-    import colorizer
-
     recipes = sorted((Path(__file__).parents[1] / "train" / "configs").glob("*.yaml"))
     assert len(recipes) >= 5
     (tmp_path / "VALIDATION.txt").write_text("")

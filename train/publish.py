@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from colorizer.errors import report_error
+from colorizer.errors import first_line, report_error
 from colorizer.model import Colorizer
 from train.config import TrainConfig
 
@@ -381,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         card = publish(args.run, args.to, args.evaluation, args.ablation, args.notes, args.title, args.temperature,
                        args.input_size, args.comparison)
     except (OSError, ValueError) as e:  # unreadable JSON or weights: one line, not a traceback
-        lines = str(e).strip().splitlines()
-        return error(lines[0] if lines else type(e).__name__)
+        return error(first_line(e))
     print(card)
     return 0
 

@@ -10,8 +10,8 @@ setting land in one basin of the loss, where the mean of their weights is a mode
 own, as fast as each of them, often more accurate than any. Every floating tensor is the
 plain mean of the models' (batch-norm statistics included); integer counters are the first
 model's; the colour prior (a statistic of the training photos, used only by the training
-loss) is the mean of theirs. The models must share every other setting and every tensor's
-name and shape, or it is one error line. The soup is written with a card that names its
+loss) is the mean of theirs. The models must share every other setting (which fixes every
+tensor's name and shape), or it is one error line. The soup is written with a card that names its
 ingredients; evaluate it like any model (``python -m evaluation ... --model soup=PATH``).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from colorizer.errors import report_error
+from colorizer.errors import first_line, report_error
 from colorizer.model import Colorizer
 
 __all__ = ["main", "soup"]
@@ -36,8 +36,8 @@ def soup(models: list[Colorizer]) -> Colorizer:
     """The uniform soup of ``models``: a new model whose every floating tensor is their mean.
 
     Raises:
-        ValueError: fewer than two models, or models that differ in a setting (other than
-            the prior) or in a tensor's name or shape; one line naming the first difference.
+        ValueError: fewer than two models, or models that differ in a setting other than
+            the prior; one line naming the first difference.
     """
     if len(models) < 2:
         raise ValueError(f"a soup needs at least two models, got {len(models)}")
@@ -47,15 +47,7 @@ def soup(models: list[Colorizer]) -> Colorizer:
             if key not in _TRAINING_ONLY and first.get(key) != m.settings.get(key):
                 raise ValueError(f"model {i} differs from model 1 in {key} ({m.settings.get(key)!r} against "
                                  f"{first.get(key)!r}): only runs of one recipe can be averaged")
-    states = [m.state_dict() for m in models]
-    for i, s in enumerate(states[1:], start=2):
-        if s.keys() != states[0].keys():
-            extra = sorted(set(s) ^ set(states[0]))
-            raise ValueError(f"model {i} and model 1 hold different tensors ({extra[0]} in one only)")
-        for k, v in s.items():
-            if v.shape != states[0][k].shape:
-                raise ValueError(f"model {i}'s {k} has shape {tuple(v.shape)}, model 1's {tuple(states[0][k].shape)}")
-
+    states = [m.state_dict() for m in models]  # one constructor's settings: the same names and shapes
     priors = torch.stack([m.prior.double() / m.prior.double().sum() for m in models])
     settings = dict(first, prior=priors.mean(0).tolist())
     out = Colorizer(**settings)
@@ -73,7 +65,7 @@ def soup(models: list[Colorizer]) -> Colorizer:
     return out.eval()
 
 
-def _card(names: list[str], model: Colorizer) -> str:
+def _card(names: list[str]) -> str:
     rows = "\n".join(f"| {i} | `{name}` |" for i, name in enumerate(names, start=1))
     return (f"A uniform model soup (`python -m train.soup`): the mean of the weights of {len(names)} models of one "
             f"recipe, trained from the same start.\n\n| | ingredient |\n|---:|---|\n{rows}\n\n"
@@ -93,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         models = [Colorizer.from_pretrained(name) for name in args.model]
         result = soup(models)
         args.to.mkdir(parents=True, exist_ok=True)
-        result.save_pretrained(args.to, model_card_kwargs={"results": _card(args.model, result)})
+        result.save_pretrained(args.to, model_card_kwargs={"results": _card(args.model)})
     except (OSError, ValueError) as e:
-        lines = str(e).strip().splitlines()
-        return report_error("train.soup", lines[0] if lines else type(e).__name__)
+        return report_error("train.soup", first_line(e))
     print(args.to)
     return 0
 
