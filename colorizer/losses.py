@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from colorizer.bins import nearest_bin, soft_encode
 
-__all__ = ["downsample_ab", "classification_loss", "channel_classification_loss", "regression_loss", "masked_mean"]
+__all__ = ["downsample_ab", "classification_loss", "channel_classification_loss", "regression_loss", "cast_loss",
+           "masked_mean"]
 
 
 def downsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -108,6 +109,18 @@ def regression_loss(
             raise ValueError("regression_loss: class_weights need centres")
         per_pixel = per_pixel * class_weights.to(per_pixel)[nearest_bin(target, centres)]
     return masked_mean(per_pixel, mask)
+
+
+def cast_loss(pred_ab: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The colour cast of a prediction, squared: per image, the squared ab distance between the mean of
+    the decoded ``(B, 2, h, w)`` ``pred_ab`` and the mean of the true ``(B, 2, H, W)`` ``ab``, averaged
+    over the images ``mask`` keeps (ab units squared; the evaluation's colour cast is its square root).
+
+    The per-pixel losses score each pixel alone; this scores the whole crop's tint, the error a viewer
+    sees first (a yellow or green wash), whatever the pixels do around their mean.
+    """
+    diff = pred_ab.float().mean(dim=(2, 3)) - ab.float().mean(dim=(2, 3))  # (B, 2)
+    return masked_mean((diff ** 2).sum(1).view(-1, 1, 1), mask)
 
 
 def masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

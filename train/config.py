@@ -158,6 +158,11 @@ class TrainConfig:
         None, "weight the loss by the rebalancing weights (default: yes for the classification objectives, no for "
               "regression, the baseline papers' plain L2; the model decides, colorizer.model.Colorizer)")
     temperature: float = _opt(PAPER_TEMPERATURE, "default annealed-mean temperature saved in the model")
+    cast_weight: float = _opt(
+        0.0,
+        "weight of the colour-cast loss beside the colour loss: per crop, the squared ab distance between the mean "
+        "of its decoded colours (at --temperature) and its true mean colour (0: off; 0.01 weighs a cast of 10 as 1)",
+    )
     input_size: int = _opt(256, "the trained model sees photos at about input_size^2 pixels at inference")
     regression_loss: str = _opt("l2", "regression loss: l2 or smooth_l1", choices=["l2", "smooth_l1"])
     prior: str | None = _opt(
@@ -279,6 +284,10 @@ class TrainConfig:
                     raise ValueError(f"--labels {self.labels!r}: needs exactly one group (...), the label; has {groups}")
         if self.label_weight < 0:
             raise ValueError(f"--label-weight must be >= 0, got {self.label_weight}")
+        if not self.cast_weight >= 0:  # NaN too
+            raise ValueError(f"--cast-weight must be >= 0, got {self.cast_weight}")
+        if self.cast_weight and self.objective != "regression" and self.temperature == 0:
+            raise ValueError("--cast-weight needs --temperature above 0: the mode (T = 0) has no gradient")
         if self.max_cpu_hours < 0:
             raise ValueError(f"--max-cpu-hours must be >= 0, got {self.max_cpu_hours}")
         if not 0.0 <= self.ema < 1.0:

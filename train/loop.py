@@ -55,6 +55,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from colorizer.errors import report_error
+from colorizer.losses import cast_loss
 from colorizer.color import lab_to_rgb, rgb_to_lab
 from colorizer.dinov2 import DEFAULT_BLOCKS
 from colorizer.metrics import AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior
@@ -658,6 +659,9 @@ def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
         else:
             output, label_logits = run.model(l, return_labels=True)
         loss = run.raw.loss(output, ab, mask, lightness=l)
+        if run.cfg.cast_weight:  # the crop's tint: its decoded colours' mean against the true mean
+            pred_ab = run.raw.decode(output, lightness=run.raw.lightness_for(l, output))
+            loss = loss + run.cfg.cast_weight * cast_loss(pred_ab, ab, mask)
         if labels is not None:  # Iizuka et al.: plus the weighted label loss of the global branch
             labels = labels.to(run.device)  # -1: no label; the term is always there (every process's graph alike)
             label_loss = F.cross_entropy(label_logits.float(), labels, ignore_index=-1, reduction="sum")
