@@ -33,6 +33,9 @@ def test_every_setting_has_an_option_and_files_override_defaults(tmp_path):
         (["--crop", "512", "--data-dir", "x"], "must not exceed"),
         ([], "needs --data-dir"),
         (["--data-dir", "x", "--prior", "nope.json"], "no such file"),
+        (["--data-dir", "x", "--cast-weight", "-1"], "--cast-weight must be >= 0"),
+        (["--data-dir", "x", "--cast-weight", "nan"], "--cast-weight must be >= 0"),
+        (["--data-dir", "x", "--cast-weight", "0.01", "--temperature", "0"], "no gradient"),
     ],
 )
 def test_bad_settings_fail_before_training(argv, message):

@@ -357,6 +357,23 @@ def test_cpu_has_bf16_says_no_without_the_helpers(monkeypatch):
     assert loop.cpu_has_bf16() is False
 
 
+def test_the_cast_weight_adds_the_weighted_cast_of_the_decoded_batch(folder, tmp_path):
+    """--cast-weight: the step's loss is the colour loss plus the weight times the squared distance between
+    each crop's mean decoded colour (at the model's temperature) and its true mean colour."""
+    from train import loop
+
+    run = loop.setup(tiny(folder, tmp_path, cast_weight=0.5))
+    batch = next(run.batches)
+    l, ab, mask = to_lab(batch)
+    with torch.no_grad():
+        output = run.model(l)
+        colour = run.raw.loss(output, ab, mask, lightness=l)
+        pred = run.raw.decode(output)
+        cast = ((pred.mean((2, 3)) - ab.mean((2, 3))) ** 2).sum(1)[mask].mean()
+    assert cast > 1.0  # an untrained model's crops are tinted: the term is there to see
+    assert loop.train_step(run, batch, 0.0) == pytest.approx(float(colour + 0.5 * cast), rel=1e-4)
+
+
 def test_a_label_head_learns_each_photos_label_beside_its_colours(folder, tmp_path):
     """--labels (Iizuka et al.'s joint classification): the classes come from the training
     photos (a column, or a pattern on the path), every batch carries its crops' labels, the

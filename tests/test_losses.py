@@ -3,7 +3,7 @@ import torch
 
 from colorizer.bins import gamut_bins, soft_encode, to_dense
 from colorizer.bins import nearest_bin
-from colorizer.losses import channel_classification_loss, classification_loss, downsample_ab, regression_loss
+from colorizer.losses import cast_loss, channel_classification_loss, classification_loss, downsample_ab, regression_loss
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,31 @@ def test_regression_loss_by_hand():
     assert regression_loss(pred, target, "smooth_l1").item() == pytest.approx(6.0)
     with pytest.raises(ValueError):
         regression_loss(pred, target, "l3")
+
+
+def test_cast_loss_scores_each_images_mean_colour_not_its_pixels():
+    truth = torch.randn(3, 2, 16, 16) * 20
+    shuffled = truth.flatten(2)[..., torch.randperm(256)].view(3, 2, 16, 16)  # every pixel wrong, the mean right
+    assert cast_loss(downsample_ab(shuffled, (4, 4)), truth).item() == pytest.approx(0.0, abs=1e-4)
+    tinted = truth + torch.tensor([3.0, -4.0]).view(1, 2, 1, 1)  # a cast of 5 on every image
+    assert cast_loss(tinted, truth).item() == pytest.approx(25.0, rel=1e-5)
+    per_image = torch.stack([truth[0] + 6.0, truth[1], truth[2] + 1.0])  # casts of sqrt(72), 0, sqrt(2)
+    assert cast_loss(per_image, truth).item() == pytest.approx((72 + 0 + 2) / 3, rel=1e-5)
+    assert cast_loss(per_image, truth, torch.tensor([True, False, True])).item() == pytest.approx(37.0, rel=1e-5)
+
+
+def test_cast_loss_trains_the_per_channel_classes_towards_the_true_mean():
+    """Through the annealed mean of the per-channel classes the loss moves the predicted mean colour."""
+    from colorizer.model import _per_channel_mean
+
+    centres = torch.linspace(-107.5, 107.5, 64)
+    logits = torch.zeros(1, 128, 4, 4, requires_grad=True)  # uniform: the mean is (0, 0)
+    truth = torch.tensor([20.0, -10.0]).view(1, 2, 1, 1).expand(1, 2, 8, 8)
+    before = cast_loss(_per_channel_mean(logits, centres, 1.0), truth)
+    before.backward()
+    with torch.no_grad():
+        after = cast_loss(_per_channel_mean(logits - 0.01 * logits.grad, centres, 1.0), truth)
+    assert before.item() == pytest.approx(500.0, rel=1e-4) and after < before
 
 
 def test_downsample_ab_is_area_average():
