@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import colorizer
-from train.config import TrainConfig, build_parser, load_config_file, parse_args, parse_groups, parse_repeat
+from train.config import (TrainConfig, build_parser, load_config_file, parse_args, parse_groups, parse_repeat,
+                          parse_subset)
 
 
 def test_every_setting_has_an_option_and_files_override_defaults(tmp_path):
@@ -58,6 +59,23 @@ def test_repeat_rules_parse_with_the_last_equals_sign():
     rules = parse_repeat("^(?!.*/food/)=2; wall(papers)?/=3")
     assert [(p.pattern, n) for p, n in rules] == [("^(?!.*/food/)", 2), ("wall(papers)?/", 3)]
     assert rules[0][0].search("/x/photos/gcompris/a.webp") and not rules[0][0].search("/x/photos/food/A1.jpeg")
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [("x", "REGEX=F"), ("=0.5", "REGEX=F"), ("a=half", "not a fraction"), ("a=0", "in \\(0, 1\\]"),
+     ("a=1.5", "in \\(0, 1\\]"), ("a=nan", "in \\(0, 1\\]"), ("(=0.5", "bad regular"), (";", "no rule")],
+)
+def test_bad_subset_rules_are_one_clear_error(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_subset(spec)
+    with pytest.raises(ValueError, match=message):
+        parse_args(["--data-dir", "x", "--subset", spec])
+
+
+def test_subset_rules_parse_with_the_last_equals_sign():
+    rules = parse_subset("^(?!.*/food/)=0.25;a=b=1")
+    assert [(p.pattern, f) for p, f in rules] == [("^(?!.*/food/)", 0.25), ("a=b", 1.0)]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ from PIL import Image
 
 from colorizer.images import channel_spread
 from tests.training_helpers import folder, tiny  # noqa: F401 - the fixture
-from train.data import TrainBatches, holdout_rule, load_val_images, open_rows, train_crops, val_crop
+from train.config import TrainConfig
+from train.data import (TrainBatches, holdout_rule, load_val_images, open_rows, photo_key, subset_rule, train_crops,
+                        val_crop)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,3 +143,39 @@ def test_repeat_rules_weigh_folders_and_multiply_with_large_repeats(folder, tmp_
     names = [os.path.basename(r["image"]["path"]) for r in open_rows(both, "train")]
     assert names.count("large.png") == 6 and names.count("outdoor1.png") == 2 and names.count("indoor1.png") == 1
     assert len(list(open_rows(both, "val"))) == 2  # validation rows are never repeated
+
+
+def test_subset_keeps_nested_shares_of_matching_photos_chosen_by_their_path(tmp_path):
+    paths = [f"/data/photos/{folder}/{i}.jpg" for folder in ("food", "gcompris") for i in range(400)]
+    share = {}
+    for f in (0.25, 0.5, 1.0):
+        reads = subset_rule(TrainConfig(data_dir="/data/photos", subset=f"^(?!.*/food/)={f}"))
+        counts = [reads(p) for p in paths]
+        assert counts[:400] == [1] * 400  # food/ matches no rule: read as before
+        share[f] = {p for p, n in zip(paths, counts) if n}
+        assert {n for n in counts[400:]} <= {0, round(1 / f)}  # kept ones read 1/F times as often
+        assert abs(len(share[f]) - 400 - 400 * f) <= 40  # about F of the 400 others kept
+    assert share[0.25] <= share[0.5] <= share[1.0]  # a smaller share is a subset of a larger one
+    # the choice is the photo's path under the data folder: the same from another checkout or a relative path
+    moved = subset_rule(TrainConfig(data_dir="/elsewhere/photos", subset="^(?!.*/food/)=0.25"))
+    assert {p for p in paths if moved(p.replace("/data/", "/elsewhere/"))} == share[0.25]
+    assert photo_key("/data/photos/food/1.jpg", "/data/photos") == "food/1.jpg"
+    assert photo_key("/other/1.jpg", "/data/photos") == "/other/1.jpg"
+    assert subset_rule(TrainConfig()) is None
+
+
+def test_subset_leaves_out_photos_and_reads_the_kept_ones_more_often(folder, tmp_path):
+    cfg = tiny(folder, tmp_path, subset="/indoor/=0.5", repeat="/outdoor/=2")
+    reads = subset_rule(cfg)
+    indoor = sorted(p.name for p in (folder / "indoor").iterdir() if p.name != "indoor50.png")
+    kept = [n for n in indoor if reads(str(folder / "indoor" / n))]
+    assert 0 < len(kept) < len(indoor)  # a share of the 5 training photos (the hash of 5 fixed names)
+    names = [os.path.basename(r["image"]["path"]) for r in open_rows(cfg, "train")]
+    assert sorted(n for n in names if n.startswith("indoor")) == sorted(kept * 2)
+    assert names.count("outdoor1.png") == 2  # other rules unchanged
+    assert len(list(open_rows(cfg, "val"))) == 2  # the held-out photos are not subsampled
+    batches = TrainBatches(open_rows(cfg, "train"), cfg)
+    next(batches)
+    assert len(batches.last_sources) == cfg.batch_size
+    assert all(s.split("/")[0] in ("indoor", "outdoor") and s.endswith(".png") for s in batches.last_sources)
+    assert all(s.split("/")[1] in kept for s in batches.last_sources if s.startswith("indoor/"))

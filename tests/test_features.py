@@ -207,3 +207,66 @@ def test_processes_share_a_pass_and_a_photo_stream_position_is_refused(cache):
     assert not ({bytes(r.numpy()) for r in a} & {bytes(r.numpy()) for r in b})  # no crop read by both
     with pytest.raises(ValueError, match="photos read from --data-dir"):
         CachedBatches(store, cfg, state={"batches": 3, "slots": 1, "positions": {}, "skipped": {}})
+
+
+def test_the_cache_names_each_crops_photo_and_adds_the_names_to_a_cache_without_them(cache, tmp_path):
+    import dataclasses
+    import shutil
+
+    store = FeatureCache(cache.features)
+    assert store.sources is not None and len(store.sources) == len(store)
+    assert all(name.split("/")[0] in ("indoor", "outdoor") and name.endswith(".png") for name in store.sources)
+    assert "outdoor/large.png" in store.sources and not any(n.endswith("50.png") for n in store.sources)  # held out
+    # an older cache without them: the same command draws the crops again and writes them
+    old = tmp_path / "old"
+    shutil.copytree(cache.features, old)
+    for f in old.glob("shard_*/sources.json"):
+        f.unlink()
+    assert FeatureCache(old).sources is None
+    build_cache(dataclasses.replace(cache, features=str(old)))
+    assert FeatureCache(old).sources == store.sources
+    # drawn with other settings, the crops differ: nothing written, one clear error
+    for f in old.glob("shard_*/sources.json"):
+        f.unlink()
+    with pytest.raises(ValueError, match="differ from the cached ones"):
+        build_cache(dataclasses.replace(cache, features=str(old), seed=5))
+    assert not list(old.glob("shard_*/sources.json"))
+
+
+def test_a_subset_run_reads_only_the_kept_photos_crops_and_those_more_often(cache, tmp_path):
+    import dataclasses
+
+    from train.data import subset_rule
+
+    store = FeatureCache(cache.features)
+    cfg = dataclasses.replace(cache, subset="/indoor/=0.5", batch_size=4)
+    reads = subset_rule(cfg)
+    kept = {n for n in set(store.sources) if n.startswith("indoor/") and reads(str(cache.data_dir) + "/" + n)}
+    dropped = {n for n in store.sources if n.startswith("indoor/")} - kept
+    assert kept and dropped  # the test's photos give both
+    batches = CachedBatches(store, cfg)
+    names = [store.sources[i] for i in batches.index]
+    assert not dropped & set(names)
+    assert all(names.count(n) == 2 * store.sources.count(n) for n in kept)
+    assert all(names.count(n) == store.sources.count(n) for n in set(store.sources) if n.startswith("outdoor/"))
+    seen = []
+    for _ in range(len(batches.index) // 4):  # a pass reads every kept crop twice, no dropped one
+        rgb = next(batches)[0]
+        seen += [bytes(c.numpy()) for c in rgb]
+    crops = {bytes(store.batch(np.array([i]))[0][0].numpy()): store.sources[i] for i in range(len(store))}
+    assert not {crops[c] for c in seen} & dropped
+    with pytest.raises(ValueError, match="give --subset to the training runs"):
+        build_cache(cfg)
+
+
+def test_a_subset_run_needs_the_photos_of_the_cached_crops(cache, tmp_path):
+    import dataclasses
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(cache.features, old)
+    (sorted(old.glob("shard_*"))[0] / "sources.json").unlink()
+    with pytest.raises(ValueError, match="does not name its crops' photos.*python -m train.features"):
+        CachedBatches(FeatureCache(old), dataclasses.replace(cache, subset="/indoor/=0.5", batch_size=4))
+    with pytest.raises(ValueError, match="keeps 0 crop reads"):
+        CachedBatches(FeatureCache(cache.features), dataclasses.replace(cache, subset="/=0.0001", batch_size=4))

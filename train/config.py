@@ -16,7 +16,7 @@ from pathlib import Path
 
 from colorizer.bins import PAPER_TEMPERATURE
 
-__all__ = ["TrainConfig", "model_settings", "MODEL_ONLY", "parse_args", "load_config_file", "parse_repeat", "parse_groups"]
+__all__ = ["TrainConfig", "model_settings", "MODEL_ONLY", "parse_args", "load_config_file", "parse_repeat", "parse_subset", "parse_groups"]
 
 
 def _opt(default, help: str, **kw):
@@ -55,6 +55,14 @@ class TrainConfig:
         "sampling weights: 'REGEX=N[;REGEX=N...]': photos whose path matches REGEX are read N times per pass "
         "(the largest N of the rules that match; multiplied by --large-repeats for large photos), "
         "e.g. '^(?!.*/food/)=2' counts every photo outside food/ twice",
+    )
+    subset: str | None = _opt(
+        None,
+        "train on a share of the photos: 'REGEX=F[;REGEX=F...]': of the photos whose path matches REGEX (the first "
+        "rule that matches), a fixed fraction F (0 < F <= 1) is kept, chosen by a hash of the path under --data-dir "
+        "(so a smaller F keeps a subset of a larger one's), and each kept photo is read round(1/F) times as often, "
+        "so those photos keep their share of the training steps: fewer distinct photos, not fewer crops of them; "
+        "e.g. '^(?!.*/food/)=0.25' for a quarter of the photos outside food/ (a curve of quality against photos)",
     )
     image_column: str = _opt("image", "image column")
     label_column: str = _opt("label", "label column (needed by --classes and --labels column)")
@@ -256,6 +264,8 @@ class TrainConfig:
             raise ValueError(f"--holdout-file {self.holdout_file!r}: no such file")
         if self.repeat:
             parse_repeat(self.repeat)
+        if self.subset:
+            parse_subset(self.subset)
         if self.val_groups:
             parse_groups(self.val_groups)
         from colorizer.model import check_settings
@@ -349,6 +359,29 @@ def parse_repeat(spec: str) -> list[tuple["re.Pattern", int]]:
             raise ValueError(f"--repeat {spec!r}: counts must be >= 1, got {n}")
     if not rules:
         raise ValueError(f"--repeat {spec!r}: no rule (REGEX=N)")
+    return rules
+
+
+def parse_subset(spec: str) -> list[tuple["re.Pattern", float]]:
+    """``--subset``'s 'REGEX=F;REGEX=F' as compiled (pattern, fraction kept) rules."""
+    rules = []
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        pattern, sep, share = part.strip().rpartition("=")
+        if not sep or not pattern:
+            raise ValueError(f"--subset {spec!r}: each rule is REGEX=F, got {part.strip()!r}")
+        try:
+            f = float(share)
+            rules.append((re.compile(pattern), f))
+        except ValueError:
+            raise ValueError(f"--subset {spec!r}: {share!r} is not a fraction") from None
+        except re.error as e:
+            raise ValueError(f"--subset {spec!r}: bad regular expression {pattern!r} ({e})") from None
+        if not 0 < f <= 1:
+            raise ValueError(f"--subset {spec!r}: fractions must be in (0, 1], got {share}")
+    if not rules:
+        raise ValueError(f"--subset {spec!r}: no rule (REGEX=F)")
     return rules
 
 

@@ -31,7 +31,7 @@ from PIL import Image
 
 from colorizer.images import ImageError, is_grayscale
 from train.sources import cell_path, decode_row_image, open_source, row_image_size
-from train.config import TrainConfig, parse_repeat
+from train.config import TrainConfig, parse_repeat, parse_subset
 
 __all__ = [
     "open_rows",
@@ -43,6 +43,8 @@ __all__ = [
     "load_val_images",
     "read_classes",
     "holdout_rule",
+    "photo_key",
+    "subset_rule",
     "LabelRule",
     "label_rule",
 ]
@@ -111,8 +113,53 @@ def open_rows(cfg: TrainConfig, part: str = "train"):
 
         rows = rows.filter(keep, input_columns=[cfg.image_column])
     if part == "train":
+        subset = subset_rule(cfg)
+        if subset is not None:
+            rows = rows.filter(lambda image: subset(_path_of(image, "--subset")) > 0, input_columns=[cfg.image_column])
         rows = _repeated(rows, cfg)
     return rows
+
+
+def _path_of(image: Any, flag: str) -> str:
+    path = cell_path(image)
+    if not path:
+        raise ValueError(f"{flag} needs image paths, but this data set's rows have none")
+    return path
+
+
+def photo_key(path: str, data_dir: str | None) -> str:
+    """A photo's path under ``data_dir`` with forward slashes (the path as given when it
+    is not under it): the same on every machine and checkout."""
+    import os
+
+    if data_dir:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(data_dir))
+        if not rel.startswith(".."):
+            path = rel
+    return path.replace("\\", "/")
+
+
+def subset_rule(cfg: TrainConfig) -> Callable[[str], int] | None:
+    """``--subset`` as a function of an image path: how many times the photo is read
+    for each time it would be (0: left out, 1: no rule matches, round(1/F): kept by
+    rule F); None without ``--subset``. A photo is kept when a hash of ``photo_key``,
+    as a fraction in [0, 1), is below F: the choice depends on the photo alone."""
+    if not cfg.subset:
+        return None
+    import hashlib
+
+    rules = parse_subset(cfg.subset)
+
+    def reads(path: str) -> int:
+        for pattern, share in rules:
+            if pattern.search(path):
+                digest = hashlib.blake2b(photo_key(path, cfg.data_dir).encode(), digest_size=8).digest()
+                if int.from_bytes(digest, "big") / 2**64 >= share:
+                    return 0
+                return max(1, round(1 / share))
+        return 1
+
+    return reads
 
 
 def holdout_rule(cfg: TrainConfig) -> Callable[[str], bool] | None:
@@ -143,17 +190,18 @@ def _repeated(rows, cfg: TrainConfig):
     the pass, so that repeated photos do not fill whole batches (BatchNorm statistics,
     gradient noise)."""
     rules = parse_repeat(cfg.repeat) if cfg.repeat else []
-    most = max((n for _, n in rules), default=1) * cfg.large_repeats
+    subset = subset_rule(cfg)
+    kept = max((max(1, round(1 / share)) for _, share in parse_subset(cfg.subset)), default=1) if subset else 1
+    most = max((n for _, n in rules), default=1) * cfg.large_repeats * kept
     if most <= 1:
         return rows
 
     def reads(image: Any) -> int:
         n = 1
         if rules:
-            path = cell_path(image)
-            if not path:
-                raise ValueError("--repeat needs image paths, but this data set's rows have none")
-            n = max((count for pattern, count in rules if pattern.search(path)), default=1)
+            n = max((count for pattern, count in rules if pattern.search(_path_of(image, "--repeat"))), default=1)
+        if subset is not None:
+            n *= subset(_path_of(image, "--subset"))
         if cfg.large_repeats > 1:
             try:  # header only: no decoding
                 if min(row_image_size(image)) >= cfg.multiscale_min_side:
@@ -357,7 +405,7 @@ class PhotoStream(torch.utils.data.IterableDataset):
         cfg = self.cfg
         pos = Position(*self.positions.get(gid, [0, 0, 0]))
         skipped = collections.Counter(self.skipped.get(gid, {}))
-        pending: list[tuple[int, int, int, int, np.ndarray]] = []  # (epoch, row, crop index, label, crop)
+        pending: list[tuple[int, int, int, int, str, np.ndarray]] = []  # (epoch, row, crop index, label, photo, crop)
         epoch = pos.epoch
         while True:
             produced = 0
@@ -368,7 +416,8 @@ class PhotoStream(torch.utils.data.IterableDataset):
                 crops = self._crops(row, gid, epoch, i, skipped if epoch == 0 else collections.Counter())
                 first = pos.crop if (epoch == pos.epoch and i == pos.row) else 0
                 label = self.labels(row) if self.labels is not None and crops else -1
-                pending.extend((epoch, i, c, label, crop) for c, crop in enumerate(crops) if c >= first)
+                source = photo_key(cell_path(row.get(cfg.image_column)) or "", cfg.data_dir) if crops else ""
+                pending.extend((epoch, i, c, label, source, crop) for c, crop in enumerate(crops) if c >= first)
                 produced += len(crops)
                 while len(pending) >= cfg.batch_size:
                     batch, pending = pending[: cfg.batch_size], pending[cfg.batch_size :]
@@ -400,7 +449,8 @@ class PhotoStream(torch.utils.data.IterableDataset):
 
     def _batch(self, batch, gid: int, nxt: Position, skipped: collections.Counter) -> dict:
         rgb = torch.from_numpy(np.stack([c[-1] for c in batch]))  # (B, S, S, 3) uint8
-        item = {"rgb": rgb, "worker": gid, "position": nxt.as_list(), "skipped": dict(skipped)}
+        item = {"rgb": rgb, "worker": gid, "position": nxt.as_list(), "skipped": dict(skipped),
+                "sources": [c[4] for c in batch]}
         if self.labels is not None:
             item["labels"] = torch.tensor([c[3] for c in batch], dtype=torch.long)  # (B,), -1: none
         return item
@@ -418,7 +468,8 @@ class TrainBatches:
 
     Iterating yields ``(B, S, S, 3)`` uint8 tensors (pinned when ``pin_memory``);
     with ``labels`` (a ``LabelRule``), ``last_labels`` holds the last batch's ``(B,)``
-    label indices (-1: none). ``wait_s`` accumulates the time spent waiting for them;
+    label indices (-1: none); ``last_sources`` names the photo of each of its crops
+    (``photo_key``). ``wait_s`` accumulates the time spent waiting for them;
     ``state_dict()`` is JSON-ready and ``TrainBatches(..., state=...)`` continues where
     it stopped.
     """
@@ -452,6 +503,7 @@ class TrainBatches:
             labels=labels,
         )
         self.last_labels: torch.Tensor | None = None
+        self.last_sources: list[str] = []  # each crop's photo (``photo_key``; "" when rows have no paths)
         self.loader = torch.utils.data.DataLoader(
             self.stream,
             batch_size=None,
@@ -479,6 +531,7 @@ class TrainBatches:
         self.positions[int(item["worker"])] = [int(x) for x in item["position"]]
         self.skipped[int(item["worker"])] = dict(item["skipped"])
         self.last_labels = item.get("labels")
+        self.last_sources = list(item["sources"])
         return item["rgb"]
 
     def skipped_total(self) -> dict[str, int]:

@@ -15,7 +15,10 @@ the last one). For training the encoder's last blocks (``--trunk-tune``), a shar
 ``class_block_K.npy`` (``(n, 384)`` float16), the class token of block K's output, where
 the tuned blocks start (their input is that token and block K's patch tokens); the same
 command with ``--trunk-tune`` adds it to the shards already written (from their crops,
-checked against their cached patch tokens). An interrupted run resumes where it stopped; more ``--feature-crops`` extend
+checked against their cached patch tokens). ``sources.json`` names each crop's photo
+(its path under the data folder), which ``--subset`` runs need; to a cache made without
+it the same command adds it by drawing the crops again (the photos decoded, no encoder),
+each checked byte for byte against the cached one. An interrupted run resumes where it stopped; more ``--feature-crops`` extend
 a finished cache. Shards are written whole (to a temporary name, then renamed), so a reader
 sees only complete ones.
 """
@@ -39,7 +42,7 @@ from colorizer.errors import report_error
 from colorizer.images import write_atomically
 from train.config import TrainConfig, parse_args
 
-__all__ = ["FeatureCache", "CachedBatches", "cache_meta", "build_cache", "main"]
+__all__ = ["FeatureCache", "CachedBatches", "cache_meta", "add_sources", "build_cache", "main"]
 
 logger = logging.getLogger("train.features")
 SHARD = 256  # crops per shard (at least)
@@ -118,11 +121,17 @@ class FeatureCache:
                                len(shards), start_block, len(shards) - len(kept))
             shards = kept
             self.start_cls = [np.load(s / f"class_block_{start_block}.npy", mmap_mode="r") for s in shards]
+        self.sources: list[str] | None = None  # each crop's photo, when every shard records them
+        if all((s / "sources.json").is_file() for s in shards):
+            self.sources = [name for s in shards for name in json.loads((s / "sources.json").read_text())]
         self.rgb = [np.load(s / "rgb.npy", mmap_mode="r") for s in shards]
         self.maps = [[np.load(s / f"block_{b}.npy", mmap_mode="r") for b in blocks] for s in shards]
         self.cls = [np.load(s / "cls.npy", mmap_mode="r") for s in shards]
         sizes = np.array([len(r) for r in self.rgb])
         self.starts = np.concatenate([[0], np.cumsum(sizes)])
+        if self.sources is not None and len(self.sources) != len(self):
+            raise ValueError(f"{self.folder}: its sources.json files name {len(self.sources)} photos for {len(self)} "
+                             "crops; remove them and run python -m train.features again")
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -146,7 +155,10 @@ class CachedBatches:
     order (seeded by the run's seed and the pass; process ``rank`` of ``world_size`` takes
     every world_size-th crop of it), ``batch_size`` at a time. Yields ``(rgb, maps, cls)`` as
     ``FeatureCache.batch``; ``state_dict()`` / ``state=`` resume at the same batch, as
-    ``train.data.TrainBatches`` do (a state of the other kind is refused)."""
+    ``train.data.TrainBatches`` do (a state of the other kind is refused). With
+    ``--subset``, a pass reads the crops of the kept photos ``train.data.subset_rule``'s
+    number of times each and those of the others not at all (the cache must name its
+    crops' photos)."""
 
     def __init__(self, cache: FeatureCache, cfg: TrainConfig, rank: int = 0, world_size: int = 1,
                  state: dict | None = None):
@@ -164,18 +176,32 @@ class CachedBatches:
         self.size = int(state.get("size", len(cache)))  # a resumed run keeps the crops it started with
         if self.size > len(cache):
             raise ValueError(f"{cache.folder}: the checkpoint read {self.size} cached crops, the cache has {len(cache)}")
+        self.index = np.arange(self.size)
+        if cfg.subset:
+            from train.data import subset_rule
+
+            if cache.sources is None:
+                raise ValueError(f"{cache.folder}: the cache does not name its crops' photos, which --subset needs; "
+                                 "python -m train.features with the cache's settings adds them")
+            reads, root = subset_rule(cfg), os.path.abspath(cfg.data_dir or ".")
+            # the cache names photos by their path under the data folder: rules see the whole path, as with photos
+            self.index = np.repeat(self.index, [reads(os.path.join(root, name)) for name in cache.sources[:self.size]])
+            if len(self.index) < cfg.batch_size * world_size:
+                raise ValueError(f"--subset {cfg.subset!r} keeps {len(self.index)} crop reads of the cache's "
+                                 f"{self.size}, fewer than a batch of every process")
         self.wait_s = 0.0
         self.last_labels = None
 
     def _order(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)[self.rank :: self.world_size]
+        order = self.index[np.random.default_rng([self.seed, self.epoch]).permutation(len(self.index))]
+        return order[self.rank :: self.world_size]
 
     def __iter__(self):
         return self
 
     def __next__(self):
         t0 = time.perf_counter()
-        if self.position + self.batch_size > self.size // self.world_size:
+        if self.position + self.batch_size > len(self.index) // self.world_size:
             self.epoch, self.position = self.epoch + 1, 0
         index = np.sort(self._order()[self.position : self.position + self.batch_size])  # sorted: sequential reads
         self.position += self.batch_size
@@ -193,11 +219,12 @@ class CachedBatches:
 
 
 def _write_shard(folder: Path, rgb: list[np.ndarray], maps: list[list[np.ndarray]], cls: list[np.ndarray],
-                 blocks: list[int], start: tuple[int, list[np.ndarray]] | None = None) -> None:
+                 blocks: list[int], sources: list[str], start: tuple[int, list[np.ndarray]] | None = None) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.save(tmp / "rgb.npy", np.concatenate(rgb))
+    (tmp / "sources.json").write_text(json.dumps(sources) + "\n")
     for k, b in enumerate(blocks):
         np.save(tmp / f"block_{b}.npy", np.concatenate([m[k] for m in maps]))
     np.save(tmp / "cls.npy", np.concatenate(cls))
@@ -250,6 +277,37 @@ def add_class_tokens(folder: Path, trunk, block: int, shards: list[Path], batch_
     bar.close()
 
 
+def add_sources(cfg: TrainConfig, shards: list[Path]) -> None:
+    """Write ``sources.json`` (each crop's photo) into written shards that lack it, by
+    drawing the crops again from the start of the data stream (photos decoded and
+    cropped, no encoder): every drawn crop must equal the cached one byte for byte, or
+    nothing more is written (the cache was made from other photos or settings)."""
+    from train.data import TrainBatches, open_rows
+
+    if all((s / "sources.json").is_file() for s in shards):
+        return
+    last = max(k for k, s in enumerate(shards) if not (s / "sources.json").is_file())
+    total = sum(len(np.load(s / "rgb.npy", mmap_mode="r")) for s in shards[:last + 1])
+    batches = TrainBatches(open_rows(cfg, "train"), cfg)
+    bar = tqdm(total=total, desc="photos of the cached crops", unit="crop", dynamic_ncols=True)
+    drawn: list[np.ndarray] = []
+    names: list[str] = []
+    for shard in shards[:last + 1]:
+        rgb = np.load(shard / "rgb.npy", mmap_mode="r")
+        while sum(len(d) for d in drawn) < len(rgb):
+            drawn.append(next(batches).numpy())
+            names.extend(batches.last_sources)
+            bar.update(len(drawn[-1]))
+        crops = np.concatenate(drawn)
+        if len(crops) != len(rgb) or not np.array_equal(crops, rgb):
+            raise ValueError(f"{shard}: the crops drawn again differ from the cached ones; the cache was made from "
+                             "other photos or data settings (--data-dir, --repeat, --seed, --crop, ...)")
+        if not (shard / "sources.json").is_file():
+            write_atomically(shard / "sources.json", lambda path, n=names: Path(path).write_text(json.dumps(n) + "\n"))
+        drawn, names = [], []
+    bar.close()
+
+
 @torch.no_grad()
 def build_cache(cfg: TrainConfig) -> Path:
     """Encode crops until the cache holds ``cfg.feature_crops`` (resuming a partial cache)."""
@@ -259,6 +317,9 @@ def build_cache(cfg: TrainConfig) -> Path:
 
     if cfg.trunk != "dinov2-small":
         raise ValueError(f"feature caching is for the pretrained trunk (--trunk dinov2-small), got --trunk {cfg.trunk}")
+    if cfg.subset:
+        raise ValueError("a feature cache holds crops of all the training photos: give --subset to the training runs "
+                         "that read it, not to python -m train.features")
     if not cfg.features:
         raise ValueError("give the cache folder with --features DIR")
     if cfg.threads > 0:
@@ -283,16 +344,17 @@ def build_cache(cfg: TrainConfig) -> Path:
         shards = sorted(folder.glob("shard_*"))
         sizes = np.cumsum([len(np.load(s / "rgb.npy", mmap_mode="r")) for s in shards])
         add_class_tokens(folder, trunk, start, shards[:int(np.searchsorted(sizes, cfg.feature_crops)) + 1])
+    add_sources(cfg, sorted(p for p in folder.glob("shard_*") if p.is_dir()))
     rows = open_rows(cfg, "train")
     batches = TrainBatches(rows, cfg, state=meta["data_state"])
     bar = tqdm(total=cfg.feature_crops, initial=meta["crops"], desc="encode", unit="crop", dynamic_ncols=True)
-    rgb, maps, cls, firsts = [], [], [], []
+    rgb, maps, cls, firsts, sources = [], [], [], [], []
     t0 = time.perf_counter()
 
     def flush() -> None:
         """The crops encoded since the last shard as a new shard, and where the stream is."""
         nonlocal t0
-        _write_shard(folder / f"shard_{meta['shards']:05d}", rgb, maps, cls, want["blocks"],
+        _write_shard(folder / f"shard_{meta['shards']:05d}", rgb, maps, cls, want["blocks"], sources,
                      None if start is None else (start, firsts))
         meta["shards"] += 1
         meta["crops"] += sum(len(r) for r in rgb)
@@ -303,7 +365,7 @@ def build_cache(cfg: TrainConfig) -> Path:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
         os.replace(tmp, meta_path)  # whole or not at all, like the shards
         t0 = time.perf_counter()
-        rgb.clear(), maps.clear(), cls.clear(), firsts.clear()
+        rgb.clear(), maps.clear(), cls.clear(), firsts.clear(), sources.clear()
 
     while meta["crops"] + sum(len(r) for r in rgb) < cfg.feature_crops:
         batch = next(batches)  # (B, S, S, 3) uint8
@@ -314,6 +376,7 @@ def build_cache(cfg: TrainConfig) -> Path:
             m, c, first = trunk.encode_from(l, start)
             firsts.append(first.half().numpy())
         rgb.append(batch.numpy())
+        sources.extend(batches.last_sources)
         maps.append([x.half().numpy() for x in m])
         cls.append(c.half().numpy())
         bar.update(len(batch))
