@@ -270,3 +270,28 @@ def test_a_subset_run_needs_the_photos_of_the_cached_crops(cache, tmp_path):
         CachedBatches(FeatureCache(old), dataclasses.replace(cache, subset="/indoor/=0.5", batch_size=4))
     with pytest.raises(ValueError, match="keeps 0 crop reads"):
         CachedBatches(FeatureCache(cache.features), dataclasses.replace(cache, subset="/=0.0001", batch_size=4))
+
+
+def test_runs_record_how_many_photos_they_train_on(cache, folder, tmp_path):
+    import dataclasses
+
+    from train.data import subset_rule
+
+    cfg = dataclasses.replace(cache, out=str(tmp_path / "cached"), max_steps=1, subset="/indoor/=0.5",
+                              val_groups="indoor=/indoor/")
+    train(cfg)
+    reads = subset_rule(cfg)
+    indoor = {n for n in FeatureCache(cache.features).sources if n.startswith("indoor/")}
+    outdoor = {n for n in FeatureCache(cache.features).sources if n.startswith("outdoor/")}
+    kept = {n for n in indoor if reads(str(folder / n))}
+    want = {"photos": len(kept) + len(outdoor), "groups": {"indoor": len(kept), "other": len(outdoor)}}
+    assert json.loads((tmp_path / "cached" / "photos.json").read_text()) == want
+    # reading the photos themselves, --subset lists them (the 5 training photos of each folder, large.png too)
+    plain = dataclasses.replace(cfg, features=None, network=TrainConfig.network, trunk=TrainConfig.trunk,
+                                objective=TrainConfig.objective, out=str(tmp_path / "photos"))
+    train(plain)
+    kept = [n for n in (f"indoor/indoor{i}.png" for i in range(5)) if reads(str(folder / n))]
+    assert json.loads((tmp_path / "photos" / "photos.json").read_text()) == {
+        "photos": len(kept) + 6, "groups": {"indoor": len(kept), "other": 6}}
+    train(dataclasses.replace(plain, subset=None, out=str(tmp_path / "all")))
+    assert not (tmp_path / "all" / "photos.json").exists()  # not known without reading the data set

@@ -44,6 +44,7 @@ __all__ = [
     "read_classes",
     "holdout_rule",
     "photo_key",
+    "photo_path",
     "subset_rule",
     "LabelRule",
     "label_rule",
@@ -137,6 +138,14 @@ def photo_key(path: str, data_dir: str | None) -> str:
         if not rel.startswith(".."):
             path = rel
     return path.replace("\\", "/")
+
+
+def photo_path(key: str, data_dir: str | None) -> str:
+    """The path of the photo ``photo_key`` named (rules such as ``--subset``'s and
+    ``--val-groups``' are written for whole paths, e.g. '/food/')."""
+    import os
+
+    return key if os.path.isabs(key) or not data_dir else os.path.join(os.path.abspath(data_dir), key)
 
 
 def subset_rule(cfg: TrainConfig) -> Callable[[str], int] | None:

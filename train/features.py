@@ -178,19 +178,23 @@ class CachedBatches:
             raise ValueError(f"{cache.folder}: the checkpoint read {self.size} cached crops, the cache has {len(cache)}")
         self.index = np.arange(self.size)
         if cfg.subset:
-            from train.data import subset_rule
+            from train.data import photo_path, subset_rule
 
             if cache.sources is None:
                 raise ValueError(f"{cache.folder}: the cache does not name its crops' photos, which --subset needs; "
                                  "python -m train.features with the cache's settings adds them")
-            reads, root = subset_rule(cfg), os.path.abspath(cfg.data_dir or ".")
-            # the cache names photos by their path under the data folder: rules see the whole path, as with photos
-            self.index = np.repeat(self.index, [reads(os.path.join(root, name)) for name in cache.sources[:self.size]])
+            reads = subset_rule(cfg)
+            self.index = np.repeat(self.index, [reads(photo_path(name, cfg.data_dir))
+                                                for name in cache.sources[:self.size]])
             if len(self.index) < cfg.batch_size * world_size:
                 raise ValueError(f"--subset {cfg.subset!r} keeps {len(self.index)} crop reads of the cache's "
                                  f"{self.size}, fewer than a batch of every process")
         self.wait_s = 0.0
         self.last_labels = None
+
+    def photos(self) -> list[str]:
+        """The distinct photos (``train.data.photo_key``) whose crops a pass reads."""
+        return sorted({self.cache.sources[i] for i in self.index}) if self.cache.sources is not None else []
 
     def _order(self) -> np.ndarray:
         order = self.index[np.random.default_rng([self.seed, self.epoch]).permutation(len(self.index))]

@@ -66,9 +66,10 @@ from train.config import TrainConfig, model_settings, parse_args, parse_groups
 from train.data import TrainBatches, label_rule, load_val_images, open_rows
 from train.features import CachedBatches, FeatureCache, cache_meta, tune_start
 from train.prior import prior_from_config, read_prior, write_prior
+from train.sources import cell_path
 
 __all__ = ["main", "train", "hardware", "get_lr", "to_lab", "validation_prior", "val_groups", "evaluate", "sample_grid",
-           "cpu_clock"]
+           "cpu_clock", "photo_counts"]
 
 logger = logging.getLogger("train")
 clock = time.monotonic  # seconds, for --ckpt-minutes (a name of its own so tests can move it)
@@ -635,10 +636,44 @@ def setup(cfg: TrainConfig) -> Run:
     else:
         batches = TrainBatches(rows, cfg, accelerator.process_index, accelerator.num_processes, pin_memory=cuda,
                                state=state["data_state"], labels=labels)
+    if accelerator.is_main_process:
+        _write_photo_counts(cfg, out, batches, rows)
     shown = ema.module if ema is not None else raw
     return Run(cfg, accelerator, out, prepared, raw, shown, ema, optimizer, batches, val, val_prior, state["step"],
                state["elapsed"], state["cpu"], state["cpu_estimated"], state["run_id"], state["started_from"], groups,
                _tensorboard(out, accelerator))
+
+
+def photo_counts(cfg: TrainConfig, photos: list[str]) -> dict:
+    """How many distinct training photos (``train.data.photo_key``) a run reads, in all
+    and per ``--val-groups`` group (the rest: "other"): ``{"photos": n, "groups": {name: n}}``."""
+    from train.data import photo_path
+
+    rules = parse_groups(cfg.val_groups) if cfg.val_groups else []
+    groups = {name: 0 for name, _ in rules}
+    if rules:
+        groups["other"] = 0
+        for key in photos:
+            path = photo_path(key, cfg.data_dir)
+            groups[next((name for name, pattern in rules if pattern.search(path)), "other")] += 1
+    return {"photos": len(photos), "groups": groups}
+
+
+def _write_photo_counts(cfg: TrainConfig, out: Path, batches, rows) -> None:
+    """``photos.json`` (``photo_counts``) in the run folder, where the photos are known
+    without reading the data set: a feature cache that names its crops' photos, or
+    ``--subset`` (whose rows have paths; the listing reads no image). Else nothing."""
+    from train.data import photo_key
+
+    if isinstance(batches, CachedBatches):
+        photos = batches.photos()
+    elif cfg.subset:
+        seen = {cell_path(row[cfg.image_column]) for row in rows.select_columns([cfg.image_column])}
+        photos = sorted(photo_key(p, cfg.data_dir) for p in seen if p)
+    else:
+        return
+    if photos:
+        (out / "photos.json").write_text(json.dumps(photo_counts(cfg, photos), indent=1) + "\n")
 
 
 def train_step(run: Run, batch: torch.Tensor, lr: float) -> float:
