@@ -30,7 +30,7 @@ import numpy as np
 from colorizer.errors import report_error
 from evaluation.ablation import differences
 
-__all__ = ["main", "Curve", "read_curve", "curves_table", "plot_curves", "METRICS"]
+__all__ = ["main", "Curve", "read_curve", "curves_table", "plot_curves", "with_note", "write_table", "save_figure", "METRICS"]
 
 # (column suffix, axis title, higher is better)
 METRICS = [
@@ -184,14 +184,22 @@ def plot_curves(curves: list[Curve], path: Path) -> Path:
             ax.set_title(f"{g}: {title} ({'higher' if better_high else 'lower'} is better)", fontsize=9)
             ax.set_xlabel("CPU-hours of training")
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    extra = axes[0][-1].get_legend_handles_labels()
-    for h, lab in zip(*extra):
-        if lab not in labels:
-            handles.append(h)
-            labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) + 3) // 4), 1, 1))
+    return save_figure(fig, [axes[0][0], axes[0][-1]], path)
+
+
+def save_figure(fig, axes, path: Path, per_row: int = 4, bottom: float = 0.04) -> Path:
+    """``fig`` as a PNG at ``path``, with one legend under its panels: each label of
+    ``axes`` once, ``per_row`` to a row, above a margin of ``bottom``."""
+    import matplotlib.pyplot as plt
+
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(per_row, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, bottom + 0.025 * ((len(labels) + per_row - 1) // per_row), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -221,18 +229,26 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--continues {spec!r}: give RUN=START, two of the runs' folder names "
                                  f"({', '.join(by_name)})")
             curves[by_name[run]] = curves[by_name[run]].after(curves[by_name[start]])
-        table = curves_table(curves)
-        if args.note is not None:
-            table = table.rstrip("\n") + "\n\n" + args.note.read_text().strip() + "\n"
+        table = with_note(curves_table(curves), args.note)
         plot_curves(curves, args.out)
     except (OSError, KeyError, ValueError) as e:
         return report_error("evaluation.curves", e)
-    if args.table:
-        args.table.parent.mkdir(parents=True, exist_ok=True)
-        args.table.write_text(table)
-    print(table)
-    print(f"wrote {args.out}")
+    write_table(table, args.table, args.out)
     return 0
+
+
+def with_note(table: str, note: Path | None) -> str:
+    """``table`` with the Markdown file ``note`` appended (what the runs' files do not say)."""
+    return table if note is None else table.rstrip("\n") + "\n\n" + note.read_text().strip() + "\n"
+
+
+def write_table(table: str, path: Path | None, figure: Path) -> None:
+    """``table`` written to ``path`` (when given) and printed, with the figure's path."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(table)
+    print(table)
+    print(f"wrote {figure}")
 
 
 if __name__ == "__main__":

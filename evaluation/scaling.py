@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from colorizer.errors import report_error
+from evaluation.curves import save_figure, with_note, write_table
 
 __all__ = ["main", "Point", "read_point", "fit", "parse_target", "scaling_table", "plot_scaling", "METRICS"]
 
@@ -212,18 +213,7 @@ def plot_scaling(points: list[Point], count: str, group: str, targets, path: Pat
         ax.set_xlabel(f"{count} training photos")
         ax.set_title(f"{group}: {title} ({'higher' if better else 'lower'} is better)", fontsize=9)
         ax.grid(alpha=0.3)
-    handles, labels = [], []
-    for ax in axes[0]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, axes[0], path, per_row=6, bottom=0.055)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,17 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         grays = {json.dumps(q.gray, sort_keys=True) for q in points}
         if len(grays) > 1:
             raise ValueError("the points were evaluated on different photos (their gray rows differ)")
-        table = scaling_table(points, args.count, args.group, args.temperature, targets)
-        if args.note is not None:
-            table = table.rstrip("\n") + "\n\n" + args.note.read_text().strip() + "\n"
+        table = with_note(scaling_table(points, args.count, args.group, args.temperature, targets), args.note)
         plot_scaling(points, args.count, args.group, targets, args.out)
     except (OSError, KeyError, ValueError) as e:
         return report_error("evaluation.scaling", e)
-    if args.table:
-        args.table.parent.mkdir(parents=True, exist_ok=True)
-        args.table.write_text(table)
-    print(table)
-    print(f"wrote {args.out}")
+    write_table(table, args.table, args.out)
     return 0
 
 

@@ -339,50 +339,39 @@ def model_settings(cfg: TrainConfig, **computed) -> dict:
     return settings
 
 
-def parse_repeat(spec: str) -> list[tuple["re.Pattern", int]]:
-    """``--repeat``'s 'REGEX=N;REGEX=N' as compiled (pattern, count) rules."""
+def _path_rules(spec: str, flag: str, letter: str, value, what: str, valid, bounds: str) -> list:
+    """'REGEX=V;REGEX=V' (the value after the last '=') as (compiled pattern, ``value(V)``)
+    pairs; ``what`` names a value ``value`` cannot read, ``bounds`` one that ``valid`` refuses."""
     rules = []
     for part in spec.split(";"):
         if not part.strip():
             continue
-        pattern, sep, count = part.strip().rpartition("=")
+        pattern, sep, text = part.strip().rpartition("=")
         if not sep or not pattern:
-            raise ValueError(f"--repeat {spec!r}: each rule is REGEX=N, got {part.strip()!r}")
+            raise ValueError(f"{flag} {spec!r}: each rule is REGEX={letter}, got {part.strip()!r}")
         try:
-            n = int(count)
-            rules.append((re.compile(pattern), n))
+            v = value(text)
+            rules.append((re.compile(pattern), v))
         except ValueError:
-            raise ValueError(f"--repeat {spec!r}: {count!r} is not a whole number of reads") from None
+            raise ValueError(f"{flag} {spec!r}: {text!r} is not {what}") from None
         except re.error as e:
-            raise ValueError(f"--repeat {spec!r}: bad regular expression {pattern!r} ({e})") from None
-        if n < 1:
-            raise ValueError(f"--repeat {spec!r}: counts must be >= 1, got {n}")
+            raise ValueError(f"{flag} {spec!r}: bad regular expression {pattern!r} ({e})") from None
+        if not valid(v):
+            raise ValueError(f"{flag} {spec!r}: {bounds}, got {text}")
     if not rules:
-        raise ValueError(f"--repeat {spec!r}: no rule (REGEX=N)")
+        raise ValueError(f"{flag} {spec!r}: no rule (REGEX={letter})")
     return rules
+
+
+def parse_repeat(spec: str) -> list[tuple["re.Pattern", int]]:
+    """``--repeat``'s 'REGEX=N;REGEX=N' as compiled (pattern, count) rules."""
+    return _path_rules(spec, "--repeat", "N", int, "a whole number of reads", lambda n: n >= 1, "counts must be >= 1")
 
 
 def parse_subset(spec: str) -> list[tuple["re.Pattern", float]]:
     """``--subset``'s 'REGEX=F;REGEX=F' as compiled (pattern, fraction kept) rules."""
-    rules = []
-    for part in spec.split(";"):
-        if not part.strip():
-            continue
-        pattern, sep, share = part.strip().rpartition("=")
-        if not sep or not pattern:
-            raise ValueError(f"--subset {spec!r}: each rule is REGEX=F, got {part.strip()!r}")
-        try:
-            f = float(share)
-            rules.append((re.compile(pattern), f))
-        except ValueError:
-            raise ValueError(f"--subset {spec!r}: {share!r} is not a fraction") from None
-        except re.error as e:
-            raise ValueError(f"--subset {spec!r}: bad regular expression {pattern!r} ({e})") from None
-        if not 0 < f <= 1:
-            raise ValueError(f"--subset {spec!r}: fractions must be in (0, 1], got {share}")
-    if not rules:
-        raise ValueError(f"--subset {spec!r}: no rule (REGEX=F)")
-    return rules
+    return _path_rules(spec, "--subset", "F", float, "a fraction", lambda f: 0 < f <= 1,
+                       "fractions must be in (0, 1]")
 
 
 def parse_groups(spec: str) -> list[tuple[str, "re.Pattern"]]:
