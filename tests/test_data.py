@@ -159,6 +159,13 @@ def test_subset_keeps_nested_shares_of_matching_photos_chosen_by_their_path(tmp_
     # the choice is the photo's path under the data folder: the same from another checkout or a relative path
     moved = subset_rule(TrainConfig(data_dir="/elsewhere/photos", subset="^(?!.*/food/)=0.25"))
     assert {p for p in paths if moved(p.replace("/data/", "/elsewhere/"))} == share[0.25]
+    # another --subset-seed: another draw of about the same size, nested too
+    other = {}
+    for f in (0.25, 0.5):
+        reads = subset_rule(TrainConfig(data_dir="/data/photos", subset=f"^(?!.*/food/)={f}", subset_seed=1))
+        other[f] = {p for p in paths[400:] if reads(p)}
+        assert abs(len(other[f]) - 400 * f) <= 40 and other[f] != share[f] - set(paths[:400])
+    assert other[0.25] <= other[0.5]
     assert photo_key("/data/photos/food/1.jpg", "/data/photos") == "food/1.jpg"
     assert photo_key("/other/1.jpg", "/data/photos") == "/other/1.jpg"
     assert subset_rule(TrainConfig()) is None

@@ -64,6 +64,10 @@ class TrainConfig:
         "so those photos keep their share of the training steps: fewer distinct photos, not fewer crops of them; "
         "e.g. '^(?!.*/food/)=0.25' for a quarter of the photos outside food/ (a curve of quality against photos)",
     )
+    subset_seed: int = _opt(
+        0, "which photos --subset keeps: another number draws another share of the same size (nested across "
+           "fractions for one number; 0: the hash of the path alone)",
+    )
     image_column: str = _opt("image", "image column")
     label_column: str = _opt("label", "label column (needed by --classes and --labels column)")
     labels: str | None = _opt(

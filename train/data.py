@@ -151,8 +151,9 @@ def photo_path(key: str, data_dir: str | None) -> str:
 def subset_rule(cfg: TrainConfig) -> Callable[[str], int] | None:
     """``--subset`` as a function of an image path: how many times the photo is read
     for each time it would be (0: left out, 1: no rule matches, round(1/F): kept by
-    rule F); None without ``--subset``. A photo is kept when a hash of ``photo_key``,
-    as a fraction in [0, 1), is below F: the choice depends on the photo alone."""
+    rule F); None without ``--subset``. A photo is kept when a hash of ``photo_key``
+    (and ``--subset-seed``), as a fraction in [0, 1), is below F: the choice depends on
+    the photo alone."""
     if not cfg.subset:
         return None
     import hashlib
@@ -162,7 +163,9 @@ def subset_rule(cfg: TrainConfig) -> Callable[[str], int] | None:
     def reads(path: str) -> int:
         for pattern, share in rules:
             if pattern.search(path):
-                digest = hashlib.blake2b(photo_key(path, cfg.data_dir).encode(), digest_size=8).digest()
+                key = photo_key(path, cfg.data_dir)
+                salted = f"{cfg.subset_seed}:{key}" if cfg.subset_seed else key
+                digest = hashlib.blake2b(salted.encode(), digest_size=8).digest()
                 if int.from_bytes(digest, "big") / 2**64 >= share:
                     return 0
                 return max(1, round(1 / share))
