@@ -255,6 +255,14 @@ def test_a_subset_run_reads_only_the_kept_photos_crops_and_those_more_often(cach
         seen += [bytes(c.numpy()) for c in rgb]
     crops = {bytes(store.batch(np.array([i]))[0][0].numpy()): store.sources[i] for i in range(len(store))}
     assert not {crops[c] for c in seen} & dropped
+    # resumed exactly, and only with the same share
+    state = batches.state_dict()
+    following = [next(batches)[0] for _ in range(3)]
+    resumed = CachedBatches(store, cfg, state=state)
+    assert all(torch.equal(a, next(resumed)[0]) for a in following)
+    for other in (dataclasses.replace(cfg, subset_seed=1), dataclasses.replace(cfg, subset=None)):
+        with pytest.raises(ValueError, match="resume: the checkpoint read the cache with --subset"):
+            CachedBatches(store, other, state=state)
     with pytest.raises(ValueError, match="give --subset to the training runs"):
         build_cache(cfg)
 

@@ -176,6 +176,10 @@ class CachedBatches:
         self.size = int(state.get("size", len(cache)))  # a resumed run keeps the crops it started with
         if self.size > len(cache):
             raise ValueError(f"{cache.folder}: the checkpoint read {self.size} cached crops, the cache has {len(cache)}")
+        self.subset = [cfg.subset, cfg.subset_seed] if cfg.subset else None
+        if state and state.get("subset") != self.subset:
+            raise ValueError(f"resume: the checkpoint read the cache with --subset {state.get('subset')}, this run "
+                             f"with {self.subset}; resume with the settings it was made with, or start a new --out")
         self.index = np.arange(self.size)
         if cfg.subset:
             from train.data import photo_path, subset_rule
@@ -219,7 +223,7 @@ class CachedBatches:
 
     def state_dict(self) -> dict:
         return {"kind": "cached", "epoch": self.epoch, "position": self.position, "batches": self.batches,
-                "size": self.size}
+                "size": self.size, "subset": self.subset}
 
 
 def _write_shard(folder: Path, rgb: list[np.ndarray], maps: list[list[np.ndarray]], cls: list[np.ndarray],
