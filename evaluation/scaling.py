@@ -190,11 +190,10 @@ def plot_scaling(points: list[Point], count: str, group: str, targets, path: Pat
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    metrics = [m for m in METRICS if m[0] != "psnr"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6), squeeze=False)
     best = max(points, key=lambda p: p.photos)
     x = np.array([p.photos for p in points], dtype=float)
-    for ax, (key, title, better) in zip(axes[0], metrics):
+    for ax, (key, title, better) in zip(axes[0], METRICS):
         slope, _, intercept = fit(points, key)
         reach = [photos_to_reach(target_value(t, best), slope, intercept, better) for t in targets if t[0] == key]
         right = max([x.max() * 2] + [min(r, 2.0 ** 17) * 1.2 for r in reach if r is not None])
