@@ -137,6 +137,11 @@ def _photos(n: float | None) -> str:
     return f"{n:,.0f}" if n < 1e7 else f"{n:.1e}"
 
 
+def _cell(metric: str, value: float) -> str:
+    """A figure as the table shows it: AuC to 3 places, PSNR to 2, the others to 1."""
+    return f"{value:.3f}" if metric.startswith("auc") else f"{value:.2f}" if metric == "psnr" else f"{value:.1f}"
+
+
 def scaling_table(points: list[Point], count: str, group: str, temperature: float,
                   targets: list[tuple[str, str | None, str | None, float]]) -> str:
     """Markdown: the points, the trend per doubling of photos, the targets followed along it."""
@@ -144,12 +149,10 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
     lines = [f"| run | {count} photos | all photos | " + " | ".join(t for _, t in keys) + " |",
              "|---|---:|---:|" + "---:|" * len(keys)]
     gray = points[0].gray
-    lines.append("| gray (ab = 0) | | | " + " | ".join(
-        f"{gray[k]:.3f}" if k.startswith("auc") else f"{gray[k]:.2f}" if k == "psnr" else f"{gray[k]:.1f}"
-        for k, _ in keys[:3]) + f" | real {points[0].truth_colorfulness:.1f} | {gray['psnr']:.2f} |")
+    lines.append("| gray (ab = 0) | | | " + " | ".join(_cell(k, gray[k]) for k, _ in keys[:3])
+                 + f" | real {points[0].truth_colorfulness:.1f} | {_cell('psnr', gray['psnr'])} |")
     for p in points:
-        cells = [f"{p.figures[k]:.3f}" if k.startswith("auc") else f"{p.figures[k]:.2f}" if k == "psnr"
-                 else f"{p.figures[k]:.1f}" for k, _ in keys]
+        cells = [_cell(k, p.figures[k]) for k, _ in keys]
         lines.append(f"| {p.name} | {p.photos} | {p.all_photos} | " + " | ".join(cells) + " |")
     lines += ["", f"Held-out {group} photos at T = {temperature:g}. A line through each figure against log2 of the "
               f"{count} photos trained on:", "", "| figure | per doubling of the photos | ± standard error |",

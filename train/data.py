@@ -168,10 +168,15 @@ def subset_rule(cfg: TrainConfig) -> Callable[[str], int] | None:
                 digest = hashlib.blake2b(salted.encode(), digest_size=8).digest()
                 if int.from_bytes(digest, "big") / 2**64 >= share:
                     return 0
-                return max(1, round(1 / share))
+                return _kept_reads(share)
         return 1
 
     return reads
+
+
+def _kept_reads(share: float) -> int:
+    """How many times ``--subset`` reads a photo it keeps at fraction ``share``."""
+    return max(1, round(1 / share))
 
 
 def holdout_rule(cfg: TrainConfig) -> Callable[[str], bool] | None:
@@ -203,7 +208,7 @@ def _repeated(rows, cfg: TrainConfig):
     gradient noise)."""
     rules = parse_repeat(cfg.repeat) if cfg.repeat else []
     subset = subset_rule(cfg)
-    kept = max((max(1, round(1 / share)) for _, share in parse_subset(cfg.subset)), default=1) if subset else 1
+    kept = max(_kept_reads(share) for _, share in parse_subset(cfg.subset)) if subset else 1
     most = max((n for _, n in rules), default=1) * cfg.large_repeats * kept
     if most <= 1:
         return rows

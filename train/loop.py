@@ -156,6 +156,11 @@ class ValGroup:
     prior: EvaluationPrior
 
 
+def _group_of(path: str, rules: list) -> str:
+    """The first ``--val-groups`` group whose pattern ``path`` matches, else "other"."""
+    return next((name for name, pattern in rules if path and pattern.search(path)), "other")
+
+
 def val_groups(val: torch.Tensor, names: list[str], spec: str | None) -> dict[str, ValGroup]:
     """``--val-groups`` ('NAME=REGEX;...' searched in each photo's path; the rest form
     "other") as groups of the ``(N, S, S, 3)`` validation photos named ``names``; empty
@@ -166,8 +171,7 @@ def val_groups(val: torch.Tensor, names: list[str], spec: str | None) -> dict[st
     members: dict[str, list[int]] = {name: [] for name, _ in rules}
     members["other"] = []
     for i, path in enumerate(names):
-        group = next((name for name, pattern in rules if path and pattern.search(path)), "other")
-        members[group].append(i)
+        members[_group_of(path, rules)].append(i)
     return {name: ValGroup(idx, validation_prior(val[idx])) for name, idx in members.items() if idx}
 
 
@@ -654,8 +658,7 @@ def photo_counts(cfg: TrainConfig, photos: list[str]) -> dict:
     if rules:
         groups["other"] = 0
         for key in photos:
-            path = photo_path(key, cfg.data_dir)
-            groups[next((name for name, pattern in rules if pattern.search(path)), "other")] += 1
+            groups[_group_of(photo_path(key, cfg.data_dir), rules)] += 1
     return {"photos": len(photos), "groups": groups}
 
 
