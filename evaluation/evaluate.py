@@ -63,6 +63,7 @@ from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, is_grayscale, list_
 from colorizer.metrics import (EVAL_PRIOR_GRID, AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior,
                                psnr, ssim, THRESHOLD_MAX_DISTANCE, threshold_meter)
 from colorizer.model import Colorizer, compose, gray_rgb
+from evaluation.pooling import Shared, load_pools
 
 __all__ = [
     "Photo",
@@ -734,6 +735,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", action="append", default=[],
                    help="shipped model name, model folder or Hub id, or LABEL=THAT to name its rows "
                         "(repeatable; default: 'default')")
+    p.add_argument("--pool", action="append", default=[], metavar="LABEL=MODEL,MODEL[:RULE]",
+                   help="also evaluate the models' predicted distributions pooled per pixel, as row LABEL "
+                        "(repeatable; RULE geometric, the default, or mixture; see evaluation.pooling), e.g. "
+                        "--pool pooled=default,hypercolumn-eccv16")
     p.add_argument("-t", "--temperature", type=float, nargs="+",
                    help="annealed-mean temperatures in [0, 1] (default: each model's own)")
     p.add_argument("--baselines-only", action="store_true", help="evaluate no model, only the baselines")
@@ -767,17 +772,35 @@ def main(argv: list[str] | None = None) -> int:
             check_temperature(t)
     except ValueError as e:
         return error(f"--{e}")
-    names = [] if args.baselines_only else (args.model or [DEFAULT_MODEL])
+    names = [] if args.baselines_only else (args.model or ([] if args.pool else [DEFAULT_MODEL]))
+    if args.baselines_only and args.pool:
+        return error("--pool evaluates models; --baselines-only evaluates none")
+
+    loaded: dict[str, Shared] = {}  # one network per source, however many rows use it
+
+    def load(source: str) -> Shared:
+        if source not in loaded:
+            try:
+                loaded[source] = Shared(Colorizer.from_pretrained(source).to(args.device).eval())
+            except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
+                raise _LoadError(f"cannot load model {source!r}: {first_line(e)}") from None
+        return loaded[source]
 
     models: dict[str, Colorizer] = {}
-    for spec in names:
-        name, source = labelled_source(spec)  # LABEL=SOURCE names its rows
-        if name in models:
-            return error(f"--model {spec!r}: two models named {name!r}")
-        try:
-            models[name] = Colorizer.from_pretrained(source).to(args.device).eval()
-        except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
-            return error(f"cannot load model {source!r}: {first_line(e)}")
+    try:
+        for spec in names:
+            name, source = labelled_source(spec)  # LABEL=SOURCE names its rows
+            if name in models:
+                return error(f"--model {spec!r}: two models named {name!r}")
+            models[name] = load(source)
+        for name, pool in load_pools(args.pool, load).items():
+            if name in models:
+                return error(f"--pool: two models named {name!r}")
+            models[name] = pool
+    except _LoadError as e:
+        return error(str(e))
+    except ValueError as e:
+        return error(first_line(e))
 
     progress = not args.quiet
     try:
@@ -809,6 +832,10 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_tables(report))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+class _LoadError(Exception):
+    """A model that cannot be loaded (its message is the user's one line)."""
 
 
 def _quote(arg: str) -> str:
