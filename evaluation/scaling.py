@@ -15,7 +15,9 @@ photos counted (``--count``) gives its change per doubling of them (with its sta
 error). A ``--target`` (a figure's value: a number, or ``gray+D``, ``gray*F``, ``truth*F``
 of the group's gray and real-photo figures) is followed along that line to the photos
 at which it would be met: an extrapolation of the trend, not a measurement, and the table
-says so.
+says so. Runs that trained on the same photos (their ``config.json`` chooses the same ones:
+only ``--seed`` differs) are also given their spread, the noise of one run against which
+the differences between runs are read.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Point:
     figures: dict[str, float]
     gray: dict[str, float]
     truth_colorfulness: float
+    photo_set: str = ""  # runs with the same one trained on the same photos (another --seed)
 
 
 def read_point(folder: Path, count: str, group: str, temperature: float) -> Point:
@@ -83,7 +86,21 @@ def read_point(folder: Path, count: str, group: str, temperature: float) -> Poin
     keys = [k for k, _, _ in METRICS]
     return Point(folder.name, int(photos["groups"][count]), int(photos["photos"]),
                  {k: float(models[0][k]) for k in keys}, {k: float(gray[k]) for k in keys},
-                 float(gray["truth_colorfulness"]))
+                 float(gray["truth_colorfulness"]), _photo_set(folder, photos))
+
+
+# the run settings that choose the photos trained on (config.json), beside their counts
+_PHOTO_SETTINGS = ("dataset", "data_dir", "data_files", "split", "holdout", "holdout_file", "subset", "subset_seed")
+
+
+def _photo_set(folder: Path, photos: dict) -> str:
+    """What identifies the photos a run trained on: its ``config.json``'s settings that choose
+    them and its photo counts; the folder alone when it has no ``config.json``."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return str(folder.resolve())
+    config = json.loads(config_path.read_text())
+    return json.dumps([{k: config.get(k) for k in _PHOTO_SETTINGS}, photos], sort_keys=True)
 
 
 def parse_target(spec: str) -> tuple[str, str | None, str | None, float]:
@@ -162,6 +179,7 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
         scale = 100 if k.startswith("auc") else 1
         unit = " points" if k.startswith("auc") else ""
         lines.append(f"| {title} | {slope * scale:+.2f}{unit} | {se * scale:.2f} |")
+    lines += _same_photos_table(points, keys)
     if targets:
         lines += ["", "Targets followed along those lines (an extrapolation of the trend, not a measurement):", "",
                   f"| target | value | largest run | {count} photos at the trend | at slope + 1 s.e. | at slope - 1 s.e. |",
@@ -183,6 +201,34 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
                          f"{_photos(photos_to_reach(value, slope, intercept, better))} | {at(slope + se)} | "
                          f"{at(slope - se)} |")
     return "\n".join(lines) + "\n"
+
+
+def _same_photos_table(points: list[Point], keys: list[tuple[str, str]]) -> list[str]:
+    """Markdown lines: for each set of runs that trained on the same photos (another
+    ``--seed``), the spread of each figure; none when no two runs share their photos."""
+    sets: dict[str, list[Point]] = {}
+    for p in points:
+        sets.setdefault(p.photo_set, []).append(p)
+    same = [runs for runs in sets.values() if len(runs) > 1]
+    if not same:
+        return []
+    lines = ["", "Runs on the same photos (another `--seed`: another order of the crops and another prior sample): "
+             "the spread, largest - smallest, of each figure (AuC in points):", "",
+             "| runs | photos | " + " | ".join(t for _, t in keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    spreads = []
+    for runs in same:
+        spread = [max(p.figures[k] for p in runs) - min(p.figures[k] for p in runs) for k, _ in keys]
+        spreads.append(spread)
+        lines.append(f"| {', '.join(p.name for p in runs)} | {runs[0].photos} | "
+                     + " | ".join(_spread_cell(k, v) for (k, _), v in zip(keys, spread)) + " |")
+    if len(same) > 1:
+        lines.append("| mean | | " + " | ".join(_spread_cell(k, float(np.mean(col)))
+                                                 for (k, _), col in zip(keys, zip(*spreads))) + " |")
+    return lines
+
+
+def _spread_cell(metric: str, value: float) -> str:
+    return f"{value * 100:.1f}" if metric.startswith("auc") else _cell(metric, value)
 
 
 def plot_scaling(points: list[Point], count: str, group: str, targets, path: Path) -> Path:

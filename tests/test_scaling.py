@@ -99,3 +99,33 @@ def test_bad_points_are_one_error_line(tmp_path, capsys):
     assert "no group 'people'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no evaluation group 'wild'"):
         read_point(tmp_path / "a", "other", "wild", 1.0)
+
+
+def test_runs_on_the_same_photos_get_their_spread(tmp_path, capsys):
+    """Runs whose config.json chose the same photos (another --seed only) are one photo set:
+    the table gives each set's spread; runs without config.json are each their own."""
+    def config(folder, subset_seed, seed):
+        (folder / "config.json").write_text(json.dumps({"data_dir": "photos", "subset": "x=0.25",
+                                                        "subset_seed": subset_seed, "seed": seed}))
+
+    write_point(tmp_path / "q", 100, 0.66, 9.0)
+    write_point(tmp_path / "q-r1", 100, 0.68, 8.0, colour=31.0)
+    write_point(tmp_path / "q-s1", 100, 0.70, 7.0)  # another draw of the share: not the same photos
+    write_point(tmp_path / "all", 400, 0.66, 10.0)
+    write_point(tmp_path / "all-r1", 400, 0.67, 10.5)
+    config(tmp_path / "q", 0, 0)
+    config(tmp_path / "q-r1", 0, 1)
+    config(tmp_path / "q-s1", 1, 0)
+    args = [str(tmp_path / n) for n in ("q", "q-r1", "q-s1", "all", "all-r1")]
+    assert main(args + ["--count", "other", "--group", "non-food", "--out", str(tmp_path / "s.png")]) == 0
+    text = capsys.readouterr().out
+    assert "| q, q-r1 | 100 | 0.0 | 2.0 | 1.0 | 1.0 | 0.00 |" in text
+    assert "q-s1 |" not in text.split("Runs on the same photos")[1]
+    assert "all, all-r1" not in text  # no config.json: each its own set
+    assert "| mean |" not in text  # one set
+
+    (tmp_path / "all" / "config.json").write_text(json.dumps({"data_dir": "photos", "seed": 0}))
+    (tmp_path / "all-r1" / "config.json").write_text(json.dumps({"data_dir": "photos", "seed": 1}))
+    assert main(args + ["--count", "other", "--group", "non-food", "--out", str(tmp_path / "s.png")]) == 0
+    text = capsys.readouterr().out
+    assert "| all, all-r1 | 400 | 0.0 | 1.0 | 0.5 | 0.0 | 0.00 |" in text and "| mean | | 0.0 | 1.5 | 0.8 | 0.5 |" in text
