@@ -100,7 +100,10 @@ def _photo_set(folder: Path, photos: dict) -> str:
     if not config_path.is_file():
         return str(folder.resolve())
     config = json.loads(config_path.read_text())
-    return json.dumps([{k: config.get(k) for k in _PHOTO_SETTINGS}, photos], sort_keys=True)
+    settings = {k: config.get(k) for k in _PHOTO_SETTINGS}
+    if not settings["subset"]:  # without --subset its seed chooses nothing (older runs have no such setting)
+        settings["subset_seed"] = None
+    return json.dumps([settings, photos], sort_keys=True)
 
 
 def parse_target(spec: str) -> tuple[str, str | None, str | None, float]:

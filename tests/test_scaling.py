@@ -125,7 +125,8 @@ def test_runs_on_the_same_photos_get_their_spread(tmp_path, capsys):
     assert "| mean |" not in text  # one set
 
     (tmp_path / "all" / "config.json").write_text(json.dumps({"data_dir": "photos", "seed": 0}))
-    (tmp_path / "all-r1" / "config.json").write_text(json.dumps({"data_dir": "photos", "seed": 1}))
+    (tmp_path / "all-r1" / "config.json").write_text(json.dumps({"data_dir": "photos", "seed": 1, "subset_seed": 0}))
+    # an older run's config has no subset_seed: without --subset it chooses nothing, so the two are one set
     assert main(args + ["--count", "other", "--group", "non-food", "--out", str(tmp_path / "s.png")]) == 0
     text = capsys.readouterr().out
     assert "| all, all-r1 | 400 | 0.0 | 1.0 | 0.5 | 0.0 | 0.00 |" in text and "| mean | | 0.0 | 1.5 | 0.8 | 0.5 |" in text
