@@ -48,7 +48,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ from colorizer.images import DEFAULT_MAX_PIXELS, ImageError, is_grayscale, list_
 from colorizer.metrics import (EVAL_PRIOR_GRID, AucMeter, EvaluationPrior, colorfulness, colour_cast, evaluation_prior,
                                psnr, ssim, THRESHOLD_MAX_DISTANCE, threshold_meter)
 from colorizer.model import Colorizer, compose, gray_rgb
-from evaluation.pooling import Shared, load_pools
+from evaluation.pooling import PooledModel, Shared, load_pools
 
 __all__ = [
     "Photo",
@@ -85,6 +85,18 @@ __all__ = [
 DEFAULT_SIZE = 256
 MEAN_AB_ROW = "mean ab (of this set)"
 METRICS = ("auc", "auc_rebalanced", "threshold_accuracy", "psnr", "ssim", "colorfulness", "delta_colorfulness", "cast")
+
+
+class ScoredModel(Protocol):
+    """What a row needs of a model: a ``Colorizer``, or a pool of them (``evaluation.pooling``)."""
+
+    objective: str
+    temperature: float
+
+    @property
+    def uses_temperature(self) -> bool: ...
+
+    def analyze(self, image: Image.Image): ...
 
 
 @dataclass
@@ -288,11 +300,11 @@ def _lab(rgb: np.ndarray) -> torch.Tensor:
     return rgb_to_lab(torch.tensor(rgb).permute(2, 0, 1)[None])  # (1, 3, H, W)
 
 
-def _row_label(model_name: str, model: Colorizer, t: float | None) -> str:
+def _row_label(model_name: str, model: ScoredModel, t: float | None) -> str:
     return f"{model_name} (regression)" if t is None else f"{model_name} T={t:g}"
 
 
-def _sheet_temperature(model: Colorizer, temps: list[float | None]) -> float | None:
+def _sheet_temperature(model: ScoredModel, temps: list[float | None]) -> float | None:
     if temps == [None]:
         return None
     return min(temps, key=lambda t: abs(t - model.temperature))  # type: ignore[operator]
@@ -300,7 +312,7 @@ def _sheet_temperature(model: Colorizer, temps: list[float | None]) -> float | N
 
 def evaluate(
     photos: Sequence[Photo],
-    models: dict[str, Colorizer] | None = None,
+    models: dict[str, ScoredModel] | None = None,
     temperatures: Sequence[float] | None = None,
     sheet_size: int = 4,
     progress: bool = False,
@@ -381,7 +393,7 @@ def _priors(photos: Sequence[Photo]) -> tuple[EvaluationPrior, torch.Tensor, dic
     return set_prior, mean_ab, {g: evaluation_prior(photos_ab(g)) for g in groups}
 
 
-def _outputs(photo: Photo, lightness: torch.Tensor, models: dict[str, Colorizer], model_temps: dict, rows: list,
+def _outputs(photo: Photo, lightness: torch.Tensor, models: dict[str, ScoredModel], model_temps: dict, rows: list,
              mean_ab: torch.Tensor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Every row's RGB of one photo (each model's network run once, rendered at each of its
     temperatures), and the contact sheet's columns (each model at its sheet temperature)."""
@@ -443,7 +455,8 @@ def _settings(photos, set_prior: EvaluationPrior, mean_ab: torch.Tensor, models:
         f"grid-{EVAL_PRIOR_GRID:g} in-gamut bins, one prior for every row",
         "mean_ab": [float(mean_ab[0]), float(mean_ab[1])],
         "mean_ab_row": "oracle constant: every pixel gets the mean a and b of the evaluated photos themselves",
-        "models": {n: {"objective": m.objective, "default_temperature": m.temperature} for n, m in models.items()},
+        "models": {n: {"objective": m.objective, "default_temperature": m.temperature,
+                       **({"pool": m.description} if isinstance(m, PooledModel) else {})} for n, m in models.items()},
         "temperatures": list(temperatures) if temperatures else None,
         "auc": "thresholds 0..150 step 1 on the ab L2 error, trapezoid area / 150",
         "threshold_accuracy": "Champati et al.: thresholds 0..150 step 1 on the 8-bit RGB L2 error, trapezoid area / 150",
@@ -734,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--streaming", action="store_true", help="stream the data set instead of downloading it")
     p.add_argument("-m", "--model", action="append", default=[],
                    help="shipped model name, model folder or Hub id, or LABEL=THAT to name its rows "
-                        "(repeatable; default: 'default')")
+                        "(repeatable; default: 'default', unless --pool names the models)")
     p.add_argument("--pool", action="append", default=[], metavar="LABEL=MODEL,MODEL[:RULE]",
                    help="also evaluate the models' predicted distributions pooled per pixel, as row LABEL "
                         "(repeatable; RULE geometric, the default, or mixture; see evaluation.pooling), e.g. "
@@ -781,12 +794,12 @@ def main(argv: list[str] | None = None) -> int:
     def load(source: str) -> Shared:
         if source not in loaded:
             try:
-                loaded[source] = Shared(Colorizer.from_pretrained(source).to(args.device).eval())
+                loaded[source] = Shared(Colorizer.from_pretrained(source).to(args.device).eval(), source)
             except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
                 raise _LoadError(f"cannot load model {source!r}: {first_line(e)}") from None
         return loaded[source]
 
-    models: dict[str, Colorizer] = {}
+    models: dict[str, ScoredModel] = {}
     try:
         for spec in names:
             name, source = labelled_source(spec)  # LABEL=SOURCE names its rows

@@ -4,7 +4,7 @@
 
 Each argument is an evaluation report (``results.json``, or the folder holding it, from
 ``python -m evaluation``); a row of each is compared (``--row-a``, ``--row-b``; by default the
-one model row at ``--temperature``) over the photos of one group. For each figure the table
+report's one model row, or its one at ``--temperature``) over the photos of one group. For each figure the table
 gives both rows' means over photos, the mean difference with a 95% interval from a bootstrap
 over the photos (the photos drawn again with replacement, ``--resamples`` times), and on how
 many photos the second row is better. A report's headline figures pool the pixels of every
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from colorizer.errors import report_error
+from evaluation.scaling import model_rows
 
 __all__ = ["main", "read_rows", "paired_table", "FIGURES"]
 
@@ -44,19 +45,20 @@ def _report(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _row_name(report: dict, row: str | None, temperature: float, where: str) -> str:
-    """``row``, or the report's one model row at ``temperature``."""
+def _row_name(report: dict, row: str | None, temperature: float | None, where: str) -> str:
+    """``row``, or the report's one model row (at ``temperature`` when given)."""
     if row is not None:
         return row
-    names = [r["name"] for r in report.get("table", []) if r.get("model") is not None
-             and r.get("temperature") is not None and math.isclose(r["temperature"], temperature)]
+    names = [r["name"] for r in model_rows(report.get("table", []), temperature)]
     if len(names) != 1:
-        raise ValueError(f"{where}: {len(names)} model rows at T={temperature:g} ({', '.join(names) or 'none'}); "
-                         "name one with --row-a/--row-b")
+        at = "" if temperature is None else f" at T={temperature:g}"
+        raise ValueError(f"{where}: {len(names)} model rows{at} ({', '.join(names) or 'none'}); "
+                         "name one with --row-a/--row-b" + (" or give --temperature" if temperature is None else ""))
     return names[0]
 
 
-def read_rows(path: Path, row: str | None, group: str | None, temperature: float) -> tuple[str, dict[str, dict]]:
+def read_rows(path: Path, row: str | None, group: str | None,
+              temperature: float | None = None) -> tuple[str, dict[str, dict]]:
     """A report's row name and, per photo of ``group`` (None: every photo), that row's figures."""
     report = _report(path)
     name = _row_name(report, row, temperature, str(path))
@@ -66,16 +68,24 @@ def read_rows(path: Path, row: str | None, group: str | None, temperature: float
             continue
         if name not in im["rows"]:
             raise ValueError(f"{path}: no row {name!r} (it has {', '.join(im['rows'])})")
-        photos[im["name"]] = im["rows"][name]
+        figures = im["rows"][name]
+        for key, *_ in FIGURES:
+            value = figures.get(key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{path}: row {name!r} has no finite {key} for {im['name']} ({value!r})")
+        photos[im["name"]] = figures
     if not photos:
         raise ValueError(f"{path}: no photos" + (f" in group {group!r}" if group else ""))
     return name, photos
 
 
-def _interval(diff: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+def _interval(diff: np.ndarray, resamples: int, seed: int, chunk: int = 1 << 22) -> tuple[float, float]:
+    """The 95% percentile interval of the mean of ``diff`` over ``resamples`` bootstrap
+    draws of the photos (drawn in chunks, so that many photos need little memory)."""
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(resamples, len(diff)))
-    means = diff[idx].mean(1)
+    per = max(1, chunk // len(diff))
+    means = np.concatenate([diff[rng.integers(0, len(diff), size=(min(per, resamples - i), len(diff)))].mean(1)
+                            for i in range(0, resamples, per)])
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
@@ -115,14 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("a", type=Path, help="the first report: results.json or its folder")
     p.add_argument("b", type=Path, help="the second report (the same photos)")
     p.add_argument("--group", help="compare the photos of this evaluation group (default: all photos)")
-    p.add_argument("--temperature", type=float, default=1.0, help="the temperature of the rows read (default 1)")
-    p.add_argument("--row-a", help="the row of the first report (default: its one model row at --temperature)")
-    p.add_argument("--row-b", help="the row of the second report (default: its one model row at --temperature)")
+    p.add_argument("--temperature", type=float,
+                   help="read the model row at this temperature (default: a report's one model row)")
+    p.add_argument("--row-a", help="the row of the first report, e.g. 'default T=1' (default: its one model row)")
+    p.add_argument("--row-b", help="the row of the second report (default: its one model row)")
     p.add_argument("--top", type=int, default=5, help="list the photos whose figure moved most (default 5; 0: none)")
     p.add_argument("--top-figure", default="auc_rebalanced", choices=[k for k, *_ in FIGURES],
                    help="the figure --top ranks by (default auc_rebalanced)")
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--out", type=Path, help="Markdown file to write (printed either way)")
+    p.add_argument("--table", type=Path, help="Markdown file to write (printed either way)")
     args = p.parse_args(argv)
     try:
         if args.resamples < 1 or args.top < 0:
@@ -130,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         a = read_rows(args.a, args.row_a, args.group, args.temperature)
         b = read_rows(args.b, args.row_b, args.group, args.temperature)
         table = paired_table(a, b, args.top, args.top_figure, args.resamples)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(table)
-    except (OSError, KeyError, ValueError) as e:
+        if args.table:
+            args.table.parent.mkdir(parents=True, exist_ok=True)
+            args.table.write_text(table)
+    except (OSError, ValueError) as e:
         return report_error("evaluation.paired", e)
+    except KeyError as e:
+        return report_error("evaluation.paired", f"not an evaluation report: it has no {e}")
     print(table, end="")
     return 0
 

@@ -1,7 +1,7 @@
 """Several models evaluated as one: their predicted colour distributions pooled per pixel.
 
 ``python -m evaluation ... --pool 'LABEL=MODEL,MODEL[,...][:RULE]'`` adds a row for the
-pool of the named models (each as ``--model`` takes it): every member predicts, for each
+pool of the named models (shipped names, folders or Hub ids): every member predicts, for each
 pixel, a distribution over the same colour classes (the same objective and class centres:
 Zhang et al.'s joint ab bins, or the per-channel classes of a and b), and the pool's
 distribution is, with equal weights,
@@ -13,8 +13,8 @@ distribution is, with equal weights,
   members' disagreement.
 
 The pooled distribution is decoded like the first member's (the annealed mean at the row's
-temperature), at the first member's output resolution (the others' log-probabilities
-resized bilinearly). Each member's network runs once per photo even when it is also a
+temperature), at the first member's output resolution (the others' logits resized
+bilinearly, then made probabilities). Each member's network runs once per photo even when it is also a
 ``--model`` row of the same report (``Shared``). The pool costs the members' networks
 together: it is a study of what two models know between them, not a shipped model.
 """
@@ -85,8 +85,9 @@ class Shared:
     """A model whose last prediction is kept, so that a photo's network runs once however
     many rows (its own and pools') ask for it; everything else is the model's."""
 
-    def __init__(self, model):
+    def __init__(self, model, source: str | None = None):
         self.model = model
+        self.source = source
         self._last: tuple[str, Prediction] | None = None
 
     def analyze(self, image: Image.Image) -> Prediction:
@@ -97,6 +98,8 @@ class Shared:
         return self._last[1]
 
     def __getattr__(self, name):
+        if name.startswith("_") or name in ("model", "source"):  # not set yet (copy, pickle)
+            raise AttributeError(name)
         return getattr(self.model, name)
 
 
@@ -112,7 +115,10 @@ class PooledModel:
         if rule not in RULES:
             raise ValueError(f"pool rule {rule!r}: expected one of {', '.join(RULES)}")
         first = members[0]
-        for m in members[1:]:
+        for m in members:
+            if m.needs_lightness:
+                raise ValueError(f"a pool decodes Lab colour classes alone; a {m.network} {m.color_space} model "
+                                 "needs the photo's lightness to decode")
             if m.objective != first.objective or not torch.equal(_centres(m).cpu(), _centres(first).cpu()):
                 raise ValueError("the pooled models must predict the same colour classes (objective and class "
                                  f"centres): {first.objective} with {len(_centres(first))} classes against "
@@ -121,15 +127,20 @@ class PooledModel:
         self.objective = first.objective
         self.temperature = first.temperature
 
+    @property
+    def description(self) -> dict:
+        """What the report's settings record of the pool."""
+        return {"rule": self.rule, "members": [getattr(m, "source", None) or type(m).__name__ for m in self.members]}
+
     def analyze(self, image: Image.Image) -> Prediction:
         preds = [m.analyze(image) for m in self.members]
         size = preds[0].output.shape[-2:]
         parts = []
         for m, p in zip(self.members, preds):
-            lp = _log_probabilities(m, p.output)
-            if lp.shape[-2:] != size:
-                lp = F.interpolate(lp, size=size, mode="bilinear", align_corners=False)
-            parts.append(lp)
+            logits = p.output.float()
+            if logits.shape[-2:] != size:  # resize the logits: resized log-probabilities would not sum to 1
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            parts.append(_log_probabilities(m, logits))
         channels = 2 if self.objective == "channel_classification" else 1
         first = self.members[0]
         model = first.model if isinstance(first, Shared) else first
@@ -142,5 +153,7 @@ def load_pools(specs: Sequence[str], load: Callable[[str], object]) -> dict[str,
     pools = {}
     for spec in specs:
         label, sources, rule = parse_pool(spec)
+        if label in pools:
+            raise ValueError(f"--pool {spec!r}: two pools named {label!r}")
         pools[label] = PooledModel([load(s) for s in sources], rule)
     return pools

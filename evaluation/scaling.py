@@ -61,6 +61,12 @@ class Point:
     photo_set: str = ""  # runs with the same one trained on the same photos (another --seed)
 
 
+def model_rows(rows: list[dict], temperature: float | None = None) -> list[dict]:
+    """A report's model rows (not gray, mean ab or the truth), at ``temperature`` when given."""
+    return [r for r in rows if r.get("model") is not None and r.get("temperature") is not None
+            and (temperature is None or math.isclose(r["temperature"], temperature))]
+
+
 def read_point(folder: Path, count: str, group: str, temperature: float) -> Point:
     """A point folder's counted photos and its model's figures on ``group`` at ``temperature``."""
     photos_path, results_path = folder / "photos.json", folder / "results.json"
@@ -75,8 +81,7 @@ def read_point(folder: Path, count: str, group: str, temperature: float) -> Poin
     if rows is None:
         raise ValueError(f"{results_path}: no evaluation group {group!r} (it has "
                          f"{', '.join(results.get('groups', {})) or 'none'})")
-    models = [r for r in rows if r.get("model") is not None and r.get("temperature") is not None
-              and math.isclose(r["temperature"], temperature)]
+    models = model_rows(rows, temperature)
     if len(models) != 1:
         raise ValueError(f"{results_path}: {len(models)} model rows at T={temperature:g} in group {group!r}; "
                          "a point is one model's evaluation")
@@ -90,7 +95,8 @@ def read_point(folder: Path, count: str, group: str, temperature: float) -> Poin
 
 
 # the run settings that choose the photos trained on (config.json), beside their counts
-_PHOTO_SETTINGS = ("dataset", "data_dir", "data_files", "split", "holdout", "holdout_file", "subset", "subset_seed")
+_PHOTO_SETTINGS = ("dataset", "config", "data_dir", "data_files", "split", "classes", "classes_file", "holdout",
+                   "holdout_file", "min_size", "gray_threshold", "max_pixels", "subset", "subset_seed")
 
 
 def _photo_set(folder: Path, photos: dict) -> str:
@@ -101,8 +107,9 @@ def _photo_set(folder: Path, photos: dict) -> str:
         return str(folder.resolve())
     config = json.loads(config_path.read_text())
     settings = {k: config.get(k) for k in _PHOTO_SETTINGS}
-    if not settings["subset"]:  # without --subset its seed chooses nothing (older runs have no such setting)
-        settings["subset_seed"] = None
+    # seed 0 is the hash of the path alone, as with no seed (older runs' configs lack it), and without
+    # --subset the seed chooses nothing
+    settings["subset_seed"] = (settings["subset_seed"] or None) if settings["subset"] else None
     return json.dumps([settings, photos], sort_keys=True)
 
 

@@ -56,18 +56,27 @@ def test_the_interval_is_a_bootstrap_of_the_mean():
     assert hi == pytest.approx(100 * diffs.mean() + 1.96 * se, abs=0.1)
 
 
+def test_the_interval_in_chunks_is_the_same_draws():
+    from evaluation.paired import _interval
+
+    diff = np.random.default_rng(0).normal(size=37)
+    assert _interval(diff, 1000, 3) == _interval(diff, 1000, 3, chunk=37 * 7)  # 143 chunks of 7 resamples
+
+
 def test_rows_groups_and_the_command(tmp_path, capsys):
     both = write_report(tmp_path / "r", {"x T=1": [0.5, 0.6, 0.7], "y T=1": [0.6, 0.6, 0.6]},
                         groups=["food", "other", "other"])
     out = tmp_path / "t.md"
     assert main([str(both), str(both / "results.json"), "--row-a", "x T=1", "--row-b", "y T=1", "--group", "other",
-                 "--out", str(out), "--top", "1"]) == 0  # fmt: skip
+                 "--table", str(out), "--top", "1"]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert text == out.read_text() and "2 photos" in text and "| p2.jpg | 70.00 | 60.00 | -10.00 |" in text
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{r}", "{r}"], "2 model rows at T=1"),
+    (["{r}", "{r}"], "2 model rows (x T=1, y T=1)"),
+    (["{r}", "{r}", "--temperature", "0.38"], "0 model rows at T=0.38"),
+    (["{r}", "{nan}", "--row-a", "x T=1"], "no finite psnr for p1.jpg (None)"),
     (["{r}", "{r}", "--row-a", "x T=1", "--row-b", "z T=1"], "no row 'z T=1'"),
     (["{r}", "{r}", "--row-a", "x T=1", "--row-b", "y T=1", "--group", "wild"], "no photos in group 'wild'"),
     (["{r}", "{other}", "--row-a", "x T=1"], "other photos"),
@@ -77,7 +86,11 @@ def test_rows_groups_and_the_command(tmp_path, capsys):
 def test_errors_are_one_line(tmp_path, capsys, args, message):
     r = write_report(tmp_path / "r", {"x T=1": [0.5, 0.6], "y T=1": [0.6, 0.6]})
     other = write_report(tmp_path / "o", {"x T=1": [0.5, 0.6, 0.7]})
-    argv = [a.format(r=r, other=other, missing=tmp_path / "none") for a in args]
+    nan = write_report(tmp_path / "n", {"x T=1": [0.5, 0.6]})
+    report = json.loads((nan / "results.json").read_text())
+    report["images"][1]["rows"]["x T=1"]["psnr"] = None  # reports store an infinite PSNR as null
+    (nan / "results.json").write_text(json.dumps(report))
+    argv = [a.format(r=r, other=other, missing=tmp_path / "none", nan=nan) for a in args]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

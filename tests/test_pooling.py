@@ -53,7 +53,7 @@ def test_pools_by_hand_across_output_sizes():
     def logp(o):
         return torch.cat([F.log_softmax(o[:, :n], 1), F.log_softmax(o[:, n:], 1)], 1)
 
-    lb_resized = F.interpolate(logp(lb), size=la.shape[-2:], mode="bilinear", align_corners=False)
+    lb_resized = logp(F.interpolate(lb, size=la.shape[-2:], mode="bilinear", align_corners=False))
     geo = PooledModel([a, b]).analyze(PHOTO).output
     mean = (logp(la) + lb_resized) / 2
     want = torch.cat([F.log_softmax(mean[:, :n], 1), F.log_softmax(mean[:, n:], 1)], 1)
@@ -63,6 +63,29 @@ def test_pools_by_hand_across_output_sizes():
     for pooled in (geo, mix):  # each channel a distribution
         assert torch.allclose(pooled[:, :n].exp().sum(1), torch.ones(1), atol=1e-4)
         assert torch.allclose(pooled[:, n:].exp().sum(1), torch.ones(1), atol=1e-4)
+
+
+def test_sharp_distributions_of_other_sizes_pool_to_distributions():
+    """Each pooled pixel is a distribution even where a resized member's sharp classes change:
+    the logits are resized, then made probabilities (resized log-probabilities would lose mass)."""
+    class Fixed:  # a member whose logits are given
+        objective, temperature, needs_lightness = "classification", 1.0, False
+
+        def __init__(self, logits, centres):
+            self.logits, self.bin_centers = logits, centres
+
+        def analyze(self, image):  # a prediction's output and lightness (unused here)
+            return type("P", (), {"output": self.logits, "lightness": None})()
+
+    centres = torch.zeros(3, 2)
+    sharp = torch.full((1, 3, 2, 2), -30.0)
+    sharp[:, 0, :, 0] = 30.0  # class 0 on the left, class 1 on the right
+    sharp[:, 1, :, 1] = 30.0
+    flat = torch.zeros(1, 3, 5, 5)
+    for rule in ("geometric", "mixture"):
+        pooled = PooledModel([Fixed(flat, centres), Fixed(sharp, centres)], rule).analyze(None).output
+        assert pooled.shape == (1, 3, 5, 5)
+        assert torch.allclose(pooled.exp().sum(1), torch.ones(1, 5, 5), atol=1e-5)
 
 
 def test_geometric_pool_keeps_what_both_find_likely():
@@ -85,6 +108,8 @@ def test_pool_refuses_models_of_other_classes():
         PooledModel([tiny(objective="regression"), tiny(objective="regression")])
     with pytest.raises(ValueError, match="at least two"):
         PooledModel([tiny()])
+    with pytest.raises(ValueError, match="needs the photo's lightness"):
+        PooledModel([tiny(color_space="yuv"), tiny(color_space="yuv")])
 
 
 def test_shared_runs_the_network_once_per_photo(monkeypatch):
@@ -120,7 +145,8 @@ def test_main_adds_a_row_per_pool(tmp_path, capsys, monkeypatch):
         assert row in printed
     assert len(runs) == 2 * 2  # two networks, two photos: each network once per photo
     saved = json.loads((out / "results.json").read_text())
-    assert saved["settings"]["models"]["mix"]["objective"] == "classification"
+    assert saved["settings"]["models"]["mix"] == {"objective": "classification", "default_temperature": 0.38,
+                                                  "pool": {"rule": "mixture", "members": [str(one), str(two)]}}
     rows = saved["images"][0]["rows"]
     assert rows["both T=1"] != rows["one T=1"]
 
@@ -129,11 +155,16 @@ def test_main_adds_a_row_per_pool(tmp_path, capsys, monkeypatch):
     (["--pool", "p=x"], "LABEL=MODEL,MODEL"),
     (["--pool", "p=nowhere1,nowhere2"], "cannot load model 'nowhere1'"),
     (["--baselines-only", "--pool", "p=a,b"], "--baselines-only"),
+    (["--model", "p={m}", "--pool", "p={m},{m}"], "two models named 'p'"),
+    (["--pool", "p={m},{m}", "--pool", "p={m},{m}:mixture"], "two pools named 'p'"),
 ])  # fmt: skip
 def test_main_pool_errors_are_one_line(tmp_path, capsys, args, message):
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.fromarray(data.coffee()).resize((48, 32)).save(folder / "a.png")
+    m = tmp_path / "m"
+    tiny().save_pretrained(m)
+    args = [a.format(m=m) for a in args]
     assert main([str(folder), "-o", str(tmp_path / "r"), "-q", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

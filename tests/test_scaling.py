@@ -130,3 +130,17 @@ def test_runs_on_the_same_photos_get_their_spread(tmp_path, capsys):
     assert main(args + ["--count", "other", "--group", "non-food", "--out", str(tmp_path / "s.png")]) == 0
     text = capsys.readouterr().out
     assert "| all, all-r1 | 400 | 0.0 | 1.0 | 0.5 | 0.0 | 0.00 |" in text and "| mean | | 0.0 | 1.5 | 0.8 | 0.5 |" in text
+
+
+def test_subset_seed_zero_is_no_seed(tmp_path):
+    """--subset-seed 0 draws by the hash of the path alone, as runs before the option did."""
+    from evaluation.scaling import _photo_set
+
+    counts = {"photos": 10, "groups": {"other": 10}}
+    sets = []
+    for name, config in [("new", {"subset": "x=0.5", "subset_seed": 0}), ("old", {"subset": "x=0.5"}),
+                         ("drawn", {"subset": "x=0.5", "subset_seed": 1}), ("all", {"subset_seed": 1})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(dict(config, data_dir="photos")))
+        sets.append(_photo_set(tmp_path / name, counts))
+    assert sets[0] == sets[1] and sets[2] != sets[0] and sets[3] not in sets[:3]
