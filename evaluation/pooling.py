@@ -57,14 +57,20 @@ def _centres(model) -> torch.Tensor:
     raise ValueError(f"a pool needs models that predict colour classes, not a {model.objective} model")
 
 
-def _log_probabilities(model, output: torch.Tensor) -> torch.Tensor:
-    """Logits -> log-probabilities over the model's classes (per channel for per-channel
-    classes: a's n logits, then b's)."""
-    output = output.float()
-    if model.objective == "channel_classification":
-        n = output.shape[1] // 2
-        return torch.cat([F.log_softmax(output[:, :n], 1), F.log_softmax(output[:, n:], 1)], 1)
-    return F.log_softmax(output, 1)
+def _channels(objective: str) -> int:
+    """How many distributions a pixel's classes hold: a's and b's for per-channel classes, one for joint bins."""
+    return 2 if objective == "channel_classification" else 1
+
+
+def _log_softmax(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Logits (or unnormalised log-probabilities) ``(1, C, h, w)`` -> log-probabilities, each of
+    the ``channels`` equal slices of C its own distribution (per-channel classes: a's n, then b's)."""
+    return torch.cat([F.log_softmax(c, 1) for c in x.chunk(channels, 1)], 1)
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in RULES:
+        raise ValueError(f"pool rule {rule!r}: expected one of {', '.join(RULES)}")
 
 
 def pool_log_probabilities(parts: Sequence[torch.Tensor], rule: str, channels: int = 1) -> torch.Tensor:
@@ -72,13 +78,11 @@ def pool_log_probabilities(parts: Sequence[torch.Tensor], rule: str, channels: i
     weights: ``geometric`` the renormalised mean of the log-probabilities, ``mixture`` the log
     of the mean probability; ``channels`` 2 for per-channel classes (each half its own
     distribution), 1 for joint bins."""
+    _check_rule(rule)
     stacked = torch.stack(list(parts))  # (M, 1, C, h, w)
     if rule == "mixture":
         return torch.logsumexp(stacked, 0) - math.log(len(parts))
-    if rule != "geometric":
-        raise ValueError(f"pool rule {rule!r}: expected one of {', '.join(RULES)}")
-    mean = stacked.mean(0)
-    return torch.cat([F.log_softmax(c, 1) for c in mean.chunk(channels, 1)], 1)
+    return _log_softmax(stacked.mean(0), channels)
 
 
 class Shared:
@@ -112,8 +116,7 @@ class PooledModel:
     def __init__(self, members: Sequence, rule: str = "geometric"):
         if len(members) < 2:
             raise ValueError("a pool needs at least two models")
-        if rule not in RULES:
-            raise ValueError(f"pool rule {rule!r}: expected one of {', '.join(RULES)}")
+        _check_rule(rule)
         first = members[0]
         for m in members:
             if m.needs_lightness:
@@ -135,13 +138,13 @@ class PooledModel:
     def analyze(self, image: Image.Image) -> Prediction:
         preds = [m.analyze(image) for m in self.members]
         size = preds[0].output.shape[-2:]
+        channels = _channels(self.objective)
         parts = []
-        for m, p in zip(self.members, preds):
+        for p in preds:
             logits = p.output.float()
             if logits.shape[-2:] != size:  # resize the logits: resized log-probabilities would not sum to 1
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            parts.append(_log_probabilities(m, logits))
-        channels = 2 if self.objective == "channel_classification" else 1
+            parts.append(_log_softmax(logits, channels))
         first = self.members[0]
         model = first.model if isinstance(first, Shared) else first
         return Prediction(model, preds[0].lightness, pool_log_probabilities(parts, self.rule, channels))
