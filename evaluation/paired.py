@@ -11,6 +11,12 @@ many photos the second row is better. A report's headline figures pool the pixel
 photo, so a few photos whose colour flips can move them by points; this says whether a
 difference holds photo by photo or comes from a handful of them (``--top`` lists the photos
 whose figure moved most). The rebalanced AuC per photo uses the whole evaluated set's prior.
+
+    python -m evaluation.paired --pairs docs/paired/pairs.yaml --group non-food --table docs/paired/non-food.md
+
+compares many pairs at once, a line each (the mean difference, its interval and the photos
+where B is better, per figure): the pairs file is a YAML list of ``{label, a, b}`` with
+optional ``row_a``, ``row_b`` and ``temperature``, its report paths relative to the file.
 """
 
 from __future__ import annotations
@@ -19,14 +25,15 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from colorizer.errors import report_error
+from colorizer.errors import first_line, report_error
 from evaluation.scaling import model_rows
 
-__all__ = ["main", "read_rows", "paired_table", "FIGURES"]
+__all__ = ["main", "read_rows", "paired_table", "summary_table", "read_pairs", "FIGURES"]
 
 # (per-photo key, title, higher is better, scale shown)
 FIGURES = [
@@ -89,27 +96,57 @@ def _interval(diff: np.ndarray, resamples: int, seed: int, chunk: int = 1 << 22)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def paired_table(a: tuple[str, dict], b: tuple[str, dict], top: int = 5, top_figure: str = "auc_rebalanced",
-                 resamples: int = 10000, seed: int = 0) -> str:
-    """Markdown: per figure the means, the mean difference B - A with its bootstrap interval,
-    and the photos where B is better; then the ``top`` photos whose ``top_figure`` moved most."""
-    (name_a, rows_a), (name_b, rows_b) = a, b
+@dataclass(frozen=True)
+class Difference:
+    """One figure of two rows over the same photos: both means, the mean difference B - A,
+    its 95% bootstrap interval, and the photos where B is better."""
+
+    title: str
+    mean_a: float
+    mean_b: float
+    diff: float
+    lo: float
+    hi: float
+    better: int
+    photos: int
+
+
+def differences(rows_a: dict[str, dict], rows_b: dict[str, dict], resamples: int = 10000,
+                seed: int = 0) -> list[Difference]:
+    """Per figure of ``FIGURES``, B against A over their photos (which must be the same)."""
     if set(rows_a) != set(rows_b):
         only = sorted(set(rows_a) ^ set(rows_b))
         raise ValueError(f"the two reports hold other photos ({len(only)} in one only, e.g. {only[0]})")
     names = sorted(rows_a)
-    lines = [f"A: {name_a}; B: {name_b}; {len(names)} photos", "",
-             "| figure | A | B | B - A | 95% interval | photos where B is better |", "|---|---:|---:|---:|---:|---:|"]
+    out = []
     for key, title, higher, scale in FIGURES:
         va = np.array([rows_a[n][key] for n in names], dtype=float) * scale
         vb = np.array([rows_b[n][key] for n in names], dtype=float) * scale
         diff = vb - va
         lo, hi = _interval(diff, resamples, seed)
         better = int(((diff > 0) if higher else (diff < 0)).sum())
-        lines.append(f"| {title} | {va.mean():.2f} | {vb.mean():.2f} | {diff.mean():+.2f} | {lo:+.2f} to {hi:+.2f} "
-                     f"| {better} of {len(names)} |")
-    lines += ["", "Means over photos (higher AuC, rebalanced AuC and PSNR are better, lower cast and colourfulness gap: "
-              f"the distance from the real photo's); the interval from a bootstrap over the photos ({resamples} resamples)."]
+        out.append(Difference(title, va.mean(), vb.mean(), diff.mean(), lo, hi, better, len(names)))
+    return out
+
+
+_FOOTNOTE = ("higher AuC, rebalanced AuC and PSNR are better, lower cast and colourfulness gap: the distance from "
+             "the real photo's")
+
+
+def paired_table(a: tuple[str, dict], b: tuple[str, dict], top: int = 5, top_figure: str = "auc_rebalanced",
+                 resamples: int = 10000, seed: int = 0) -> str:
+    """Markdown: per figure the means, the mean difference B - A with its bootstrap interval,
+    and the photos where B is better; then the ``top`` photos whose ``top_figure`` moved most."""
+    (name_a, rows_a), (name_b, rows_b) = a, b
+    figures = differences(rows_a, rows_b, resamples, seed)
+    names = sorted(rows_a)
+    lines = [f"A: {name_a}; B: {name_b}; {len(names)} photos", "",
+             "| figure | A | B | B - A | 95% interval | photos where B is better |", "|---|---:|---:|---:|---:|---:|"]
+    for d in figures:
+        lines.append(f"| {d.title} | {d.mean_a:.2f} | {d.mean_b:.2f} | {d.diff:+.2f} | {d.lo:+.2f} to {d.hi:+.2f} "
+                     f"| {d.better} of {d.photos} |")
+    lines += ["", f"Means over photos ({_FOOTNOTE}); the interval from a bootstrap over the photos "
+              f"({resamples} resamples)."]
     if top:
         key, title, _, scale = next(f for f in FIGURES if f[0] == top_figure)
         moved = sorted(names, key=lambda n: -abs(rows_b[n][key] - rows_a[n][key]))[:top]
@@ -120,10 +157,55 @@ def paired_table(a: tuple[str, dict], b: tuple[str, dict], top: int = 5, top_fig
     return "\n".join(lines) + "\n"
 
 
+_PAIR_KEYS = {"label", "a", "b", "row_a", "row_b", "temperature"}
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """A pairs file: a YAML list of ``{label, a, b}`` (optional ``row_a``, ``row_b``,
+    ``temperature``); ``a`` and ``b`` become paths relative to the file's folder."""
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no pairs file")
+    try:
+        pairs = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not YAML ({first_line(e)})") from None
+    if not isinstance(pairs, list) or not pairs:
+        raise ValueError(f"{path}: a YAML list of pairs ({{label, a, b}}) is expected")
+    out = []
+    for i, pair in enumerate(pairs, 1):
+        if not isinstance(pair, dict) or not {"label", "a", "b"} <= set(pair) or set(pair) - _PAIR_KEYS:
+            keys = sorted(pair) if isinstance(pair, dict) else type(pair).__name__
+            raise ValueError(f"{path}: pair {i} needs label, a and b (optional row_a, row_b, temperature); "
+                             f"it has {keys}")
+        out.append({**pair, "a": path.parent / str(pair["a"]), "b": path.parent / str(pair["b"])})
+    return out
+
+
+def summary_table(pairs: list[dict], group: str | None, resamples: int = 10000, seed: int = 0) -> str:
+    """Markdown: a line per pair (B against A), per figure the mean difference over photos, its
+    95% interval and the photos where B is better."""
+    head = "| B against A | " + " | ".join(title for _, title, *_ in FIGURES) + " |"
+    lines = [head, "|---|" + "---:|" * len(FIGURES)]
+    for pair in pairs:
+        t = pair.get("temperature")
+        _, rows_a = read_rows(pair["a"], pair.get("row_a"), group, t)
+        _, rows_b = read_rows(pair["b"], pair.get("row_b"), group, t)
+        cells = [f"{d.diff:+.2f} ({d.lo:+.2f} to {d.hi:+.2f}), {d.better}/{d.photos}"
+                 for d in differences(rows_a, rows_b, resamples, seed)]
+        lines.append(f"| {pair['label']} | " + " | ".join(cells) + " |")
+    where = f"the photos of group {group}" if group else "all photos"
+    lines += ["", f"Each cell: the mean difference B - A over {where}, its 95% interval from a bootstrap over the "
+              f"photos ({resamples} resamples), and on how many photos B is better ({_FOOTNOTE})."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evaluation.paired", description=__doc__.split("\n\n")[0])
-    p.add_argument("a", type=Path, help="the first report: results.json or its folder")
-    p.add_argument("b", type=Path, help="the second report (the same photos)")
+    p.add_argument("a", type=Path, nargs="?", help="the first report: results.json or its folder")
+    p.add_argument("b", type=Path, nargs="?", help="the second report (the same photos)")
+    p.add_argument("--pairs", type=Path, help="a YAML file of pairs to compare, a line each (instead of A and B)")
     p.add_argument("--group", help="compare the photos of this evaluation group (default: all photos)")
     p.add_argument("--temperature", type=float,
                    help="read the model row at this temperature (default: a report's one model row)")
@@ -138,9 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resamples < 1 or args.top < 0:
             raise ValueError("--resamples must be at least 1 and --top at least 0")
-        a = read_rows(args.a, args.row_a, args.group, args.temperature)
-        b = read_rows(args.b, args.row_b, args.group, args.temperature)
-        table = paired_table(a, b, args.top, args.top_figure, args.resamples)
+        if args.pairs is not None:
+            if args.a is not None or args.row_a or args.row_b or args.temperature is not None:
+                raise ValueError("--pairs names its reports, rows and temperatures itself: give no A, B, "
+                                 "--row-a, --row-b or --temperature with it")
+            table = summary_table(read_pairs(args.pairs), args.group, args.resamples)
+        elif args.b is None:
+            raise ValueError("give two reports A and B, or --pairs FILE")
+        else:
+            a = read_rows(args.a, args.row_a, args.group, args.temperature)
+            b = read_rows(args.b, args.row_b, args.group, args.temperature)
+            table = paired_table(a, b, args.top, args.top_figure, args.resamples)
         if args.table:
             args.table.parent.mkdir(parents=True, exist_ok=True)
             args.table.write_text(table)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.paired import main, paired_table, read_rows
+from evaluation.paired import main, paired_table, read_pairs, read_rows, summary_table
 
 KEYS = ("auc", "auc_rebalanced", "psnr", "cast", "delta_colorfulness")
 
@@ -21,7 +21,8 @@ def write_report(path, rows: dict[str, list[float]], groups=None, temperature=1.
             name: {"auc": 0.9, "auc_rebalanced": values[i], "psnr": 22.0 + values[i], "cast": 10.0 - values[i],
                    "delta_colorfulness": 20.0} for name, values in rows.items()}})
     table = [{"name": "gray (ab = 0)", "model": None, "temperature": None}]
-    table += [{"name": name, "model": name.split(" T=")[0], "temperature": temperature} for name in rows]
+    table += [{"name": name, "model": name.split(" T=")[0], "temperature": float(name.split(" T=")[1])
+               if " T=" in name else temperature} for name in rows]
     path.mkdir(parents=True, exist_ok=True)
     (path / "results.json").write_text(json.dumps({"table": table, "images": images}))
     return path
@@ -94,3 +95,50 @@ def test_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_pairs_a_line_each_with_the_paired_figures(tmp_path, capsys):
+    write_report(tmp_path / "reports" / "a", {"a T=1": [0.6, 0.7, 0.8, 0.5]})
+    write_report(tmp_path / "reports" / "b", {"b T=1": [0.65, 0.7, 0.75, 0.9], "b T=0.38": [0.6, 0.7, 0.8, 0.5]})
+    pairs = tmp_path / "pairs" / "pairs.yaml"
+    pairs.parent.mkdir()
+    pairs.write_text("- {label: b against a, a: ../reports/a, b: ../reports/b, row_b: b T=1}\n"
+                     "- {label: colder, a: ../reports/a, row_a: a T=1, b: ../reports/b/results.json, temperature: 0.38}\n")
+    read = read_pairs(pairs)
+    assert read[0]["a"] == pairs.parent / "../reports/a" and read[1]["temperature"] == 0.38
+    table = summary_table(read, None, resamples=2000)
+    lines = table.splitlines()
+    assert lines[0].startswith("| B against A | AuC (points) | rebalanced AuC (points) |") and len(lines) == 6
+    # the pair's rebalanced cell holds what the two-report table gives for it
+    full = paired_table(read_rows(tmp_path / "reports" / "a", None, None), read_rows(
+        tmp_path / "reports" / "b", "b T=1", None), top=0, resamples=2000)
+    rebal = next(line for line in full.splitlines() if line.startswith("| rebalanced")).split("|")
+    cells = lines[2].split(" | ")
+    assert cells[0] == "| b against a" and cells[2] == f"{rebal[4].strip()} ({rebal[5].strip()}), 2/4"
+    assert lines[3].startswith("| colder | +0.00 (+0.00 to +0.00), 0/4 |")  # the same figures: no difference
+    out = tmp_path / "t.md"
+    assert main(["--pairs", str(pairs), "--table", str(out), "--resamples", "2000"]) == 0
+    assert capsys.readouterr().out == out.read_text() == table
+
+
+@pytest.mark.parametrize("text, args, message", [
+    ("- {label: x, a: r}\n", [], "pair 1 needs label, a and b"),
+    ("- {label: x, a: r, b: r, row: y}\n", [], "it has ['a', 'b', 'label', 'row']"),
+    ("[1, 2]\n", [], "pair 1 needs label, a and b"),
+    ("label: x\n", [], "a YAML list of pairs"),
+    ("- {label: x, a: r, b: [\n", [], "not YAML"),
+    ("- {label: x, a: r, b: nowhere, row_a: x T=1}\n", [], "no evaluation report"),
+    ("- {label: x, a: r, b: r}\n", ["--row-a", "x T=1"], "--pairs names its reports"),
+])  # fmt: skip
+def test_pairs_errors_are_one_line(tmp_path, capsys, text, args, message):
+    write_report(tmp_path / "r", {"x T=1": [0.5, 0.6], "y T=1": [0.6, 0.6]})
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(text)
+    assert main(["--pairs", str(pairs), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_two_reports_or_pairs_are_needed(tmp_path, capsys):
+    assert main([]) == 2 and "give two reports A and B, or --pairs FILE" in capsys.readouterr().err
+    assert main(["--pairs", str(tmp_path / "none.yaml")]) == 2 and "no pairs file" in capsys.readouterr().err
