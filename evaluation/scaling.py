@@ -35,7 +35,8 @@ import numpy as np
 from colorizer.errors import report_error
 from evaluation.curves import save_figure, with_note, write_table
 
-__all__ = ["main", "Point", "read_point", "fit", "parse_target", "scaling_table", "plot_scaling", "METRICS"]
+__all__ = ["main", "Point", "read_point", "fit", "parse_target", "target_value", "gray_row", "scaling_table",
+           "plot_scaling", "METRICS"]
 
 # (results.json key, title, higher is better)
 METRICS = [
@@ -85,13 +86,19 @@ def read_point(folder: Path, count: str, group: str, temperature: float) -> Poin
     if len(models) != 1:
         raise ValueError(f"{results_path}: {len(models)} model rows at T={temperature:g} in group {group!r}; "
                          "a point is one model's evaluation")
-    gray = next((r for r in rows if r.get("model") is None and r["name"].startswith("gray")), None)
-    if gray is None:
-        raise ValueError(f"{results_path}: no gray row in group {group!r}")
+    gray = gray_row(rows, f"{results_path}: group {group!r}")
     keys = [k for k, _, _ in METRICS]
     return Point(folder.name, int(photos["groups"][count]), int(photos["photos"]),
                  {k: float(models[0][k]) for k in keys}, {k: float(gray[k]) for k in keys},
                  float(gray["truth_colorfulness"]), _photo_set(folder, photos))
+
+
+def gray_row(rows: list[dict], where: str) -> dict:
+    """A report group's gray (ab = 0) row."""
+    gray = next((r for r in rows if r.get("model") is None and r["name"].startswith("gray")), None)
+    if gray is None:
+        raise ValueError(f"{where}: no gray row")
+    return gray
 
 
 # the run settings that choose the photos trained on (config.json), beside their counts
@@ -126,11 +133,13 @@ def parse_target(spec: str) -> tuple[str, str | None, str | None, float]:
     return metric, m.group(1), m.group(2), float(m.group(3))
 
 
-def target_value(target: tuple[str, str | None, str | None, float], point: Point) -> float:
+def target_value(target: tuple[str, str | None, str | None, float], gray: dict[str, float],
+                 truth_colorfulness: float) -> float:
+    """A parsed target's value, given the group's gray figures and its real photos' colourfulness."""
     metric, base, op, number = target
     if base is None:
         return number
-    ref = point.truth_colorfulness if base == "truth" else point.gray[metric]
+    ref = truth_colorfulness if base == "truth" else gray[metric]
     return ref + number if op == "+" else ref * number
 
 
@@ -198,7 +207,7 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
         for target in targets:
             metric, base, op, number = target
             better = next(h for k, _, h in METRICS if k == metric)
-            value = target_value(target, best)
+            value = target_value(target, best.gray, best.truth_colorfulness)
             slope, se, intercept = fit(points, metric)
             x_mean = float(np.mean(np.log2([p.photos for p in points])))
             y_mean = float(np.mean([p.figures[metric] for p in points]))
@@ -254,7 +263,8 @@ def plot_scaling(points: list[Point], count: str, group: str, targets, path: Pat
     x = np.array([p.photos for p in points], dtype=float)
     for ax, (key, title, better) in zip(axes[0], METRICS):
         slope, _, intercept = fit(points, key)
-        reach = [photos_to_reach(target_value(t, best), slope, intercept, better) for t in targets if t[0] == key]
+        reach = [photos_to_reach(target_value(t, best.gray, best.truth_colorfulness), slope, intercept, better)
+                 for t in targets if t[0] == key]
         right = max([x.max() * 2] + [min(r, 2.0 ** 17) * 1.2 for r in reach if r is not None])
         line = np.geomspace(x.min() / 1.2, right, 50)
         ax.plot(line, slope * np.log2(line) + intercept, color="C0", linewidth=1, linestyle="-.",
@@ -265,7 +275,7 @@ def plot_scaling(points: list[Point], count: str, group: str, targets, path: Pat
             ax.axhline(best.truth_colorfulness, color="black", linestyle=":", linewidth=1, label="real photos")
         for t in targets:
             if t[0] == key:
-                ax.axhline(target_value(t, best), color="C3", linewidth=1, label="target")
+                ax.axhline(target_value(t, best.gray, best.truth_colorfulness), color="C3", linewidth=1, label="target")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.set_xlabel(f"{count} training photos")

@@ -1,0 +1,224 @@
+"""Every evaluated model against the quality targets: ``python -m evaluation.targets``.
+
+    python -m evaluation.targets docs/shipped docs/default-temperatures docs/pooling \
+        --group non-food --target auc=gray+0.015 --target auc_rebalanced=gray+0.08 \
+        --target cast=gray*0.5 --target colorfulness=truth*0.75 \
+        --out docs/targets/targets.png --table docs/targets/targets.md
+
+Each argument is an evaluation report (``results.json``, or the folder holding it, from
+``python -m evaluation``) of the same photos; every model row of one group is read, at every
+temperature the report holds. The table gives each row's figures and which targets it meets
+(a target is ``METRIC=VALUE`` as in ``evaluation.scaling``: a number, ``gray+D``, ``gray*F``
+or ``truth*F`` of the group's gray and real-photo figures); the figure puts every row on two
+planes, plain against rebalanced AuC and colourfulness against colour cast, with each
+target's line, so that where the rows lie against the corner the targets mark shows at a
+glance whether any model reaches them. A model (a row's name without its temperature) is
+one series however many reports hold it; its rows at several temperatures are joined by a
+line (the trade-off its temperature gives).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from colorizer.errors import report_error
+from evaluation.curves import save_figure, with_note, write_table
+from evaluation.scaling import METRICS, gray_row, model_rows, parse_target, target_value
+
+__all__ = ["main", "Row", "read_rows", "targets_table", "plot_targets"]
+
+# the two planes of the figure: (x, y) figures
+PLANES = [("auc", "auc_rebalanced"), ("colorfulness", "cast")]
+_KEYS = [k for k, _, _ in METRICS]
+
+
+@dataclass
+class Row:
+    """One model row of a report's group: its report, model, temperature and figures."""
+
+    report: str
+    name: str
+    model: str
+    temperature: float
+    figures: dict[str, float]
+
+
+def _report_path(path: Path) -> Path:
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"{path}: no evaluation report (results.json)")
+    return path
+
+
+def read_rows(paths: list[Path], group: str) -> tuple[list[Row], dict[str, float], float]:
+    """Every model row of ``group`` in the reports, with the group's gray figures and its
+    real photos' colourfulness (the reports must agree on both: the same photos)."""
+    rows, reference = [], None
+    for spec in paths:
+        label, given = _labelled(spec)
+        path = _report_path(given)
+        report = json.loads(path.read_text())
+        table = report.get("groups", {}).get(group)
+        if table is None:
+            raise ValueError(f"{path}: no evaluation group {group!r} (it has "
+                             f"{', '.join(report.get('groups', {})) or 'none'})")
+        gray = gray_row(table, f"{path}: group {group!r}")
+        here = ({k: float(gray[k]) for k in _KEYS}, float(gray["truth_colorfulness"]))
+        if reference is None:
+            reference = here
+        elif any(not math.isclose(a, b, rel_tol=1e-9) for a, b in zip([*reference[0].values(), reference[1]],
+                                                                     [*here[0].values(), here[1]])):
+            raise ValueError(f"{path}: other photos than {paths[0]} (its gray row differs)")
+        models = model_rows(table)
+        if not models:
+            raise ValueError(f"{path}: no model row in group {group!r}")
+        for r in models:
+            rows.append(Row(label, r["name"], r["model"], float(r["temperature"]), {k: float(r[k]) for k in _KEYS}))
+    return rows, reference[0], reference[1]
+
+
+def _labelled(spec: Path) -> tuple[str, Path]:
+    """``LABEL=PATH`` or a path (labelled by its folder's name)."""
+    label, sep, rest = str(spec).partition("=")
+    if sep and not spec.exists():
+        return label, Path(rest)
+    return (spec.name if spec.is_dir() else spec.parent.name), spec
+
+
+
+def _model(row: Row) -> str:
+    """A row's model as the figure labels it: its name without the temperature (one model scored
+    in several reports is one series)."""
+    return row.name.rsplit(" T=", 1)[0]
+
+
+def _met(row: Row, target, value: float) -> bool:
+    better = next(h for k, _, h in METRICS if k == target[0])
+    return row.figures[target[0]] >= value if better else row.figures[target[0]] <= value
+
+
+def _spec(target) -> str:
+    metric, base, op, number = target
+    better = next(h for k, _, h in METRICS if k == metric)
+    return f"{metric} {'>=' if better else '<='} " + (f"{number:g}" if base is None else f"{base}{op}{number:g}")
+
+
+def _cell(metric: str, value: float) -> str:
+    return f"{value:.3f}" if metric.startswith("auc") else f"{value:.2f}" if metric == "psnr" else f"{value:.1f}"
+
+
+def targets_table(rows: list[Row], gray: dict[str, float], truth: float, group: str, targets) -> str:
+    """Markdown: gray, the targets' values, and per row its figures and the targets it meets."""
+    values = [target_value(t, gray, truth) for t in targets]
+    head = "| report | row | " + " | ".join(title for _, title, _ in METRICS) + " | targets met |"
+    lines = [head, "|---|---|" + "---:|" * len(METRICS) + "---:|",
+             "| | gray (ab = 0) | " + " | ".join(_cell(k, gray[k]) for k in _KEYS[:3])
+             + f" | real {truth:.1f} | {_cell('psnr', gray['psnr'])} | |"]
+    if targets:
+        by_metric = {t[0]: v for t, v in zip(targets, values)}
+        lines.append("| | target | " + " | ".join(_cell(k, by_metric[k]) if k in by_metric else "" for k in _KEYS)
+                     + f" | {len(targets)} |")
+    best, shown = 0, set()
+    for r in rows:
+        met = sum(_met(r, t, v) for t, v in zip(targets, values))
+        best = max(best, met)
+        cells = [_cell(k, r.figures[k]) + ("*" if any(t[0] == k and _met(r, t, v) for t, v in zip(targets, values))
+                                           else "") for k in _KEYS]
+        if (r.name, *cells) in shown:  # the same model scored again in another report
+            continue
+        shown.add((r.name, *cells))
+        lines.append(f"| {r.report} | {r.name} | " + " | ".join(cells) + f" | {met} of {len(targets)} |")
+    lines += ["", f"Held-out {group} photos. Targets: " + ("; ".join(f"{_spec(t)} ({v:.3f})" for t, v in
+                                                                     zip(targets, values)) or "none")
+              + f". A figure marked * meets its target; the most any row meets: {best} of {len(targets)}."]
+    for t, v in zip(targets, values):
+        hits = [r for r in rows if _met(r, t, v)]
+        lines.append(f"- {_spec(t)}: met by {len(hits)} of {len(rows)} rows")
+    return "\n".join(lines) + "\n"
+
+
+def plot_targets(rows: list[Row], gray: dict[str, float], truth: float, group: str, targets, path: Path) -> Path:
+    """A PNG: the rows on each plane of ``PLANES``, gray, the real photos and the targets' lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = {k: t for k, t, _ in METRICS}
+    better = {k: h for k, _, h in METRICS}
+    fig, axes = plt.subplots(1, len(PLANES), figsize=(6.4 * len(PLANES), 5.2), squeeze=False)
+    models = list(dict.fromkeys(_model(r) for r in rows))
+    markers = "osD^vP*Xhp<>"
+    for ax, (x, y) in zip(axes[0], PLANES):
+        for i, model in enumerate(models):
+            style = {"color": f"C{i % 10}", "marker": markers[(i // 10) % len(markers)]}
+            mine = sorted({r.temperature: r for r in rows if _model(r) == model}.values(), key=lambda r: r.temperature)
+            if len(mine) > 1:  # one model at several temperatures: its trade-off, from the lowest T
+                ax.plot([r.figures[x] for r in mine], [r.figures[y] for r in mine], color=style["color"],
+                        linewidth=0.8, alpha=0.6)
+                ax.annotate(f"T={mine[0].temperature:g}", (mine[0].figures[x], mine[0].figures[y]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+            ax.scatter([r.figures[x] for r in mine], [r.figures[y] for r in mine], s=22, label=model, **style)
+        ax.scatter([gray[x]], [gray[y]], color="gray", marker="s", s=30, label="gray (ab = 0)")
+        if x == "colorfulness":
+            ax.axvline(truth, color="black", linestyle=":", linewidth=1, label="real photos")
+        corner = {}
+        for t in targets:
+            value = target_value(t, gray, truth)
+            if t[0] == x:
+                ax.axvline(value, color="C3", linewidth=1, label="target")
+            elif t[0] == y:
+                ax.axhline(value, color="C3", linewidth=1, label="target")
+            if t[0] in (x, y):
+                corner[t[0]] = value
+        if len(corner) == 2:  # where both targets are met, in view
+            (x0, x1), (y0, y1) = _widened(ax.get_xlim(), corner[x], better[x]), _widened(ax.get_ylim(), corner[y],
+                                                                                           better[y])
+            xs = (corner[x], x1) if better[x] else (x0, corner[x])
+            ys = (corner[y], y1) if better[y] else (y0, corner[y])
+            ax.fill_between(xs, *ys, color="C3", alpha=0.08, label="both targets met")
+            ax.set_xlim(x0, x1)
+            ax.set_ylim(y0, y1)
+        ax.set_xlabel(f"{titles[x]} ({'higher' if better[x] else 'lower'} is better)")
+        ax.set_ylabel(f"{titles[y]} ({'higher' if better[y] else 'lower'} is better)")
+        ax.set_title(f"{group}: {titles[x]} and {titles[y]}", fontsize=9)
+        ax.grid(alpha=0.3)
+    return save_figure(fig, axes[0], path, per_row=5, bottom=0.03)
+
+
+def _widened(limits: tuple[float, float], target: float, higher: bool) -> tuple[float, float]:
+    """Axis limits that show a stretch beyond ``target`` on its better side."""
+    lo, hi = limits
+    margin = 0.15 * (hi - lo)
+    return (lo, max(hi, target + margin)) if higher else (min(lo, target - margin), hi)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evaluation.targets", description=__doc__.split("\n\n")[0])
+    p.add_argument("reports", nargs="+", type=Path,
+                   help="evaluation reports: results.json or its folder, or LABEL=PATH (default label: the folder)")
+    p.add_argument("--group", required=True, help="the evaluation group read (e.g. non-food)")
+    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
+                   help="a figure's target: a number, gray+D, gray*F or truth*F (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--table", type=Path, help="Markdown table to write (printed either way)")
+    p.add_argument("--note", type=Path, help="Markdown file appended to the table (what the reports do not say)")
+    args = p.parse_args(argv)
+    try:
+        targets = [parse_target(t) for t in args.target]
+        rows, gray, truth = read_rows(args.reports, args.group)
+        table = with_note(targets_table(rows, gray, truth, args.group, targets), args.note)
+        plot_targets(rows, gray, truth, args.group, targets, args.out)
+    except (OSError, KeyError, ValueError) as e:
+        return report_error("evaluation.targets", e)
+    write_table(table, args.table, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
