@@ -33,7 +33,7 @@ import numpy as np
 from colorizer.errors import first_line, report_error
 from evaluation.scaling import model_rows
 
-__all__ = ["main", "read_rows", "paired_table", "summary_table", "read_pairs", "FIGURES"]
+__all__ = ["main", "load_report", "read_rows", "paired_table", "summary_table", "read_pairs", "FIGURES"]
 
 # (per-photo key, title, higher is better, scale shown)
 FIGURES = [
@@ -45,7 +45,8 @@ FIGURES = [
 ]
 
 
-def _report(path: Path) -> dict:
+def load_report(path: Path) -> dict:
+    """An evaluation report: ``results.json`` or the folder holding it."""
     path = path / "results.json" if path.is_dir() else path
     if not path.is_file():
         raise ValueError(f"{path}: no evaluation report (results.json)")
@@ -67,7 +68,7 @@ def _row_name(report: dict, row: str | None, temperature: float | None, where: s
 def read_rows(path: Path, row: str | None, group: str | None,
               temperature: float | None = None) -> tuple[str, dict[str, dict]]:
     """A report's row name and, per photo of ``group`` (None: every photo), that row's figures."""
-    report = _report(path)
+    report = load_report(path)
     name = _row_name(report, row, temperature, str(path))
     photos = {}
     for im in report.get("images", []):
@@ -176,10 +177,18 @@ def read_pairs(path: Path) -> list[dict]:
     out = []
     for i, pair in enumerate(pairs, 1):
         if not isinstance(pair, dict) or not {"label", "a", "b"} <= set(pair) or set(pair) - _PAIR_KEYS:
-            keys = sorted(pair) if isinstance(pair, dict) else type(pair).__name__
+            keys = sorted(map(str, pair)) if isinstance(pair, dict) else type(pair).__name__
             raise ValueError(f"{path}: pair {i} needs label, a and b (optional row_a, row_b, temperature); "
                              f"it has {keys}")
-        out.append({**pair, "a": path.parent / str(pair["a"]), "b": path.parent / str(pair["b"])})
+        for key in sorted(set(pair) - {"temperature"}):
+            if not isinstance(pair[key], str) or not pair[key].strip():
+                raise ValueError(f"{path}: pair {i}'s {key} must be text, not {pair[key]!r}")
+        t = pair.get("temperature")
+        if "temperature" in pair and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
+            raise ValueError(f"{path}: pair {i}'s temperature must be a number, not {t!r}")
+        if "temperature" in pair and "row_a" in pair and "row_b" in pair:
+            raise ValueError(f"{path}: pair {i} names both rows, so its temperature would choose nothing")
+        out.append({**pair, "a": path.parent / pair["a"], "b": path.parent / pair["b"]})
     return out
 
 
@@ -188,13 +197,17 @@ def summary_table(pairs: list[dict], group: str | None, resamples: int = 10000, 
     95% interval and the photos where B is better."""
     head = "| B against A | " + " | ".join(title for _, title, *_ in FIGURES) + " |"
     lines = [head, "|---|" + "---:|" * len(FIGURES)]
-    for pair in pairs:
+    for i, pair in enumerate(pairs, 1):
         t = pair.get("temperature")
-        _, rows_a = read_rows(pair["a"], pair.get("row_a"), group, t)
-        _, rows_b = read_rows(pair["b"], pair.get("row_b"), group, t)
-        cells = [f"{d.diff:+.2f} ({d.lo:+.2f} to {d.hi:+.2f}), {d.better}/{d.photos}"
-                 for d in differences(rows_a, rows_b, resamples, seed)]
-        lines.append(f"| {pair['label']} | " + " | ".join(cells) + " |")
+        try:
+            _, rows_a = read_rows(pair["a"], pair.get("row_a"), group, t)
+            _, rows_b = read_rows(pair["b"], pair.get("row_b"), group, t)
+            figures = differences(rows_a, rows_b, resamples, seed)
+        except ValueError as e:
+            hint = str(e).replace("--row-a/--row-b", "row_a/row_b").replace("--temperature", "temperature")
+            raise ValueError(f"pair {i} ({pair['label']}): {hint}") from None
+        cells = [f"{d.diff:+.2f} ({d.lo:+.2f} to {d.hi:+.2f}), {d.better}/{d.photos}" for d in figures]
+        lines.append(f"| {pair['label'].replace('|', '&#124;')} | " + " | ".join(cells) + " |")
     where = f"the photos of group {group}" if group else "all photos"
     lines += ["", f"Each cell: the mean difference B - A over {where}, its 95% interval from a bootstrap over the "
               f"photos ({resamples} resamples), and on how many photos B is better ({_FOOTNOTE})."]
@@ -211,26 +224,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="read the model row at this temperature (default: a report's one model row)")
     p.add_argument("--row-a", help="the row of the first report, e.g. 'default T=1' (default: its one model row)")
     p.add_argument("--row-b", help="the row of the second report (default: its one model row)")
-    p.add_argument("--top", type=int, default=5, help="list the photos whose figure moved most (default 5; 0: none)")
-    p.add_argument("--top-figure", default="auc_rebalanced", choices=[k for k, *_ in FIGURES],
+    p.add_argument("--top", type=int, help="list the photos whose figure moved most (default 5; 0: none)")
+    p.add_argument("--top-figure", choices=[k for k, *_ in FIGURES],
                    help="the figure --top ranks by (default auc_rebalanced)")
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--table", type=Path, help="Markdown file to write (printed either way)")
     args = p.parse_args(argv)
     try:
-        if args.resamples < 1 or args.top < 0:
+        if args.resamples < 1 or (args.top is not None and args.top < 0):
             raise ValueError("--resamples must be at least 1 and --top at least 0")
         if args.pairs is not None:
-            if args.a is not None or args.row_a or args.row_b or args.temperature is not None:
-                raise ValueError("--pairs names its reports, rows and temperatures itself: give no A, B, "
-                                 "--row-a, --row-b or --temperature with it")
+            if args.a is not None or args.row_a or args.row_b or args.temperature is not None or \
+                    args.top is not None or args.top_figure is not None:
+                raise ValueError("--pairs names its reports, rows and temperatures itself and lists no photos: give "
+                                 "no A, B, --row-a, --row-b, --temperature, --top or --top-figure with it")
             table = summary_table(read_pairs(args.pairs), args.group, args.resamples)
         elif args.b is None:
             raise ValueError("give two reports A and B, or --pairs FILE")
         else:
             a = read_rows(args.a, args.row_a, args.group, args.temperature)
             b = read_rows(args.b, args.row_b, args.group, args.temperature)
-            table = paired_table(a, b, args.top, args.top_figure, args.resamples)
+            table = paired_table(a, b, 5 if args.top is None else args.top, args.top_figure or "auc_rebalanced",
+                                 args.resamples)
         if args.table:
             args.table.parent.mkdir(parents=True, exist_ok=True)
             args.table.write_text(table)

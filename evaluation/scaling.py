@@ -35,8 +35,8 @@ import numpy as np
 from colorizer.errors import report_error
 from evaluation.curves import save_figure, with_note, write_table
 
-__all__ = ["main", "Point", "read_point", "fit", "parse_target", "target_value", "gray_row", "scaling_table",
-           "plot_scaling", "METRICS"]
+__all__ = ["main", "Point", "read_point", "fit", "parse_target", "target_value", "target_spec", "gray_row",
+           "figure_cell", "scaling_table", "plot_scaling", "METRICS"]
 
 # (results.json key, title, higher is better)
 METRICS = [
@@ -143,6 +143,13 @@ def target_value(target: tuple[str, str | None, str | None, float], gray: dict[s
     return ref + number if op == "+" else ref * number
 
 
+def target_spec(target: tuple[str, str | None, str | None, float]) -> str:
+    """A parsed target as the tables write it, e.g. ``cast <= gray*0.5``."""
+    metric, base, op, number = target
+    better = next(h for k, _, h in METRICS if k == metric)
+    return f"{metric} {'>=' if better else '<='} " + (f"{number:g}" if base is None else f"{base}{op}{number:g}")
+
+
 def fit(points: list[Point], metric: str) -> tuple[float, float, float]:
     """``(slope, its standard error, intercept)`` of the figure against log2 photos
     (the standard error is nan with fewer than three points)."""
@@ -173,7 +180,7 @@ def _photos(n: float | None) -> str:
     return f"{n:,.0f}" if n < 1e7 else f"{n:.1e}"
 
 
-def _cell(metric: str, value: float) -> str:
+def figure_cell(metric: str, value: float) -> str:
     """A figure as the table shows it: AuC to 3 places, PSNR to 2, the others to 1."""
     return f"{value:.3f}" if metric.startswith("auc") else f"{value:.2f}" if metric == "psnr" else f"{value:.1f}"
 
@@ -185,10 +192,10 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
     lines = [f"| run | {count} photos | all photos | " + " | ".join(t for _, t in keys) + " |",
              "|---|---:|---:|" + "---:|" * len(keys)]
     gray = points[0].gray
-    lines.append("| gray (ab = 0) | | | " + " | ".join(_cell(k, gray[k]) for k, _ in keys[:3])
-                 + f" | real {points[0].truth_colorfulness:.1f} | {_cell('psnr', gray['psnr'])} |")
+    lines.append("| gray (ab = 0) | | | " + " | ".join(figure_cell(k, gray[k]) for k, _ in keys[:3])
+                 + f" | real {points[0].truth_colorfulness:.1f} | {figure_cell('psnr', gray['psnr'])} |")
     for p in points:
-        cells = [_cell(k, p.figures[k]) for k, _ in keys]
+        cells = [figure_cell(k, p.figures[k]) for k, _ in keys]
         lines.append(f"| {p.name} | {p.photos} | {p.all_photos} | " + " | ".join(cells) + " |")
     lines += ["", f"Held-out {group} photos at T = {temperature:g}. A line through each figure against log2 of the "
               f"{count} photos trained on:", "", "| figure | per doubling of the photos | ± standard error |",
@@ -205,7 +212,7 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
                   "|---|---:|---:|---:|---:|---:|"]
         best = max(points, key=lambda p: p.photos)
         for target in targets:
-            metric, base, op, number = target
+            metric = target[0]
             better = next(h for k, _, h in METRICS if k == metric)
             value = target_value(target, best.gray, best.truth_colorfulness)
             slope, se, intercept = fit(points, metric)
@@ -215,8 +222,7 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
             def at(s: float) -> str:  # lines through the points' centre at another slope
                 return "" if math.isnan(s) else _photos(photos_to_reach(value, s, y_mean - s * x_mean, better))
 
-            spec = f"{metric} {'>=' if better else '<='} " + (f"{number:g}" if base is None else f"{base}{op}{number:g}")
-            lines.append(f"| {spec} | {value:.3f} | {best.figures[metric]:.3f} | "
+            lines.append(f"| {target_spec(target)} | {value:.3f} | {best.figures[metric]:.3f} | "
                          f"{_photos(photos_to_reach(value, slope, intercept, better))} | {at(slope + se)} | "
                          f"{at(slope - se)} |")
     return "\n".join(lines) + "\n"
@@ -247,7 +253,7 @@ def _same_photos_table(points: list[Point], keys: list[tuple[str, str]]) -> list
 
 
 def _spread_cell(metric: str, value: float) -> str:
-    return f"{value * 100:.1f}" if metric.startswith("auc") else _cell(metric, value)
+    return f"{value * 100:.1f}" if metric.startswith("auc") else figure_cell(metric, value)
 
 
 def plot_scaling(points: list[Point], count: str, group: str, targets, path: Path) -> Path:

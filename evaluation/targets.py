@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from colorizer.errors import report_error
 from evaluation.curves import save_figure, with_note, write_table
-from evaluation.scaling import METRICS, gray_row, model_rows, parse_target, target_value
+from evaluation.evaluate import labelled_source
+from evaluation.paired import load_report
+from evaluation.scaling import METRICS, figure_cell, gray_row, model_rows, parse_target, target_spec, target_value
 
 __all__ = ["main", "Row", "read_rows", "targets_table", "plot_targets"]
 
@@ -39,56 +40,45 @@ _KEYS = [k for k, _, _ in METRICS]
 
 @dataclass
 class Row:
-    """One model row of a report's group: its report, model, temperature and figures."""
+    """One model row of a report's group: its report's label, name, temperature and figures."""
 
     report: str
     name: str
-    model: str
     temperature: float
     figures: dict[str, float]
 
 
-def _report_path(path: Path) -> Path:
-    path = path / "results.json" if path.is_dir() else path
-    if not path.is_file():
-        raise ValueError(f"{path}: no evaluation report (results.json)")
-    return path
-
-
-def read_rows(paths: list[Path], group: str) -> tuple[list[Row], dict[str, float], float]:
-    """Every model row of ``group`` in the reports, with the group's gray figures and its
-    real photos' colourfulness (the reports must agree on both: the same photos)."""
+def read_rows(specs: list[Path], group: str) -> tuple[list[Row], dict[str, float], float]:
+    """Every model row of ``group`` in the reports (``LABEL=PATH`` or a path), with the
+    group's gray figures and its real photos' colourfulness (the reports must agree on
+    both: the same photos). A row another report already gave, figure for figure, is kept once."""
     rows, reference = [], None
-    for spec in paths:
-        label, given = _labelled(spec)
-        path = _report_path(given)
-        report = json.loads(path.read_text())
+    for spec in specs:
+        label, given = labelled_source(str(spec))
+        if not given:
+            raise ValueError(f"{spec}: LABEL=PATH with no path")
+        given = Path(given)
+        if label == str(spec):  # no label: the report's folder names it
+            label = (given if given.is_dir() else given.parent).resolve().name
+        report = load_report(given)
         table = report.get("groups", {}).get(group)
         if table is None:
-            raise ValueError(f"{path}: no evaluation group {group!r} (it has "
+            raise ValueError(f"{spec}: no evaluation group {group!r} (it has "
                              f"{', '.join(report.get('groups', {})) or 'none'})")
-        gray = gray_row(table, f"{path}: group {group!r}")
+        gray = gray_row(table, f"{spec}: group {group!r}")
         here = ({k: float(gray[k]) for k in _KEYS}, float(gray["truth_colorfulness"]))
         if reference is None:
             reference = here
-        elif any(not math.isclose(a, b, rel_tol=1e-9) for a, b in zip([*reference[0].values(), reference[1]],
-                                                                     [*here[0].values(), here[1]])):
-            raise ValueError(f"{path}: other photos than {paths[0]} (its gray row differs)")
+        elif here != reference:
+            raise ValueError(f"{spec}: other photos than {specs[0]} (its gray row differs)")
         models = model_rows(table)
         if not models:
-            raise ValueError(f"{path}: no model row in group {group!r}")
+            raise ValueError(f"{spec}: no model row in group {group!r}")
         for r in models:
-            rows.append(Row(label, r["name"], r["model"], float(r["temperature"]), {k: float(r[k]) for k in _KEYS}))
+            row = Row(label, r["name"], float(r["temperature"]), {k: float(r[k]) for k in _KEYS})
+            if not any(seen.name == row.name and seen.figures == row.figures for seen in rows):
+                rows.append(row)
     return rows, reference[0], reference[1]
-
-
-def _labelled(spec: Path) -> tuple[str, Path]:
-    """``LABEL=PATH`` or a path (labelled by its folder's name)."""
-    label, sep, rest = str(spec).partition("=")
-    if sep and not spec.exists():
-        return label, Path(rest)
-    return (spec.name if spec.is_dir() else spec.parent.name), spec
-
 
 
 def _model(row: Row) -> str:
@@ -102,43 +92,31 @@ def _met(row: Row, target, value: float) -> bool:
     return row.figures[target[0]] >= value if better else row.figures[target[0]] <= value
 
 
-def _spec(target) -> str:
-    metric, base, op, number = target
-    better = next(h for k, _, h in METRICS if k == metric)
-    return f"{metric} {'>=' if better else '<='} " + (f"{number:g}" if base is None else f"{base}{op}{number:g}")
-
-
-def _cell(metric: str, value: float) -> str:
-    return f"{value:.3f}" if metric.startswith("auc") else f"{value:.2f}" if metric == "psnr" else f"{value:.1f}"
-
-
 def targets_table(rows: list[Row], gray: dict[str, float], truth: float, group: str, targets) -> str:
     """Markdown: gray, the targets' values, and per row its figures and the targets it meets."""
     values = [target_value(t, gray, truth) for t in targets]
     head = "| report | row | " + " | ".join(title for _, title, _ in METRICS) + " | targets met |"
     lines = [head, "|---|---|" + "---:|" * len(METRICS) + "---:|",
-             "| | gray (ab = 0) | " + " | ".join(_cell(k, gray[k]) for k in _KEYS[:3])
-             + f" | real {truth:.1f} | {_cell('psnr', gray['psnr'])} | |"]
+             "| | gray (ab = 0) | " + " | ".join(figure_cell(k, gray[k]) for k in _KEYS[:3])
+             + f" | real {truth:.1f} | {figure_cell('psnr', gray['psnr'])} | |"]
     if targets:
         by_metric = {t[0]: v for t, v in zip(targets, values)}
-        lines.append("| | target | " + " | ".join(_cell(k, by_metric[k]) if k in by_metric else "" for k in _KEYS)
+        lines.append("| | target | " + " | ".join(figure_cell(k, by_metric[k]) if k in by_metric else "" for k in _KEYS)
                      + f" | {len(targets)} |")
-    best, shown = 0, set()
+    best = 0
     for r in rows:
         met = sum(_met(r, t, v) for t, v in zip(targets, values))
         best = max(best, met)
-        cells = [_cell(k, r.figures[k]) + ("*" if any(t[0] == k and _met(r, t, v) for t, v in zip(targets, values))
-                                           else "") for k in _KEYS]
-        if (r.name, *cells) in shown:  # the same model scored again in another report
-            continue
-        shown.add((r.name, *cells))
-        lines.append(f"| {r.report} | {r.name} | " + " | ".join(cells) + f" | {met} of {len(targets)} |")
-    lines += ["", f"Held-out {group} photos. Targets: " + ("; ".join(f"{_spec(t)} ({v:.3f})" for t, v in
+        marked = {t[0] for t, v in zip(targets, values) if _met(r, t, v)}
+        cells = [figure_cell(k, r.figures[k]) + ("*" if k in marked else "") for k in _KEYS]
+        label = r.report.replace("|", "&#124;")
+        lines.append(f"| {label} | {r.name} | " + " | ".join(cells) + f" | {met} of {len(targets)} |")
+    lines += ["", f"Held-out {group} photos. Targets: " + ("; ".join(f"{target_spec(t)} ({v:.3f})" for t, v in
                                                                      zip(targets, values)) or "none")
               + f". A figure marked * meets its target; the most any row meets: {best} of {len(targets)}."]
     for t, v in zip(targets, values):
         hits = [r for r in rows if _met(r, t, v)]
-        lines.append(f"- {_spec(t)}: met by {len(hits)} of {len(rows)} rows")
+        lines.append(f"- {target_spec(t)}: met by {len(hits)} of {len(rows)} rows")
     return "\n".join(lines) + "\n"
 
 
@@ -157,7 +135,7 @@ def plot_targets(rows: list[Row], gray: dict[str, float], truth: float, group: s
     for ax, (x, y) in zip(axes[0], PLANES):
         for i, model in enumerate(models):
             style = {"color": f"C{i % 10}", "marker": markers[(i // 10) % len(markers)]}
-            mine = sorted({r.temperature: r for r in rows if _model(r) == model}.values(), key=lambda r: r.temperature)
+            mine = sorted((r for r in rows if _model(r) == model), key=lambda r: r.temperature)
             if len(mine) > 1:  # one model at several temperatures: its trade-off, from the lowest T
                 ax.plot([r.figures[x] for r in mine], [r.figures[y] for r in mine], color=style["color"],
                         linewidth=0.8, alpha=0.6)
@@ -214,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         rows, gray, truth = read_rows(args.reports, args.group)
         table = with_note(targets_table(rows, gray, truth, args.group, targets), args.note)
         plot_targets(rows, gray, truth, args.group, targets, args.out)
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, ValueError) as e:
         return report_error("evaluation.targets", e)
+    except KeyError as e:
+        return report_error("evaluation.targets", f"not an evaluation report: it has no {e}")
     write_table(table, args.table, args.out)
     return 0
 

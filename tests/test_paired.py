@@ -103,7 +103,8 @@ def test_pairs_a_line_each_with_the_paired_figures(tmp_path, capsys):
     pairs = tmp_path / "pairs" / "pairs.yaml"
     pairs.parent.mkdir()
     pairs.write_text("- {label: b against a, a: ../reports/a, b: ../reports/b, row_b: b T=1}\n"
-                     "- {label: colder, a: ../reports/a, row_a: a T=1, b: ../reports/b/results.json, temperature: 0.38}\n")
+                     "- {label: colder, a: ../reports/a, row_a: a T=1, b: ../reports/b/results.json,\n"
+                     "   temperature: 0.38}\n")
     read = read_pairs(pairs)
     assert read[0]["a"] == pairs.parent / "../reports/a" and read[1]["temperature"] == 0.38
     table = summary_table(read, None, resamples=2000)
@@ -129,6 +130,16 @@ def test_pairs_a_line_each_with_the_paired_figures(tmp_path, capsys):
     ("- {label: x, a: r, b: [\n", [], "not YAML"),
     ("- {label: x, a: r, b: nowhere, row_a: x T=1}\n", [], "no evaluation report"),
     ("- {label: x, a: r, b: r}\n", ["--row-a", "x T=1"], "--pairs names its reports"),
+    ("- {label: x, a: r, b: r}\n", ["--top", "3"], "--pairs names its reports"),
+    ("- {label: x, a: r, b: r, temperature: abc}\n", [], "temperature must be a number, not 'abc'"),
+    ("- {label: x, a: r, b: r, temperature: true}\n", [], "temperature must be a number, not True"),
+    ("- {label: x, a: [1], b: r}\n", [], "a must be text, not [1]"),
+    ("- {label: x, a: r, b: r, row_a: [x]}\n", [], "row_a must be text"),
+    ("- {1: x, label: x, a: r, b: r}\n", [], "it has ['1', 'a', 'b', 'label']"),
+    ("- {label: x, a: r, b: r, row_a: x T=1, row_b: y T=1, temperature: 1}\n", [],
+     "names both rows"),
+    ("- {label: x, a: r, b: r}\n- {label: two, a: r, b: r}\n", [], "pair 1 (x): "),
+    ("- {label: x, a: r, b: r, row_a: x T=1}\n", [], "name one with row_a/row_b or give temperature"),
 ])  # fmt: skip
 def test_pairs_errors_are_one_line(tmp_path, capsys, text, args, message):
     write_report(tmp_path / "r", {"x T=1": [0.5, 0.6], "y T=1": [0.6, 0.6]})

@@ -38,8 +38,8 @@ def reports(tmp_path):
 def test_rows_at_every_temperature_and_their_labels(tmp_path):
     a, b = reports(tmp_path)
     rows, gray, truth = read_rows([a, Path(f"second={b / 'results.json'}")], "non-food")
-    assert [(r.report, r.name) for r in rows] == [("sweep", "m T=1"), ("sweep", "m T=0.2"), ("second", "n T=1"),
-                                                  ("second", "m T=1")]
+    # the second report's m T=1 is the first's, figure for figure: kept once
+    assert [(r.report, r.name) for r in rows] == [("sweep", "m T=1"), ("sweep", "m T=0.2"), ("second", "n T=1")]
     assert rows[1].temperature == 0.2 and rows[1].figures["auc_rebalanced"] == 0.73
     assert gray["cast"] == 14.0 and truth == 48.0
 
@@ -56,7 +56,17 @@ def test_the_table_marks_each_target_met_and_counts_them(tmp_path):
     assert lines[6] == "| other | n T=1 | 0.890* | 0.740* | 6.0* | 40.0* | 22.00 | 4 of 4 |"
     assert len([line for line in lines if line.startswith("| other | m T=1")]) == 0  # scored again: shown once
     assert "the most any row meets: 4 of 4" in table
-    assert "- auc_rebalanced >= gray+0.08: met by 2 of 4 rows" in table
+    assert "- auc_rebalanced >= gray+0.08: met by 2 of 3 rows" in table
+    assert "- auc >= gray+0.015: met by 2 of 3 rows" in table
+
+
+def test_a_row_of_the_same_name_with_other_figures_is_kept(tmp_path):
+    a, _ = reports(tmp_path)
+    c = write_report(tmp_path / "rerun", [row("m", 1.0, 0.881, 0.70, 8.0, 30.0)])
+    rows, *_ = read_rows([a, c], "non-food")
+    assert [(r.report, r.name, r.figures["auc"]) for r in rows][-1] == ("rerun", "m T=1", 0.881) and len(rows) == 3
+    with pytest.raises(ValueError, match="LABEL=PATH with no path"):
+        read_rows([Path("x=")], "non-food")
 
 
 def test_the_command_writes_the_table_and_the_figure(tmp_path, capsys):
