@@ -34,6 +34,7 @@ import numpy as np
 
 from colorizer.errors import report_error
 from evaluation.curves import save_figure, with_note, write_table
+from train.config import subset_draw
 
 __all__ = ["main", "Point", "read_point", "fit", "parse_target", "target_value", "target_spec", "gray_row",
            "figure_cell", "scaling_table", "plot_scaling", "METRICS"]
@@ -114,9 +115,7 @@ def _photo_set(folder: Path, photos: dict) -> str:
         return str(folder.resolve())
     config = json.loads(config_path.read_text())
     settings = {k: config.get(k) for k in _PHOTO_SETTINGS}
-    # seed 0 is the hash of the path alone, as with no seed (older runs' configs lack it), and without
-    # --subset the seed chooses nothing
-    settings["subset_seed"] = (settings["subset_seed"] or None) if settings["subset"] else None
+    settings["subset_seed"] = subset_draw(settings["subset"], settings["subset_seed"])  # training's own rule
     return json.dumps([settings, photos], sort_keys=True)
 
 

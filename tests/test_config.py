@@ -73,6 +73,14 @@ def test_bad_subset_rules_are_one_clear_error(spec, message):
         parse_args(["--data-dir", "x", "--subset", spec])
 
 
+def test_subset_draw_is_the_seed_only_with_a_subset_and_a_nonzero_seed():
+    from train.config import subset_draw
+
+    assert subset_draw(None, 3) is None  # without --subset the seed chooses nothing
+    assert subset_draw("x=0.5", 0) is None and subset_draw("x=0.5", None) is None  # the hash of the path alone
+    assert subset_draw("x=0.5", 2) == 2
+
+
 def test_subset_rules_parse_with_the_last_equals_sign():
     rules = parse_subset("^(?!.*/food/)=0.25;a=b=1")
     assert [(p.pattern, f) for p, f in rules] == [("^(?!.*/food/)", 0.25), ("a=b", 1.0)]

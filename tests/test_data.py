@@ -166,6 +166,8 @@ def test_subset_keeps_nested_shares_of_matching_photos_chosen_by_their_path(tmp_
         other[f] = {p for p in paths[400:] if reads(p)}
         assert abs(len(other[f]) - 400 * f) <= 40 and other[f] != share[f] - set(paths[:400])
     assert other[0.25] <= other[0.5]
+    zero = subset_rule(TrainConfig(data_dir="/data/photos", subset="^(?!.*/food/)=0.25", subset_seed=0))
+    assert {p for p in paths if zero(p)} == share[0.25]  # seed 0 is no seed: the first draw
     assert photo_key("/data/photos/food/1.jpg", "/data/photos") == "food/1.jpg"
     assert photo_key("/other/1.jpg", "/data/photos") == "/other/1.jpg"
     assert subset_rule(TrainConfig()) is None

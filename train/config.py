@@ -378,6 +378,12 @@ def parse_subset(spec: str) -> list[tuple["re.Pattern", float]]:
                        "fractions must be in (0, 1]")
 
 
+def subset_draw(subset: str | None, subset_seed: int | None) -> int | None:
+    """Which draw of photos ``--subset-seed`` makes: None without ``--subset`` (the seed then
+    chooses nothing) or with seed 0 or none (the hash of the path alone), else the seed."""
+    return (subset_seed or None) if subset else None
+
+
 def parse_groups(spec: str) -> list[tuple[str, "re.Pattern"]]:
     """``--val-groups``' 'NAME=REGEX;NAME=REGEX' as (name, compiled pattern) pairs."""
     groups = []

@@ -31,7 +31,7 @@ from PIL import Image
 
 from colorizer.images import ImageError, is_grayscale
 from train.sources import cell_path, decode_row_image, open_source, row_image_size
-from train.config import TrainConfig, parse_repeat, parse_subset
+from train.config import TrainConfig, parse_repeat, parse_subset, subset_draw
 
 __all__ = [
     "open_rows",
@@ -158,13 +158,13 @@ def subset_rule(cfg: TrainConfig) -> Callable[[str], int] | None:
         return None
     import hashlib
 
-    rules = parse_subset(cfg.subset)
+    rules, draw = parse_subset(cfg.subset), subset_draw(cfg.subset, cfg.subset_seed)
 
     def reads(path: str) -> int:
         for pattern, share in rules:
             if pattern.search(path):
                 key = photo_key(path, cfg.data_dir)
-                salted = f"{cfg.subset_seed}:{key}" if cfg.subset_seed else key
+                salted = key if draw is None else f"{draw}:{key}"
                 digest = hashlib.blake2b(salted.encode(), digest_size=8).digest()
                 if int.from_bytes(digest, "big") / 2**64 >= share:
                     return 0
