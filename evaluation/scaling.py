@@ -37,7 +37,7 @@ from evaluation.curves import save_figure, with_note, write_table
 from train.config import subset_draw
 
 __all__ = ["main", "Point", "read_point", "fit", "parse_target", "target_value", "target_spec", "gray_row",
-           "figure_cell", "scaling_table", "plot_scaling", "METRICS"]
+           "figure_cell", "scaling_table", "plot_scaling", "add_target_options", "METRICS"]
 
 # (results.json key, title, higher is better)
 METRICS = [
@@ -289,17 +289,23 @@ def plot_scaling(points: list[Point], count: str, group: str, targets, path: Pat
     return save_figure(fig, axes[0], path, per_row=6, bottom=0.055)
 
 
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    """The options of a command that draws figures against targets: --target (repeatable),
+    --out (the PNG), --table and --note."""
+    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
+                   help="a figure's target: a number, gray+D, gray*F or truth*F (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--table", type=Path, help="Markdown table to write (printed either way)")
+    p.add_argument("--note", type=Path, help="Markdown file appended to the table (what the files do not say)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("points", nargs="+", type=Path, help="folders with photos.json and results.json, one per run")
     p.add_argument("--count", required=True, help="the photos.json group whose photos are counted (e.g. other)")
     p.add_argument("--group", required=True, help="the results.json evaluation group read (e.g. non-food)")
     p.add_argument("--temperature", type=float, default=1.0, help="the temperature of the rows read (default 1)")
-    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
-                   help="a figure's target: a number, gray+D, gray*F or truth*F (repeatable)")
-    p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    p.add_argument("--table", type=Path, help="Markdown table to write (printed either way)")
-    p.add_argument("--note", type=Path, help="Markdown file appended to the table (what the files do not say)")
+    add_target_options(p)
     args = p.parse_args(argv)
     try:
         targets = [parse_target(t) for t in args.target]

@@ -29,7 +29,8 @@ from colorizer.errors import report_error
 from evaluation.curves import save_figure, with_note, write_table
 from evaluation.evaluate import labelled_source
 from evaluation.paired import load_report
-from evaluation.scaling import METRICS, figure_cell, gray_row, model_rows, parse_target, target_spec, target_value
+from evaluation.scaling import (METRICS, add_target_options, figure_cell, gray_row, model_rows, parse_target,
+                                target_spec, target_value)
 
 __all__ = ["main", "Row", "read_rows", "targets_table", "plot_targets"]
 
@@ -181,11 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("reports", nargs="+", type=Path,
                    help="evaluation reports: results.json or its folder, or LABEL=PATH (default label: the folder)")
     p.add_argument("--group", required=True, help="the evaluation group read (e.g. non-food)")
-    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
-                   help="a figure's target: a number, gray+D, gray*F or truth*F (repeatable)")
-    p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    p.add_argument("--table", type=Path, help="Markdown table to write (printed either way)")
-    p.add_argument("--note", type=Path, help="Markdown file appended to the table (what the reports do not say)")
+    add_target_options(p)
     args = p.parse_args(argv)
     try:
         targets = [parse_target(t) for t in args.target]
