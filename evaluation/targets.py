@@ -106,12 +106,11 @@ def targets_table(rows: list[Row], gray: dict[str, float], truth: float, group: 
                      + f" | {len(targets)} |")
     best = 0
     for r in rows:
-        met = sum(_met(r, t, v) for t, v in zip(targets, values))
-        best = max(best, met)
-        marked = {t[0] for t, v in zip(targets, values) if _met(r, t, v)}
-        cells = [figure_cell(k, r.figures[k]) + ("*" if k in marked else "") for k in _KEYS]
+        hit = [t for t, v in zip(targets, values) if _met(r, t, v)]
+        best = max(best, len(hit))
+        cells = [figure_cell(k, r.figures[k]) + ("*" if any(t[0] == k for t in hit) else "") for k in _KEYS]
         label = r.report.replace("|", "&#124;")
-        lines.append(f"| {label} | {r.name} | " + " | ".join(cells) + f" | {met} of {len(targets)} |")
+        lines.append(f"| {label} | {r.name} | " + " | ".join(cells) + f" | {len(hit)} of {len(targets)} |")
     lines += ["", f"Held-out {group} photos. Targets: " + ("; ".join(f"{target_spec(t)} ({v:.3f})" for t, v in
                                                                      zip(targets, values)) or "none")
               + f". A figure marked * meets its target; the most any row meets: {best} of {len(targets)}."]
