@@ -36,8 +36,9 @@ from colorizer.errors import report_error
 from evaluation.curves import save_figure, with_note, write_table
 from train.config import subset_draw
 
-__all__ = ["main", "Point", "read_point", "fit", "parse_target", "target_value", "target_spec", "gray_row",
-           "figure_cell", "scaling_table", "plot_scaling", "add_target_options", "METRICS"]
+__all__ = ["main", "Point", "read_point", "fit", "parse_target", "target_value", "target_spec", "group_rows",
+           "gray_row", "figure_cell", "scaling_table", "plot_scaling", "add_target_options", "METRICS",
+           "HIGHER_IS_BETTER"]
 
 # (results.json key, title, higher is better)
 METRICS = [
@@ -47,6 +48,7 @@ METRICS = [
     ("colorfulness", "colourfulness", True),
     ("psnr", "PSNR (dB)", True),
 ]
+HIGHER_IS_BETTER = {k: h for k, _, h in METRICS}
 _TARGET = re.compile(r"^(?:(gray|truth)\s*([+*])\s*)?([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)$")
 
 
@@ -78,11 +80,7 @@ def read_point(folder: Path, count: str, group: str, temperature: float) -> Poin
     photos = json.loads(photos_path.read_text())
     if count not in photos.get("groups", {}):
         raise ValueError(f"{photos_path}: no group {count!r} (it has {', '.join(photos.get('groups', {})) or 'none'})")
-    results = json.loads(results_path.read_text())
-    rows = results.get("groups", {}).get(group)
-    if rows is None:
-        raise ValueError(f"{results_path}: no evaluation group {group!r} (it has "
-                         f"{', '.join(results.get('groups', {})) or 'none'})")
+    rows = group_rows(json.loads(results_path.read_text()), group, str(results_path))
     models = model_rows(rows, temperature)
     if len(models) != 1:
         raise ValueError(f"{results_path}: {len(models)} model rows at T={temperature:g} in group {group!r}; "
@@ -92,6 +90,15 @@ def read_point(folder: Path, count: str, group: str, temperature: float) -> Poin
     return Point(folder.name, int(photos["groups"][count]), int(photos["photos"]),
                  {k: float(models[0][k]) for k in keys}, {k: float(gray[k]) for k in keys},
                  float(gray["truth_colorfulness"]), _photo_set(folder, photos))
+
+
+def group_rows(report: dict, group: str, where: str) -> list[dict]:
+    """An evaluation report's table rows of one group."""
+    rows = report.get("groups", {}).get(group)
+    if rows is None:
+        raise ValueError(f"{where}: no evaluation group {group!r} (it has "
+                         f"{', '.join(report.get('groups', {})) or 'none'})")
+    return rows
 
 
 def gray_row(rows: list[dict], where: str) -> dict:
@@ -145,7 +152,7 @@ def target_value(target: tuple[str, str | None, str | None, float], gray: dict[s
 def target_spec(target: tuple[str, str | None, str | None, float]) -> str:
     """A parsed target as the tables write it, e.g. ``cast <= gray*0.5``."""
     metric, base, op, number = target
-    better = next(h for k, _, h in METRICS if k == metric)
+    better = HIGHER_IS_BETTER[metric]
     return f"{metric} {'>=' if better else '<='} " + (f"{number:g}" if base is None else f"{base}{op}{number:g}")
 
 
@@ -212,7 +219,7 @@ def scaling_table(points: list[Point], count: str, group: str, temperature: floa
         best = max(points, key=lambda p: p.photos)
         for target in targets:
             metric = target[0]
-            better = next(h for k, _, h in METRICS if k == metric)
+            better = HIGHER_IS_BETTER[metric]
             value = target_value(target, best.gray, best.truth_colorfulness)
             slope, se, intercept = fit(points, metric)
             x_mean = float(np.mean(np.log2([p.photos for p in points])))
@@ -280,7 +287,8 @@ def plot_scaling(points: list[Point], count: str, group: str, targets, path: Pat
             ax.axhline(best.truth_colorfulness, color="black", linestyle=":", linewidth=1, label="real photos")
         for t in targets:
             if t[0] == key:
-                ax.axhline(target_value(t, best.gray, best.truth_colorfulness), color="C3", linewidth=1, label="target")
+                value = target_value(t, best.gray, best.truth_colorfulness)
+                ax.axhline(value, color="C3", linewidth=1, label="target")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.set_xlabel(f"{count} training photos")

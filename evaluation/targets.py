@@ -29,8 +29,8 @@ from colorizer.errors import report_error
 from evaluation.curves import save_figure, with_note, write_table
 from evaluation.evaluate import labelled_source
 from evaluation.paired import load_report
-from evaluation.scaling import (METRICS, add_target_options, figure_cell, gray_row, model_rows, parse_target,
-                                target_spec, target_value)
+from evaluation.scaling import (HIGHER_IS_BETTER, METRICS, add_target_options, figure_cell, gray_row, group_rows,
+                                model_rows, parse_target, target_spec, target_value)
 
 __all__ = ["main", "Row", "read_rows", "targets_table", "plot_targets"]
 
@@ -62,10 +62,7 @@ def read_rows(specs: list[Path], group: str) -> tuple[list[Row], dict[str, float
         if label == str(spec):  # no label: the report's folder names it
             label = (given if given.is_dir() else given.parent).resolve().name
         report = load_report(given)
-        table = report.get("groups", {}).get(group)
-        if table is None:
-            raise ValueError(f"{spec}: no evaluation group {group!r} (it has "
-                             f"{', '.join(report.get('groups', {})) or 'none'})")
+        table = group_rows(report, group, str(spec))
         gray = gray_row(table, f"{spec}: group {group!r}")
         here = ({k: float(gray[k]) for k in _KEYS}, float(gray["truth_colorfulness"]))
         if reference is None:
@@ -89,8 +86,8 @@ def _model(row: Row) -> str:
 
 
 def _met(row: Row, target, value: float) -> bool:
-    better = next(h for k, _, h in METRICS if k == target[0])
-    return row.figures[target[0]] >= value if better else row.figures[target[0]] <= value
+    figure = row.figures[target[0]]
+    return figure >= value if HIGHER_IS_BETTER[target[0]] else figure <= value
 
 
 def targets_table(rows: list[Row], gray: dict[str, float], truth: float, group: str, targets) -> str:
@@ -128,7 +125,7 @@ def plot_targets(rows: list[Row], gray: dict[str, float], truth: float, group: s
     import matplotlib.pyplot as plt
 
     titles = {k: t for k, t, _ in METRICS}
-    better = {k: h for k, _, h in METRICS}
+    better = HIGHER_IS_BETTER
     fig, axes = plt.subplots(1, len(PLANES), figsize=(6.4 * len(PLANES), 5.2), squeeze=False)
     models = list(dict.fromkeys(_model(r) for r in rows))
     markers = "osD^vP*Xhp<>"
